@@ -1,0 +1,179 @@
+"""Frozen configuration dataclasses for the three networks, read from a hub `config.json`.
+
+Field names follow our code; `from_hf` maps the Hugging Face names onto them. Derived sizes
+are properties, so a config never holds two numbers that could disagree.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class T5Config:
+    """T5 encoder (text conditioning)."""
+
+    vocab_size: int = 32128
+    d_model: int = 768
+    d_kv: int = 64
+    d_ff: int = 3072
+    num_layers: int = 12
+    num_heads: int = 12
+    relative_attention_num_buckets: int = 32
+    relative_attention_max_distance: int = 128
+    layer_norm_epsilon: float = 1e-6
+
+    @property
+    def inner_dim(self) -> int:
+        return self.num_heads * self.d_kv
+
+    @classmethod
+    def from_hf(cls, cfg: dict[str, Any]) -> T5Config:
+        act = cfg.get("feed_forward_proj", "relu")
+        if act != "relu":
+            raise ValueError(f"unsupported T5 feed_forward_proj {act!r}: only 'relu' (t5-base)")
+        return cls(
+            vocab_size=cfg["vocab_size"],
+            d_model=cfg["d_model"],
+            d_kv=cfg["d_kv"],
+            d_ff=cfg["d_ff"],
+            num_layers=cfg["num_layers"],
+            num_heads=cfg["num_heads"],
+            relative_attention_num_buckets=cfg.get("relative_attention_num_buckets", 32),
+            relative_attention_max_distance=cfg.get("relative_attention_max_distance", 128),
+            layer_norm_epsilon=cfg.get("layer_norm_epsilon", 1e-6),
+        )
+
+
+@dataclass(frozen=True)
+class LMConfig:
+    """MusicGen transformer decoder over EnCodec codebooks."""
+
+    vocab_size: int = 2048  # codes per codebook; id `vocab_size` is the special (BOS/pad) token
+    hidden_size: int = 1024
+    num_layers: int = 24
+    num_heads: int = 16
+    ffn_dim: int = 4096
+    num_codebooks: int = 4
+    audio_channels: int = 1
+    max_position_embeddings: int = 2048
+    layer_norm_eps: float = 1e-5
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_heads
+
+    @property
+    def special_token(self) -> int:
+        return self.vocab_size
+
+    @classmethod
+    def from_hf(cls, cfg: dict[str, Any]) -> LMConfig:
+        act = cfg.get("activation_function", "gelu")
+        if act != "gelu":
+            raise ValueError(f"unsupported decoder activation {act!r}: only 'gelu'")
+        if cfg.get("scale_embedding", False):
+            raise ValueError("scale_embedding=True is not used by any MusicGen checkpoint")
+        return cls(
+            vocab_size=cfg["vocab_size"],
+            hidden_size=cfg["hidden_size"],
+            num_layers=cfg["num_hidden_layers"],
+            num_heads=cfg["num_attention_heads"],
+            ffn_dim=cfg["ffn_dim"],
+            num_codebooks=cfg["num_codebooks"],
+            audio_channels=cfg.get("audio_channels", 1),
+            max_position_embeddings=cfg.get("max_position_embeddings", 2048),
+        )
+
+
+@dataclass(frozen=True)
+class EncodecConfig:
+    """EnCodec (SEANet encoder/decoder + residual vector quantizer)."""
+
+    sampling_rate: int = 32000
+    audio_channels: int = 1
+    num_filters: int = 64
+    hidden_size: int = 128  # latent dimension
+    upsampling_ratios: tuple[int, ...] = (8, 5, 4, 4)
+    num_residual_layers: int = 1
+    kernel_size: int = 7
+    last_kernel_size: int = 7
+    residual_kernel_size: int = 3
+    dilation_growth_rate: int = 2
+    compress: int = 2
+    num_lstm_layers: int = 2
+    codebook_size: int = 2048
+    codebook_dim: int = 128
+    num_quantizers: int = 4
+    use_conv_shortcut: bool = False
+    use_causal_conv: bool = False
+    pad_mode: str = "reflect"
+
+    @property
+    def hop_length(self) -> int:
+        return math.prod(self.upsampling_ratios)
+
+    @property
+    def frame_rate(self) -> int:
+        return math.ceil(self.sampling_rate / self.hop_length)
+
+    @classmethod
+    def from_hf(cls, cfg: dict[str, Any]) -> EncodecConfig:
+        if cfg.get("norm_type", "weight_norm") != "weight_norm":
+            raise ValueError(f"unsupported EnCodec norm_type {cfg.get('norm_type')!r}")
+        if cfg.get("normalize", False):
+            raise ValueError("EnCodec normalize=True (24/48 kHz models) is not supported")
+        ratios = tuple(cfg["upsampling_ratios"])
+        rate = cfg["sampling_rate"]
+        frame_rate = math.ceil(rate / math.prod(ratios))
+        bits = math.ceil(math.log2(cfg["codebook_size"]))
+        # transformers derives the quantizer count from the last target bandwidth.
+        num_q = int(1000 * cfg["target_bandwidths"][-1] // (frame_rate * bits))
+        return cls(
+            sampling_rate=rate,
+            audio_channels=cfg.get("audio_channels", 1),
+            num_filters=cfg["num_filters"],
+            hidden_size=cfg["hidden_size"],
+            upsampling_ratios=ratios,
+            num_residual_layers=cfg["num_residual_layers"],
+            kernel_size=cfg["kernel_size"],
+            last_kernel_size=cfg["last_kernel_size"],
+            residual_kernel_size=cfg["residual_kernel_size"],
+            dilation_growth_rate=cfg["dilation_growth_rate"],
+            compress=cfg["compress"],
+            num_lstm_layers=cfg["num_lstm_layers"],
+            codebook_size=cfg["codebook_size"],
+            codebook_dim=cfg.get("codebook_dim") or cfg["hidden_size"],
+            num_quantizers=max(num_q, 1),
+            use_conv_shortcut=cfg.get("use_conv_shortcut", True),
+            use_causal_conv=cfg.get("use_causal_conv", False),
+            pad_mode=cfg.get("pad_mode", "reflect"),
+        )
+
+
+@dataclass(frozen=True)
+class MusicGenConfig:
+    """The composite model: text encoder, projection, decoder, audio codec."""
+
+    text_encoder: T5Config = field(default_factory=T5Config)
+    decoder: LMConfig = field(default_factory=LMConfig)
+    audio_encoder: EncodecConfig = field(default_factory=EncodecConfig)
+    max_duration: float = 30.0  # seconds per generation window (training length)
+
+    @property
+    def has_projection(self) -> bool:
+        # transformers only creates `enc_to_dec_proj` when the widths differ.
+        return self.text_encoder.d_model != self.decoder.hidden_size
+
+    @classmethod
+    def from_hf(cls, cfg: dict[str, Any]) -> MusicGenConfig:
+        for part in ("text_encoder", "decoder", "audio_encoder"):
+            if part not in cfg:
+                raise ValueError(f"config.json has no {part!r} section: not a MusicGen checkpoint")
+        return cls(
+            text_encoder=T5Config.from_hf(cfg["text_encoder"]),
+            decoder=LMConfig.from_hf(cfg["decoder"]),
+            audio_encoder=EncodecConfig.from_hf(cfg["audio_encoder"]),
+        )

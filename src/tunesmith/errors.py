@@ -1,0 +1,21 @@
+"""Errors a user can cause. Each message says what to do; the CLI prints it on one line."""
+
+
+class TunesmithError(Exception):
+    """Base class for every error tunesmith raises on bad input or environment."""
+
+
+class InvalidOptionError(TunesmithError, ValueError):
+    """A generation or load option is out of range or of the wrong kind."""
+
+
+class ModelNotFoundError(TunesmithError):
+    """A model name or path could not be resolved to checkpoint files."""
+
+
+class CheckpointError(TunesmithError):
+    """Checkpoint files exist but do not hold what a MusicGen model needs."""
+
+
+class AudioFileError(TunesmithError):
+    """An audio file could not be read or written."""
