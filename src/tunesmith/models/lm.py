@@ -1,0 +1,210 @@
+"""The MusicGen language model: a pre-LN transformer decoder over K parallel codebook streams.
+
+Each step reads one frame of K tokens (their embeddings are summed), attends causally to the
+frames before it and, through cross-attention, to the text, and predicts K next tokens with
+K separate heads. Module names follow the Hugging Face checkpoint (`decoder.model.decoder.*`).
+
+The KV cache is preallocated for the whole window and written by position, so a decode step
+allocates nothing that grows with time; cross-attention keys and values are computed once.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..config import LMConfig
+
+
+def sinusoidal_positions(positions: torch.Tensor, dim: int) -> torch.Tensor:
+    """Positional table rows for `positions` ([T] long) -> [T, dim] float32, cos half first.
+
+    Computed the way the checkpoints were trained (tensor2tensor's variant: the frequency
+    exponent is divided by `half - 1`, not `half`).
+    """
+    half = dim // 2
+    freqs = torch.exp(
+        torch.arange(half, device=positions.device, dtype=torch.float32)
+        * -(math.log(10000.0) / (half - 1))
+    )
+    angles = positions.to(torch.float32)[:, None] * freqs[None, :]
+    return torch.cat([torch.cos(angles), torch.sin(angles)], dim=1)
+
+
+class LayerNorm(nn.LayerNorm):
+    """LayerNorm computed in float32 whatever the weights' dtype (fp16 overflows otherwise)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = self.weight.float() if self.weight is not None else None
+        b = self.bias.float() if self.bias is not None else None
+        return F.layer_norm(x.float(), self.normalized_shape, w, b, self.eps).to(x.dtype)
+
+
+@dataclass
+class LayerCache:
+    """One layer's keys and values: self-attention [B, H, T_max, hd], cross-attention [B, H, S, hd]."""
+
+    self_k: torch.Tensor
+    self_v: torch.Tensor
+    cross_k: torch.Tensor
+    cross_v: torch.Tensor
+
+
+@dataclass
+class LMCache:
+    """Decoder state for one batch: preallocated per-layer KV and the text cross-attention mask.
+
+    `cross_rows` leading rows of the batch see text; the rest (the unconditional half of a
+    classifier-free-guidance batch) have an all-zero text state, so their cross-attention
+    output is exactly zero and is not computed.
+    """
+
+    layers: list[LayerCache]
+    cross_mask: torch.Tensor  # [cross_rows, 1, 1, S] bool, True where a text token is real
+    cross_rows: int
+    length: int = 0  # frames already written
+
+    @property
+    def capacity(self) -> int:
+        return self.layers[0].self_k.shape[2]
+
+
+class Attention(nn.Module):
+    """Multi-head attention without biases, used for both self- and cross-attention."""
+
+    def __init__(self, dim: int, num_heads: int) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.q_proj = nn.Linear(dim, dim, bias=False)
+        self.k_proj = nn.Linear(dim, dim, bias=False)
+        self.v_proj = nn.Linear(dim, dim, bias=False)
+        self.out_proj = nn.Linear(dim, dim, bias=False)
+
+    def split_heads(self, x: torch.Tensor) -> torch.Tensor:
+        b, t, d = x.shape
+        return x.view(b, t, self.num_heads, d // self.num_heads).transpose(1, 2)
+
+    def merge_heads(self, x: torch.Tensor) -> torch.Tensor:
+        b, h, t, hd = x.shape
+        return x.transpose(1, 2).reshape(b, t, h * hd)
+
+
+class DecoderLayer(nn.Module):
+    def __init__(self, cfg: LMConfig) -> None:
+        super().__init__()
+        d, eps = cfg.hidden_size, cfg.layer_norm_eps
+        self.self_attn = Attention(d, cfg.num_heads)
+        self.self_attn_layer_norm = LayerNorm(d, eps=eps)
+        self.encoder_attn = Attention(d, cfg.num_heads)
+        self.encoder_attn_layer_norm = LayerNorm(d, eps=eps)
+        self.fc1 = nn.Linear(d, cfg.ffn_dim, bias=False)
+        self.fc2 = nn.Linear(cfg.ffn_dim, d, bias=False)
+        self.final_layer_norm = LayerNorm(d, eps=eps)
+
+    def forward(self, x: torch.Tensor, cache: LMCache, layer: LayerCache) -> torch.Tensor:
+        """x: [B, T, D] for frames cache.length .. cache.length + T - 1."""
+        start, t = cache.length, x.shape[1]
+        end = start + t
+
+        # Self-attention over everything written so far plus these T frames.
+        attn = self.self_attn
+        h = self.self_attn_layer_norm(x)
+        q = attn.split_heads(attn.q_proj(h))
+        layer.self_k[:, :, start:end] = attn.split_heads(attn.k_proj(h))
+        layer.self_v[:, :, start:end] = attn.split_heads(attn.v_proj(h))
+        k, v = layer.self_k[:, :, :end], layer.self_v[:, :, :end]
+        if t == 1:
+            out = F.scaled_dot_product_attention(q, k, v)  # one query sees all keys so far
+        elif start == 0:
+            out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        else:
+            q_pos = torch.arange(start, end, device=x.device)[:, None]
+            causal = torch.arange(end, device=x.device)[None, :] <= q_pos
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=causal)
+        x = x + attn.out_proj(attn.merge_heads(out))
+
+        # Cross-attention to the text, only for the rows that have text.
+        n = cache.cross_rows
+        if n > 0:
+            xattn = self.encoder_attn
+            h = self.encoder_attn_layer_norm(x[:n])
+            q = xattn.split_heads(xattn.q_proj(h))
+            out = F.scaled_dot_product_attention(
+                q, layer.cross_k, layer.cross_v, attn_mask=cache.cross_mask
+            )
+            cross = xattn.out_proj(xattn.merge_heads(out))
+            x = torch.cat([x[:n] + cross, x[n:]]) if n < x.shape[0] else x + cross
+
+        h = self.final_layer_norm(x)
+        return x + self.fc2(F.gelu(self.fc1(h)))
+
+
+class MusicGenLM(nn.Module):
+    """Codebook transformer decoder with K embeddings and K output heads."""
+
+    def __init__(self, cfg: LMConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        k, d = cfg.num_codebooks, cfg.hidden_size
+        # vocab_size + 1 rows: the extra one is the special (BOS/pad) token.
+        self.embed_tokens = nn.ModuleList(nn.Embedding(cfg.vocab_size + 1, d) for _ in range(k))
+        self.layers = nn.ModuleList(DecoderLayer(cfg) for _ in range(cfg.num_layers))
+        self.layer_norm = LayerNorm(d, eps=cfg.layer_norm_eps)
+        self.lm_heads = nn.ModuleList(nn.Linear(d, cfg.vocab_size, bias=False) for _ in range(k))
+
+    def new_cache(
+        self,
+        batch: int,
+        capacity: int,
+        text: torch.Tensor,
+        text_mask: torch.Tensor,
+    ) -> LMCache:
+        """Allocate the KV cache and project the text once.
+
+        batch: rows of the decoder batch (conditional rows first); capacity: frames to hold.
+        text: [N, S, D] projected text states of the N <= batch rows that see text; rows past N
+        are unconditional. text_mask: [N, S], 1 for real tokens.
+        """
+        cfg = self.cfg
+        p = next(self.parameters())
+        shape = (batch, cfg.num_heads, capacity, cfg.head_dim)
+        text = text.to(p.dtype)
+        mask = text_mask.bool()
+        # A row with no text token at all is unconditional: its keys and values are zero, so
+        # attending uniformly gives exactly the zero a fully masked row gives in the reference.
+        mask = mask | ~mask.any(dim=1, keepdim=True)
+        layers = []
+        for layer in self.layers:
+            xattn = layer.encoder_attn
+            layers.append(
+                LayerCache(
+                    self_k=torch.zeros(shape, device=p.device, dtype=p.dtype),
+                    self_v=torch.zeros(shape, device=p.device, dtype=p.dtype),
+                    cross_k=xattn.split_heads(xattn.k_proj(text)),
+                    cross_v=xattn.split_heads(xattn.v_proj(text)),
+                )
+            )
+        return LMCache(layers=layers, cross_mask=mask[:, None, None, :], cross_rows=text.shape[0])
+
+    def forward(self, tokens: torch.Tensor, cache: LMCache) -> torch.Tensor:
+        """tokens: [B, K, T] frames at positions cache.length.. -> logits [B, K, T, V] (float32).
+
+        Advances cache.length by T.
+        """
+        _, k, t = tokens.shape
+        start = cache.length
+        if start + t > cache.capacity:
+            raise RuntimeError(f"KV cache holds {cache.capacity} frames; asked for {start + t}")
+        x = sum(self.embed_tokens[i](tokens[:, i]) for i in range(k))  # [B, T, D]
+        assert isinstance(x, torch.Tensor)
+        pos = sinusoidal_positions(torch.arange(start, start + t, device=tokens.device), x.shape[-1])
+        x = x + pos.to(x.dtype)
+        for layer, layer_cache in zip(self.layers, cache.layers, strict=True):
+            x = layer(x, cache, layer_cache)
+        cache.length = start + t
+        h = self.layer_norm(x)
+        return torch.stack([head(h) for head in self.lm_heads], dim=1).float()

@@ -1,0 +1,62 @@
+"""From logits to tokens: classifier-free guidance, temperature, top-k, top-p, multinomial.
+
+Pure functions. The order is transformers' (CFG, temperature, top-k, top-p, softmax, draw),
+so that the same logits and the same random draws give the same tokens.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def cfg_mix(logits: torch.Tensor, scale: float) -> torch.Tensor:
+    """[2B, ...] logits, conditional rows first -> [B, ...] guided logits."""
+    cond, uncond = logits.chunk(2, dim=0)
+    return uncond + scale * (cond - uncond)
+
+
+def top_k_filter(logits: torch.Tensor, k: int) -> torch.Tensor:
+    """Keep the k largest logits of the last dim (ties with the k-th kept too); -inf elsewhere."""
+    if k <= 0 or k >= logits.shape[-1]:
+        return logits
+    kth = torch.topk(logits, k, dim=-1).values[..., -1:]
+    return logits.masked_fill(logits < kth, float("-inf"))
+
+
+def top_p_filter(logits: torch.Tensor, p: float) -> torch.Tensor:
+    """Nucleus filter: keep the smallest set of top tokens whose probability sum reaches p.
+
+    Works like transformers' TopPLogitsWarper: sort ascending, drop tokens whose cumulative
+    probability is <= 1 - p, always keep the most likely one.
+    """
+    if p <= 0.0 or p >= 1.0:
+        return logits
+    sorted_logits, order = torch.sort(logits, dim=-1, descending=False)
+    cumulative = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
+    drop_sorted = cumulative <= (1 - p)
+    drop_sorted[..., -1:] = False
+    drop = drop_sorted.scatter(-1, order, drop_sorted)
+    return logits.masked_fill(drop, float("-inf"))
+
+
+def sample(
+    logits: torch.Tensor,
+    *,
+    top_k: int,
+    top_p: float,
+    temperature: float,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Draw one token per row: logits [..., V] (float32) -> tokens [...] long.
+
+    top_k == 1 is greedy (argmax), with no random draw.
+    """
+    if top_k == 1:
+        return logits.argmax(dim=-1)
+    logits = logits / temperature
+    logits = top_k_filter(logits, top_k)
+    logits = top_p_filter(logits, top_p)
+    probs = logits.softmax(dim=-1)
+    flat = probs.reshape(-1, probs.shape[-1])
+    drawn = torch.multinomial(flat, 1, generator=generator)
+    return drawn.view(probs.shape[:-1])
