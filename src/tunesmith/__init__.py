@@ -1,3 +1,64 @@
-"""tunesmith: text to music with MusicGen, in plain PyTorch."""
+"""tunesmith: text to music with MusicGen, in plain PyTorch.
+
+    >>> from tunesmith import MusicGen
+    >>> model = MusicGen.from_pretrained("facebook/musicgen-small")
+    >>> wav = model.generate(["lofi beat with warm piano"], duration=8.0, seed=1)  # [B, C, N]
+
+The names below are imported on first use, so `import tunesmith` (and `tunesmith --help`)
+does not pay for importing torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+
+_EXPORTS = {
+    "MusicGen": "musicgen",
+    "GenerationOptions": "options",
+    "MusicGenConfig": "config",
+    "LMConfig": "config",
+    "T5Config": "config",
+    "EncodecConfig": "config",
+    "TunesmithError": "errors",
+    "InvalidOptionError": "errors",
+    "ModelNotFoundError": "errors",
+    "CheckpointError": "errors",
+    "AudioFileError": "errors",
+}
+
+if TYPE_CHECKING:
+    from .config import EncodecConfig, LMConfig, MusicGenConfig, T5Config
+    from .errors import (
+        AudioFileError,
+        CheckpointError,
+        InvalidOptionError,
+        ModelNotFoundError,
+        TunesmithError,
+    )
+    from .musicgen import MusicGen
+    from .options import GenerationOptions
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module 'tunesmith' has no attribute {name!r}")
+
+
+__all__ = [
+    "AudioFileError",
+    "CheckpointError",
+    "EncodecConfig",
+    "GenerationOptions",
+    "InvalidOptionError",
+    "LMConfig",
+    "ModelNotFoundError",
+    "MusicGen",
+    "MusicGenConfig",
+    "T5Config",
+    "TunesmithError",
+    "__version__",
+]

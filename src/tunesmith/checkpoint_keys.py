@@ -14,12 +14,26 @@ import torch
 # (pattern, replacement) applied in order to every Hugging Face key; first match wins.
 HF_RENAMES: list[tuple[str, str]] = [
     (r"^text_encoder\.shared\.weight$", "text_encoder.embed_tokens.weight"),
-    (r"^text_encoder\.encoder\.block\.(\d+)\.layer\.0\.SelfAttention\.relative_attention_bias\.",
-     r"text_encoder.relative_attention_bias."),
-    (r"^text_encoder\.encoder\.block\.(\d+)\.layer\.0\.SelfAttention\.", r"text_encoder.blocks.\1.attn."),
-    (r"^text_encoder\.encoder\.block\.(\d+)\.layer\.0\.layer_norm\.", r"text_encoder.blocks.\1.attn_norm."),
-    (r"^text_encoder\.encoder\.block\.(\d+)\.layer\.1\.DenseReluDense\.", r"text_encoder.blocks.\1.ffn."),
-    (r"^text_encoder\.encoder\.block\.(\d+)\.layer\.1\.layer_norm\.", r"text_encoder.blocks.\1.ffn_norm."),
+    (
+        r"^text_encoder\.encoder\.block\.(\d+)\.layer\.0\.SelfAttention\.relative_attention_bias\.",
+        r"text_encoder.relative_attention_bias.",
+    ),
+    (
+        r"^text_encoder\.encoder\.block\.(\d+)\.layer\.0\.SelfAttention\.",
+        r"text_encoder.blocks.\1.attn.",
+    ),
+    (
+        r"^text_encoder\.encoder\.block\.(\d+)\.layer\.0\.layer_norm\.",
+        r"text_encoder.blocks.\1.attn_norm.",
+    ),
+    (
+        r"^text_encoder\.encoder\.block\.(\d+)\.layer\.1\.DenseReluDense\.",
+        r"text_encoder.blocks.\1.ffn.",
+    ),
+    (
+        r"^text_encoder\.encoder\.block\.(\d+)\.layer\.1\.layer_norm\.",
+        r"text_encoder.blocks.\1.ffn_norm.",
+    ),
     (r"^text_encoder\.encoder\.final_layer_norm\.", "text_encoder.final_norm."),
     (r"^decoder\.model\.decoder\.", "decoder."),
 ]

@@ -27,8 +27,14 @@ def resolve_device(name: str | torch.device | None) -> torch.device:
         raise InvalidOptionError(f"unsupported device {name!r}: use auto, cpu, cuda, cuda:N or mps")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise InvalidOptionError(f"device {name!r} asked for, but no CUDA GPU is available")
-    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        raise InvalidOptionError(f"device {name!r} asked for, but only {torch.cuda.device_count()} GPU(s)")
+    if (
+        device.type == "cuda"
+        and device.index is not None
+        and device.index >= torch.cuda.device_count()
+    ):
+        raise InvalidOptionError(
+            f"device {name!r} asked for, but only {torch.cuda.device_count()} GPU(s)"
+        )
     if device.type == "mps" and not torch.backends.mps.is_available():
         raise InvalidOptionError(f"device {name!r} asked for, but MPS is not available")
     return device

@@ -48,7 +48,9 @@ class GenerationOptions:
         if not _is_real(self.cfg_scale) or math.isinf(self.cfg_scale):
             raise InvalidOptionError(f"cfg_scale must be a finite number, got {self.cfg_scale!r}")
         if self.seed is not None and (
-            not isinstance(self.seed, int) or isinstance(self.seed, bool) or not 0 <= self.seed < 2**63
+            not isinstance(self.seed, int)
+            or isinstance(self.seed, bool)
+            or not 0 <= self.seed < 2**63
         ):
             raise InvalidOptionError(f"seed must be an integer in [0, 2**63), got {self.seed!r}")
 

@@ -18,36 +18,76 @@ import torch
 # of 2048 codes, the real hop of 640 samples.
 TINY: dict[str, dict[str, Any]] = {
     "text_encoder": dict(
-        vocab_size=512, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4,
-        relative_attention_num_buckets=32, relative_attention_max_distance=128,
-        feed_forward_proj="relu", tie_word_embeddings=True,
+        vocab_size=512,
+        d_model=32,
+        d_kv=8,
+        d_ff=64,
+        num_layers=2,
+        num_heads=4,
+        relative_attention_num_buckets=32,
+        relative_attention_max_distance=128,
+        feed_forward_proj="relu",
+        tie_word_embeddings=True,
     ),
     "audio_encoder": dict(
-        sampling_rate=32000, audio_channels=1, num_filters=4, hidden_size=16,
-        upsampling_ratios=[8, 5, 4, 4], codebook_size=2048, codebook_dim=16,
-        target_bandwidths=[2.2], use_causal_conv=False, use_conv_shortcut=False,
-        pad_mode="reflect", norm_type="weight_norm", normalize=False, num_lstm_layers=2,
-        chunk_length_s=None, overlap=None,
+        sampling_rate=32000,
+        audio_channels=1,
+        num_filters=4,
+        hidden_size=16,
+        upsampling_ratios=[8, 5, 4, 4],
+        codebook_size=2048,
+        codebook_dim=16,
+        target_bandwidths=[2.2],
+        use_causal_conv=False,
+        use_conv_shortcut=False,
+        pad_mode="reflect",
+        norm_type="weight_norm",
+        normalize=False,
+        num_lstm_layers=2,
+        chunk_length_s=None,
+        overlap=None,
     ),
     "decoder": dict(
-        vocab_size=2048, hidden_size=48, num_hidden_layers=2, num_attention_heads=4,
-        ffn_dim=96, num_codebooks=4, max_position_embeddings=2048, audio_channels=1,
+        vocab_size=2048,
+        hidden_size=48,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        ffn_dim=96,
+        num_codebooks=4,
+        max_position_embeddings=2048,
+        audio_channels=1,
     ),
 }
 
 # The real facebook/musicgen-small sizes (t5-base, 24 x 1024 decoder, 64-filter EnCodec).
 SMALL: dict[str, dict[str, Any]] = {
     "text_encoder": dict(
-        vocab_size=32128, d_model=768, d_kv=64, d_ff=3072, num_layers=12, num_heads=12,
-        relative_attention_num_buckets=32, relative_attention_max_distance=128,
-        feed_forward_proj="relu", tie_word_embeddings=True,
+        vocab_size=32128,
+        d_model=768,
+        d_kv=64,
+        d_ff=3072,
+        num_layers=12,
+        num_heads=12,
+        relative_attention_num_buckets=32,
+        relative_attention_max_distance=128,
+        feed_forward_proj="relu",
+        tie_word_embeddings=True,
     ),
     "audio_encoder": dict(
-        TINY["audio_encoder"], num_filters=64, hidden_size=128, codebook_dim=128,
+        TINY["audio_encoder"],
+        num_filters=64,
+        hidden_size=128,
+        codebook_dim=128,
     ),
     "decoder": dict(
-        vocab_size=2048, hidden_size=1024, num_hidden_layers=24, num_attention_heads=16,
-        ffn_dim=4096, num_codebooks=4, max_position_embeddings=2048, audio_channels=1,
+        vocab_size=2048,
+        hidden_size=1024,
+        num_hidden_layers=24,
+        num_attention_heads=16,
+        ffn_dim=4096,
+        num_codebooks=4,
+        max_position_embeddings=2048,
+        audio_channels=1,
     ),
 }
 
@@ -117,13 +157,17 @@ def save_checkpoint(model: Any, folder: Path, *, legacy: bool = False) -> Path:
             key = key.replace(".parametrizations.weight.original1", ".weight_v")
             old[key] = value.contiguous()
         decoder = model.decoder.model.decoder
-        old["decoder.model.decoder.embed_positions.weights"] = decoder.embed_positions.weights.clone()
+        old["decoder.model.decoder.embed_positions.weights"] = (
+            decoder.embed_positions.weights.clone()
+        )
         old["text_encoder.encoder.embed_tokens.weight"] = old["text_encoder.shared.weight"].clone()
         save_file(old, str(path), metadata={"format": "pt"})
     return folder
 
 
-def build_checkpoint(folder: Path, size: str = "tiny", *, legacy: bool = False, seed: int = 0) -> Path:
+def build_checkpoint(
+    folder: Path, size: str = "tiny", *, legacy: bool = False, seed: int = 0
+) -> Path:
     """Random MusicGen checkpoint folder at `size`, in the hub layout."""
     return save_checkpoint(build_hf_model(size, seed), folder, legacy=legacy)
 

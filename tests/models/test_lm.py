@@ -62,7 +62,9 @@ def test_cached_steps_equal_full_forward(pair) -> None:
     parts = [ours(tokens[:, :, :3], cache)]  # prefill 3, then one frame at a time
     parts += [ours(tokens[:, :, i : i + 1], cache) for i in range(3, 8)]
     assert cache.length == 8
-    assert (torch.cat(parts, dim=2) - full).abs().max() < 1e-4  # logits are O(10): 1e-4 is ~1e-5 relative
+    assert (
+        torch.cat(parts, dim=2) - full
+    ).abs().max() < 1e-4  # logits are O(10): 1e-4 is ~1e-5 relative
 
 
 @torch.no_grad()

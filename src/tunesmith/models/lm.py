@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -179,7 +180,7 @@ class MusicGenLM(nn.Module):
         mask = mask | ~mask.any(dim=1, keepdim=True)
         layers = []
         for layer in self.layers:
-            xattn = layer.encoder_attn
+            xattn = cast(DecoderLayer, layer).encoder_attn
             layers.append(
                 LayerCache(
                     self_k=torch.zeros(shape, device=p.device, dtype=p.dtype),
@@ -201,7 +202,9 @@ class MusicGenLM(nn.Module):
             raise RuntimeError(f"KV cache holds {cache.capacity} frames; asked for {start + t}")
         x = sum(self.embed_tokens[i](tokens[:, i]) for i in range(k))  # [B, T, D]
         assert isinstance(x, torch.Tensor)
-        pos = sinusoidal_positions(torch.arange(start, start + t, device=tokens.device), x.shape[-1])
+        pos = sinusoidal_positions(
+            torch.arange(start, start + t, device=tokens.device), x.shape[-1]
+        )
         x = x + pos.to(x.dtype)
         for layer, layer_cache in zip(self.layers, cache.layers, strict=True):
             x = layer(x, cache, layer_cache)

@@ -1,0 +1,44 @@
+"""Checkpoints the tests build themselves: transformers' MusicGen at tiny sizes, random
+weights, saved in the hub layout with a real sentencepiece tokenizer. Built once per run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from tunesmith.testing import build_checkpoint
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Tiny checkpoint as transformers 5 writes it (`parametrizations.weight.original0/1`)."""
+    return build_checkpoint(tmp_path_factory.mktemp("tiny"), "tiny", seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_legacy_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The same weights with the hub file's legacy names (`weight_g` / `weight_v`, stored
+    positional table, both copies of the tied T5 embedding)."""
+    return build_checkpoint(tmp_path_factory.mktemp("tiny-legacy"), "tiny", seed=0, legacy=True)
+
+
+@pytest.fixture(scope="session")
+def tiny_reference(tiny_checkpoint: Path):
+    """transformers' model loaded from the tiny checkpoint: the parity reference."""
+    from transformers import MusicgenForConditionalGeneration
+
+    return MusicgenForConditionalGeneration.from_pretrained(tiny_checkpoint).eval()
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_checkpoint: Path):
+    from tunesmith import MusicGen
+
+    return MusicGen.from_pretrained(tiny_checkpoint, device="cpu")
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if "cuda" in item.keywords and not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU")
