@@ -7,22 +7,29 @@ keyword arguments), never stored on the model, so one loaded model can serve man
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
 
+from .audio import match_channels, read_audio, resample
+from .codec_chunks import StreamDecoder, decode_in_chunks
 from .config import MusicGenConfig
+from .delay import delays
 from .devices import default_dtype, resolve_device
 from .errors import InvalidOptionError
-from .generation import StepCallback, TextCondition, generate_codes
+from .generation import TextCondition, iter_frames, plan_windows, steps_for
 from .loading import DEFAULT_MODEL, load_model, load_tokenizer, read_config, resolve_checkpoint
 from .models.musicgen import MusicGenModel
-from .options import GenerationOptions
+from .options import MAX_DURATION, GenerationOptions
+from .progress import Progress, StepCallback, progress_callback
 from .tokenizer import TextTokenizer
 
 Prompts = str | None | Sequence[str | None]
-Progress = bool | StepCallback
+AudioPrompt = torch.Tensor | str | Path
+DECODE_CONTEXT = 50  # frames of codes on each side of a chunk decoded on its own (1 s)
+STREAM_LOOKAHEAD = 10  # frames a streamed chunk waits for past its end
 
 
 class MusicGen:
@@ -90,30 +97,14 @@ class MusicGen:
 
     # --- generation -------------------------------------------------------------------------
 
-    def generate(
-        self,
-        prompts: Prompts,
-        duration: float = 8.0,
-        *,
-        top_k: int = 250,
-        top_p: float = 0.0,
-        temperature: float = 1.0,
-        cfg_scale: float = 3.0,
-        seed: int | None = None,
-        progress: Progress = False,
-    ) -> torch.Tensor:
-        """Text to audio: [B, C, N] float32 at `sample_rate`; "" or None is unconditional."""
-        codes = self.generate_tokens(
-            prompts,
-            duration,
-            top_k=top_k,
-            top_p=top_p,
-            temperature=temperature,
-            cfg_scale=cfg_scale,
-            seed=seed,
-            progress=progress,
-        )
-        return self.decode(codes)
+    def generate(self, prompts: Prompts, duration: float = 8.0, **kwargs: Any) -> torch.Tensor:
+        """Text (and optionally an audio prompt) to audio [B, C, N] float32 at `sample_rate`.
+
+        Keyword arguments are those of `generate_tokens`. Past the 30 s window the piece is
+        continued window by window, and the whole code sequence is decoded at once (in
+        overlapping chunks), so there is no seam.
+        """
+        return self.decode(self.generate_tokens(prompts, duration, **kwargs))
 
     def generate_tokens(
         self,
@@ -125,23 +116,139 @@ class MusicGen:
         temperature: float = 1.0,
         cfg_scale: float = 3.0,
         seed: int | None = None,
+        stride: float = 18.0,
+        audio_prompt: AudioPrompt | None = None,
+        audio_prompt_rate: int | None = None,
+        prompt_in_output: bool = True,
         progress: Progress = False,
     ) -> torch.Tensor:
-        """Text to codes [B, K, T] with T = round(duration * frame_rate)."""
+        """Codes [B, K, T] for `duration` seconds of new music (T = duration * frame_rate).
+
+        prompts: a string or a list; "" or None is unconditional. top_k=1 is greedy; seed makes
+        the call reproducible on one machine. audio_prompt: a waveform ([N], [C, N] or [B, C, N]
+        at `audio_prompt_rate`, default `sample_rate`) or an audio file, continued by the model;
+        its codes lead the output unless prompt_in_output is False. stride: seconds each window
+        past the first adds (long form).
+        """
+        blocks, prompt = self._start(
+            prompts, duration, top_k, top_p, temperature, cfg_scale, seed, stride,
+            audio_prompt, audio_prompt_rate, progress,
+        )  # fmt: skip
+        with blocks:
+            new = torch.cat(list(blocks), dim=2)
+        if prompt is not None and prompt_in_output:
+            return torch.cat([prompt, new], dim=2)
+        return new
+
+    def token_stream(self, prompts: Prompts, duration: float = 8.0, **kwargs: Any) -> TokenStream:
+        """Like `generate_tokens`, but an iterator of newly made code blocks [B, K, n] (n >= 0),
+        in order, one per decoder step: stop early and keep what exists. Use it as a context
+        manager (`with model.token_stream(...) as blocks:`) so a progress bar closes cleanly.
+        The audio prompt's codes are in `.prompt` (not yielded)."""
+        blocks, _ = self._start(prompts, duration, **_defaults(kwargs))
+        return blocks
+
+    def stream(
+        self,
+        prompts: Prompts,
+        duration: float = 8.0,
+        chunk_seconds: float = 1.0,
+        **kwargs: Any,
+    ) -> Iterator[torch.Tensor]:
+        """Yield audio [B, C, n] float32 as soon as each `chunk_seconds` of it can be decoded.
+
+        Joined, the chunks equal `generate(...)` with the same seed to within the codec's
+        chunking error (tests hold it above 40 dB SNR). With an audio prompt and
+        prompt_in_output (the default), the prompt's audio comes first.
+        """
+        if not (isinstance(chunk_seconds, (int, float)) and 0 < chunk_seconds <= 60):
+            raise InvalidOptionError(f"chunk_seconds must be in (0, 60], got {chunk_seconds!r}")
+        prompt_in_output = kwargs.pop("prompt_in_output", True)
+        decoder = StreamDecoder(
+            self.decode, self.config.audio_encoder.hop_length, chunk=self.frames_for(chunk_seconds),
+            lookahead=STREAM_LOOKAHEAD, context=DECODE_CONTEXT,
+        )  # fmt: skip
+        with self.token_stream(prompts, duration, **kwargs) as blocks:
+            if blocks.prompt is not None and prompt_in_output:
+                yield from decoder.push(blocks.prompt)
+            elif blocks.prompt is not None:
+                decoder.skip(blocks.prompt)
+            for block in blocks:
+                yield from decoder.push(block)
+        tail = decoder.finish()
+        if tail is not None:
+            yield tail
+
+    def _start(
+        self,
+        prompts: Prompts,
+        duration: float,
+        top_k: int = 250,
+        top_p: float = 0.0,
+        temperature: float = 1.0,
+        cfg_scale: float = 3.0,
+        seed: int | None = None,
+        stride: float = 18.0,
+        audio_prompt: AudioPrompt | None = None,
+        audio_prompt_rate: int | None = None,
+        progress: Progress = False,
+    ) -> tuple[TokenStream, torch.Tensor | None]:
+        """Validate everything, encode text and audio prompt, and set up the frame iterator."""
         options = GenerationOptions(
-            duration=duration,
-            top_k=top_k,
-            top_p=top_p,
-            temperature=temperature,
-            cfg_scale=cfg_scale,
-            seed=seed,
-        )
-        options.validate(max_duration=self.max_duration)
+            duration=duration, top_k=top_k, top_p=top_p, temperature=temperature,
+            cfg_scale=cfg_scale, seed=seed, stride=stride,
+        )  # fmt: skip
+        options.validate(max_duration=MAX_DURATION)
+        if options.stride > self.max_duration:
+            raise InvalidOptionError(
+                f"stride {options.stride:g}s is longer than the {self.max_duration:g}s window"
+            )
         texts = _as_prompt_list(prompts)
-        frames = self.frames_for(options.duration)
+        prompt = None
+        if audio_prompt is not None:
+            prompt = self._prompt_codes(audio_prompt, audio_prompt_rate, len(texts))
         text = self.condition(texts)
-        with _progress_callback(progress, "generating") as on_step:
-            return generate_codes(self.model.decoder, text, frames, options, on_step=on_step)
+        window = self.frames_for(self.max_duration)
+        stride_frames = min(window, self.frames_for(options.stride))
+        new = self.frames_for(options.duration)
+        plan = plan_windows(0 if prompt is None else prompt.shape[-1], new, window, stride_frames)
+        lm = self.model.decoder
+        steps = steps_for(plan, max(delays(lm.cfg.num_codebooks, lm.cfg.audio_channels)))
+        blocks = iter_frames(
+            lm, text, new, options, window=window, stride=stride_frames, prompt=prompt
+        )
+        return TokenStream(blocks, prompt, progress, steps), prompt
+
+    def _prompt_codes(self, audio: AudioPrompt, rate: int | None, batch: int) -> torch.Tensor:
+        """An audio prompt -> codes [B, K, P], refused if it does not leave room in the window."""
+        if isinstance(audio, (str, os.PathLike)):
+            wav = read_audio(audio, sample_rate=self.sample_rate, channels=self.audio_channels)[
+                None
+            ]
+        elif isinstance(audio, torch.Tensor):
+            wav = audio.detach().float().cpu()
+            wav = wav.view(1, 1, -1) if wav.dim() == 1 else wav[None] if wav.dim() == 2 else wav
+            if wav.dim() != 3:
+                raise InvalidOptionError(
+                    f"audio_prompt must be [N], [C, N] or [B, C, N], got {tuple(audio.shape)}"
+                )
+            wav = torch.stack([match_channels(w, self.audio_channels) for w in wav])
+            if rate is not None and rate != self.sample_rate:
+                wav = torch.stack([resample(w, rate, self.sample_rate) for w in wav])
+        else:
+            raise InvalidOptionError(
+                f"audio_prompt must be a tensor or a file path, got {type(audio).__name__}"
+            )
+        if wav.shape[0] not in (1, batch):
+            raise InvalidOptionError(f"audio_prompt has {wav.shape[0]} rows for {batch} prompts")
+        seconds = wav.shape[-1] / self.sample_rate
+        if seconds >= self.max_duration or wav.shape[-1] < self.config.audio_encoder.hop_length:
+            raise InvalidOptionError(
+                f"audio prompt is {seconds:.2f}s: it must be at least one frame and shorter than "
+                f"the model's {self.max_duration:g}s window"
+            )
+        codes = self.encode(wav)
+        return codes.expand(batch, -1, -1) if codes.shape[0] != batch else codes
 
     def frames_for(self, duration: float) -> int:
         return max(1, round(duration * self.frame_rate))
@@ -166,13 +273,22 @@ class MusicGen:
             raise InvalidOptionError(
                 f"codes must be [batch, {self.num_codebooks}, frames], got {tuple(codes.shape)}"
             )
+        hop = self.config.audio_encoder.hop_length
+        window = self.frames_for(self.max_duration)
+        return decode_in_chunks(
+            self._decode_window, codes, hop, chunk=window, context=DECODE_CONTEXT
+        )
+
+    @torch.inference_mode()
+    def _decode_window(self, codes: torch.Tensor) -> torch.Tensor:
+        """One plain codec decode; stereo checkpoints interleave left and right codebooks."""
         codec = self.model.audio_encoder
         if self.audio_channels == 1:
             return codec.decode(codes).float()
-        channels = [
+        streams = [
             codec.decode(codes[:, c :: self.audio_channels]) for c in range(self.audio_channels)
         ]
-        return torch.cat(channels, dim=1).float()
+        return torch.cat(streams, dim=1).float()
 
     @torch.inference_mode()
     def encode(self, wav: torch.Tensor) -> torch.Tensor:
@@ -207,28 +323,41 @@ def _as_prompt_list(prompts: Prompts) -> list[str | None]:
     return texts
 
 
-class _progress_callback:
-    """Context manager turning `progress` (bool or callable) into a step callback."""
+def _defaults(kwargs: dict[str, Any]) -> dict[str, Any]:
+    kwargs.pop("prompt_in_output", None)  # a token stream never repeats the prompt
+    return kwargs
 
-    def __init__(self, progress: Progress, description: str) -> None:
-        self.progress = progress
-        self.description = description
-        self.bar: Any = None
 
-    def __enter__(self) -> StepCallback | None:
-        if callable(self.progress):
-            return self.progress
-        if not self.progress:
-            return None
-        from tqdm.auto import tqdm
+class TokenStream:
+    """Iterator of code blocks [B, K, n] with its progress bar; `.prompt` holds the prompt codes."""
 
-        def update(done: int, total: int) -> None:
-            if self.bar is None:
-                self.bar = tqdm(total=total, desc=self.description, unit="step")
-            self.bar.update(done - self.bar.n)
+    def __init__(
+        self,
+        blocks: Iterator[torch.Tensor],
+        prompt: torch.Tensor | None,
+        progress: Progress,
+        steps: int,
+    ) -> None:
+        self.prompt = prompt
+        self.steps = steps  # decoder steps in all: one block each
+        self.done = 0
+        self._blocks = blocks
+        self._progress = progress_callback(progress)
+        self._on_step: StepCallback | None = None
 
-        return update
+    def __enter__(self) -> TokenStream:
+        self._on_step = self._progress.__enter__()
+        return self
 
     def __exit__(self, *exc: object) -> None:
-        if self.bar is not None:
-            self.bar.close()
+        self._progress.__exit__(*exc)
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        return self
+
+    def __next__(self) -> torch.Tensor:
+        block = next(self._blocks)
+        self.done += 1
+        if self._on_step is not None:
+            self._on_step(self.done, self.steps)
+        return block

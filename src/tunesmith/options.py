@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 from .errors import InvalidOptionError
 
+MAX_DURATION = 3600.0  # seconds in one call: long form slides the 30 s window that far
+
 
 @dataclass(frozen=True)
 class GenerationOptions:
@@ -22,6 +24,7 @@ class GenerationOptions:
     temperature: float = 1.0
     cfg_scale: float = 3.0
     seed: int | None = None
+    stride: float = 18.0  # seconds each new window adds past the first (long form)
 
     def __post_init__(self) -> None:
         self.validate()
@@ -35,7 +38,11 @@ class GenerationOptions:
             raise InvalidOptionError("duration must be finite")
         if max_duration is not None and d > max_duration + 1e-9:
             raise InvalidOptionError(
-                f"duration {d:g}s is longer than the model's {max_duration:g}s window"
+                f"duration {d:g}s is longer than the {max_duration:g}s allowed"
+            )
+        if not _is_real(self.stride) or not self.stride > 0:
+            raise InvalidOptionError(
+                f"stride must be a positive number of seconds, got {self.stride!r}"
             )
         if not isinstance(self.top_k, int) or isinstance(self.top_k, bool) or self.top_k < 0:
             raise InvalidOptionError(f"top_k must be an integer >= 0 (0 = off), got {self.top_k!r}")

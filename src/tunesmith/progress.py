@@ -1,0 +1,38 @@
+"""Progress reporting: `progress=True` gives a tqdm bar (elapsed, done, remaining time);
+a callable receives (steps done, steps in all)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+StepCallback = Callable[[int, int], None]
+Progress = bool | StepCallback
+
+
+class progress_callback:
+    """Context manager turning `progress` (bool or callable) into a step callback or None."""
+
+    def __init__(self, progress: Progress, description: str = "generating") -> None:
+        self.progress = progress
+        self.description = description
+        self.bar: Any = None
+
+    def __enter__(self) -> StepCallback | None:
+        if callable(self.progress):
+            return self.progress
+        if not self.progress:
+            return None
+
+        def update(done: int, total: int) -> None:
+            if self.bar is None:
+                from tqdm.auto import tqdm
+
+                self.bar = tqdm(total=total, desc=self.description, unit="step", dynamic_ncols=True)
+            self.bar.update(done - self.bar.n)
+
+        return update
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.close()
