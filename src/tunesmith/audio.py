@@ -87,6 +87,9 @@ def write_audio(
     os.close(fd)
     try:
         sf.write(tmp, data, sample_rate, subtype=subtype, format=fmt)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual mode
         os.replace(tmp, target)
     except (sf.LibsndfileError, RuntimeError, ValueError, TypeError, OSError) as err:
         Path(tmp).unlink(missing_ok=True)
