@@ -6,6 +6,8 @@ legacy weight-norm names the hub file uses, loaded by tunesmith, compared with t
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
@@ -89,3 +91,19 @@ def test_encode_matches(pair) -> None:
     wav = 0.2 * torch.randn(1, 1, 32000)
     want = reference.audio_encoder.encode(wav).audio_codes[0]
     assert torch.equal(model.encode(wav), want)
+
+
+@torch.no_grad()
+def test_int8_quality_guard(pair) -> None:
+    """Teacher-forced logits of the int8 decoder stay within 3% relative error of fp32."""
+    from tunesmith.quantize import quantize_linears
+
+    _, model = pair
+    text = model.condition(PROMPTS)
+    tokens = torch.randint(0, 2048, (2, 4, 40))
+    lm = model.model.decoder
+    want = lm(tokens, lm.new_cache(2, 40, text.states, text.mask))
+    q = quantize_linears(copy.deepcopy(lm), "int8")
+    got = q(tokens, q.new_cache(2, 40, text.states, text.mask))
+    rel = float((got - want).norm() / want.norm())
+    assert rel < 0.03, rel

@@ -77,26 +77,38 @@ def fold_weight_norm(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return out
 
 
-def hf_to_tunesmith(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Map a Hugging Face MusicGen state dict onto our module names.
+_IGNORED = [re.compile(p) for p in HF_IGNORED]
+_RENAMES = [(re.compile(p), r) for p, r in HF_RENAMES]
+TIED_T5_EMBEDDING = "text_encoder.encoder.embed_tokens.weight"
 
-    Keys that match nothing are passed through unchanged so that the strict load reports them.
+
+def rename_hf_key(key: str) -> str | None:
+    """Our name for one Hugging Face key; None for keys we do not need.
+
+    Keys that match no rule pass through unchanged, so that the strict load reports them.
     """
-    ignored = [re.compile(p) for p in HF_IGNORED]
-    renames = [(re.compile(p), r) for p, r in HF_RENAMES]
+    if any(p.search(key) for p in _IGNORED):
+        return None
+    for pattern, repl in _RENAMES:
+        if pattern.search(key):
+            return pattern.sub(repl, key)
+    return key
+
+
+def is_weight_norm_part(key: str) -> bool:
+    return any(key.endswith(suffix) for suffix in _WEIGHT_NORM_SUFFIXES)
+
+
+def hf_to_tunesmith(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Map a whole Hugging Face MusicGen state dict onto our module names (see rename_hf_key)."""
     out: dict[str, torch.Tensor] = {}
-    tied_embedding = state.get("text_encoder.encoder.embed_tokens.weight")
     for key, value in state.items():
-        if any(p.search(key) for p in ignored):
-            continue
-        for pattern, repl in renames:
-            if pattern.search(key):
-                key = pattern.sub(repl, key)
-                break
-        out[key] = value
+        name = rename_hf_key(key)
+        if name is not None:
+            out[name] = value
     # Some exports keep only the encoder's copy of the tied embedding.
-    if "text_encoder.embed_tokens.weight" not in out and tied_embedding is not None:
-        out["text_encoder.embed_tokens.weight"] = tied_embedding
+    if "text_encoder.embed_tokens.weight" not in out and TIED_T5_EMBEDDING in state:
+        out["text_encoder.embed_tokens.weight"] = state[TIED_T5_EMBEDDING]
     return fold_weight_norm(out)
 
 

@@ -70,6 +70,9 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
         "--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N, mps"
     )
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    parser.add_argument(
+        "--quantize", choices=["int8"], default=None, help="int8 decoder weights (faster on CPU)"
+    )
 
 
 def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
@@ -163,7 +166,7 @@ def load(args: argparse.Namespace) -> Any:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     start = time.perf_counter()
-    model = MusicGen.from_pretrained(args.model, device=args.device)
+    model = MusicGen.from_pretrained(args.model, device=args.device, quantize=args.quantize)
     say(args, f"loaded {args.model} on {model.device} in {time.perf_counter() - start:.1f} s")
     return model
 

@@ -14,10 +14,16 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint_keys import hf_to_tunesmith
+from .checkpoint_keys import (
+    TIED_T5_EMBEDDING,
+    fold_weight_norm,
+    is_weight_norm_part,
+    rename_hf_key,
+)
 from .config import MusicGenConfig
 from .errors import CheckpointError, ModelNotFoundError
 from .models.musicgen import MusicGenModel
+from .quantize import Int8Linear, quantize_linears, quantize_rows
 from .tokenizer import TextTokenizer
 
 DEFAULT_MODEL = "facebook/musicgen-small"
@@ -126,41 +132,75 @@ def load_model(
     config: MusicGenConfig,
     device: torch.device,
     dtype: torch.dtype,
+    quantize: str | None = None,
 ) -> MusicGenModel:
-    """Build on `meta`, fill strictly from the checkpoint, place on device.
+    """Build on `meta`, fill strictly from the checkpoint one tensor at a time, place on device.
 
     `dtype` applies to the decoder; the T5 encoder and the codec stay float32 (T5 overflows in
-    fp16, and both are a small share of the run time).
+    fp16, and both are a small share of the run time). `quantize="int8"` stores the decoder's
+    linear layers as int8, each weight converted as it is read: the full-precision copy of the
+    decoder never exists in memory.
     """
     with torch.device("meta"):
         model = MusicGenModel(config)
+        if quantize is not None:
+            quantize_linears(model.decoder, quantize)
     expected = model.state_dict()
+    quantized = {
+        f"decoder.{name}.weight"
+        for name, module in model.decoder.named_modules()
+        if isinstance(module, Int8Linear)
+    }
 
-    def placed(name: str, tensor: torch.Tensor) -> torch.Tensor:
+    state: dict[str, torch.Tensor] = {}
+    norm_parts: dict[str, torch.Tensor] = {}  # weight-norm g / v, folded once both are read
+    tied: torch.Tensor | None = None
+    unexpected: list[str] = []
+
+    def place(name: str, tensor: torch.Tensor) -> None:
+        if name not in expected:
+            unexpected.append(name)
+            return
+        if name in quantized:
+            _check_shape(name, tensor, expected[name])
+            q, scales = quantize_rows(tensor)
+            state[name] = q.to(device)
+            state[name.removesuffix(".weight") + ".scales"] = scales.to(device, torch.bfloat16)
+            return
+        _check_shape(name, tensor, expected[name])
         target = dtype if name.startswith(("decoder.", "enc_to_dec_proj.")) else torch.float32
-        return tensor.to(
-            device=device, dtype=target if tensor.is_floating_point() else tensor.dtype
-        )
+        state[name] = tensor.to(device, target if tensor.is_floating_point() else tensor.dtype)
 
-    raw = dict(iter_tensors(_weight_files(folder)))
-    state = hf_to_tunesmith(raw)
-    del raw
+    for key, tensor in iter_tensors(_weight_files(folder)):
+        if key == TIED_T5_EMBEDDING:
+            tied = tensor
+        name = rename_hf_key(key)
+        if name is None:
+            continue
+        if is_weight_norm_part(name):
+            norm_parts[name] = tensor
+        else:
+            place(name, tensor)
+    for name, tensor in fold_weight_norm(norm_parts).items():
+        place(name, tensor)
+    if "text_encoder.embed_tokens.weight" not in state and tied is not None:
+        place("text_encoder.embed_tokens.weight", tied)
+
     missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
     if missing or unexpected:
         raise CheckpointError(
             f"checkpoint in {folder} does not match the MusicGen layout: "
-            f"missing {_names(missing)}; unexpected {_names(unexpected)}"
+            f"missing {_names(missing)}; unexpected {_names(sorted(unexpected))}"
         )
-    for name, tensor in list(state.items()):
-        if tensor.shape != expected[name].shape:
-            raise CheckpointError(
-                f"tensor {name} has shape {tuple(tensor.shape)}, the config implies "
-                f"{tuple(expected[name].shape)}"
-            )
-        state[name] = placed(name, tensor)
     model.load_state_dict(state, strict=True, assign=True)
     return model.eval()
+
+
+def _check_shape(name: str, tensor: torch.Tensor, want: torch.Tensor) -> None:
+    if tensor.shape != want.shape:
+        raise CheckpointError(
+            f"tensor {name} has shape {tuple(tensor.shape)}, the config implies {tuple(want.shape)}"
+        )
 
 
 def _names(keys: list[str], limit: int = 8) -> str:

@@ -24,6 +24,7 @@ from .loading import DEFAULT_MODEL, load_model, load_tokenizer, read_config, res
 from .models.musicgen import MusicGenModel
 from .options import MAX_DURATION, GenerationOptions
 from .progress import Progress, StepCallback, progress_callback
+from .quantize import QUANTIZE_MODES
 from .tokenizer import TextTokenizer
 
 Prompts = str | None | Sequence[str | None]
@@ -56,17 +57,23 @@ class MusicGen:
         name_or_path: str | os.PathLike[str] = DEFAULT_MODEL,
         device: str | torch.device | None = None,
         dtype: torch.dtype | None = None,
+        quantize: str | None = None,
     ) -> MusicGen:
         """Load a checkpoint from a hub id (downloaded into the Hugging Face cache) or a folder.
 
         device: "auto"/None picks CUDA, then MPS, then CPU. dtype: the decoder's weights
-        (default float32 on CPU, float16 on GPUs).
+        (default float32 on CPU, float16 on GPUs). quantize: "int8" stores the decoder's
+        linear layers as int8 with per-row scales (about a quarter of the memory traffic).
         """
+        if quantize is not None and quantize not in QUANTIZE_MODES:
+            raise InvalidOptionError(
+                f"unknown quantize {quantize!r}: choose from {', '.join(QUANTIZE_MODES)}"
+            )
         dev = resolve_device(device)
         folder = resolve_checkpoint(name_or_path)
         config = read_config(folder)
         tokenizer = load_tokenizer(folder)
-        model = load_model(folder, config, dev, dtype or default_dtype(dev))
+        model = load_model(folder, config, dev, dtype or default_dtype(dev), quantize=quantize)
         return cls(model, tokenizer, name=str(name_or_path))
 
     # --- facts about the checkpoint -------------------------------------------------------

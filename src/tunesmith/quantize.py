@@ -1,0 +1,72 @@
+"""Weight-only int8 for the decoder's linear layers, swapped in at load time.
+
+Each output row gets its own scale (symmetric, max-abs / 127). On CPU the matrix product runs
+in torch's int8 weight-pack kernel with bfloat16 activations: the decoder step reads a
+quarter of the fp32 bytes, and reading weights is what bounds it on a CPU.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+QUANTIZE_MODES = ("int8",)
+
+
+def quantize_rows(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """[out, in] float -> (int8 [out, in], scales [out] float32), symmetric per row."""
+    w = weight.detach().float()
+    scales = w.abs().amax(dim=1).clamp(min=1e-12) / 127.0
+    q = torch.round(w / scales[:, None]).clamp(-127, 127).to(torch.int8)
+    return q, scales
+
+
+class Int8Linear(nn.Module):
+    """A bias-free Linear with int8 weights and per-row scales."""
+
+    weight: torch.Tensor
+    scales: torch.Tensor
+
+    def __init__(self, in_features: int, out_features: int) -> None:
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        self.register_buffer("weight", torch.zeros(out_features, in_features, dtype=torch.int8))
+        self.register_buffer("scales", torch.ones(out_features, dtype=torch.bfloat16))
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear) -> Int8Linear:
+        if linear.bias is not None:
+            raise ValueError("Int8Linear takes bias-free layers (the MusicGen decoder has none)")
+        module = cls(linear.in_features, linear.out_features)
+        q, scales = quantize_rows(linear.weight)
+        module.weight, module.scales = q, scales.to(torch.bfloat16)
+        return module
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = x.shape
+        flat = x.reshape(-1, shape[-1]).to(torch.bfloat16)
+        if flat.device.type == "cpu":
+            out = torch._weight_int8pack_mm(flat, self.weight, self.scales)
+        else:  # the same arithmetic, for devices without the kernel
+            out = F.linear(flat, self.weight.to(flat.dtype)) * self.scales
+        return out.to(x.dtype).reshape(*shape[:-1], self.out_features)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, int8"
+
+
+def quantize_linears(
+    module: nn.Module, mode: str, keep: Callable[[str], bool] = lambda name: False
+) -> nn.Module:
+    """Replace every bias-free nn.Linear under `module` (except names `keep` accepts) in place."""
+    if mode not in QUANTIZE_MODES:
+        raise ValueError(f"unknown quantization {mode!r}: choose from {', '.join(QUANTIZE_MODES)}")
+    for name, child in list(module.named_modules()):
+        for attr, leaf in list(child.named_children()):
+            full = f"{name}.{attr}" if name else attr
+            if isinstance(leaf, nn.Linear) and leaf.bias is None and not keep(full):
+                setattr(child, attr, Int8Linear.from_linear(leaf))
+    return module
