@@ -6,9 +6,12 @@ Weights are read tensor by tensor from memory-mapped safetensors into a model bu
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import json
 import os
 import re
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -144,12 +147,13 @@ def load_model(
     with torch.device("meta"):
         model = MusicGenModel(config)
         if quantize is not None:
+            # The decoder is most of the weights read per step; T5 is most of the rest of
+            # the memory. The codec's convolutions stay float32.
             quantize_linears(model.decoder, quantize)
+            quantize_linears(model.text_encoder, quantize)
     expected = model.state_dict()
     quantized = {
-        f"decoder.{name}.weight"
-        for name, module in model.decoder.named_modules()
-        if isinstance(module, Int8Linear)
+        f"{name}.weight" for name, module in model.named_modules() if isinstance(module, Int8Linear)
     }
 
     state: dict[str, torch.Tensor] = {}
@@ -193,7 +197,16 @@ def load_model(
             f"missing {_names(missing)}; unexpected {_names(sorted(unexpected))}"
         )
     model.load_state_dict(state, strict=True, assign=True)
+    _release_freed_memory()
     return model.eval()
+
+
+def _release_freed_memory() -> None:
+    """Hand the loading transients back to the OS (glibc keeps freed heap otherwise, and the
+    process would look as large as the float32 checkpoint it read)."""
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to trim
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def _check_shape(name: str, tensor: torch.Tensor, want: torch.Tensor) -> None:
