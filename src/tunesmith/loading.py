@@ -197,6 +197,8 @@ def load_model(
             f"missing {_names(missing)}; unexpected {_names(sorted(unexpected))}"
         )
     model.load_state_dict(state, strict=True, assign=True)
+    del state
+    model.decoder.fuse()
     _release_freed_memory()
     return model.eval()
 

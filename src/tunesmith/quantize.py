@@ -45,6 +45,14 @@ class Int8Linear(nn.Module):
         module.weight, module.scales = q, scales.to(torch.bfloat16)
         return module
 
+    @classmethod
+    def concat(cls, parts: list[Int8Linear]) -> Int8Linear:
+        """One layer computing the given layers' outputs side by side (rows stacked)."""
+        module = cls(parts[0].in_features, sum(p.out_features for p in parts))
+        module.weight = torch.cat([p.weight for p in parts])
+        module.scales = torch.cat([p.scales for p in parts])
+        return module
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
         flat = x.reshape(-1, shape[-1]).to(torch.bfloat16)

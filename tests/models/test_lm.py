@@ -97,3 +97,16 @@ def test_cache_overflow_is_an_error(pair) -> None:
     cache = ours.new_cache(1, 2, torch.zeros(1, 1, 48), torch.ones(1, 1))
     with pytest.raises(RuntimeError, match="KV cache"):
         ours(torch.zeros(1, 4, 3, dtype=torch.long), cache)
+
+
+@torch.no_grad()
+def test_fused_qkv_gives_the_same_logits(pair) -> None:
+    import copy
+
+    _, ours = pair
+    fused = copy.deepcopy(ours).fuse()
+    tokens = torch.randint(0, 2049, (2, 4, 6))
+    text, mask = torch.randn(2, 3, 48), torch.ones(2, 3, dtype=torch.long)
+    want = ours(tokens, ours.new_cache(2, 6, text, mask))
+    got = fused(tokens, fused.new_cache(2, 6, text, mask))
+    assert (got - want).abs().max() < 1e-4
