@@ -46,3 +46,16 @@ def test_errors_name_the_file(tmp_path: Path) -> None:
         check_writable(tmp_path / "nope" / "x.wav")
     with pytest.raises(AudioFileError, match="folder"):
         check_writable(tmp_path)
+
+
+def test_write_errors_are_ours_and_leave_no_temp_file(tmp_path: Path) -> None:
+    wav = torch.zeros(1, 100)
+    with pytest.raises(AudioFileError, match=r"nope"):
+        write_audio(tmp_path / "nope" / "x.wav", wav, 32000)
+    with pytest.raises(AudioFileError, match=r"unknown audio format '\.xyz'"):
+        write_audio(tmp_path / "x.xyz", wav, 32000)
+    with pytest.raises(AudioFileError, match="unknown audio format"):
+        check_writable(tmp_path / "x.xyz")
+    check_writable(tmp_path / "x.flac")
+    write_audio(tmp_path / "x.flac", wav, 32000)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.flac"]

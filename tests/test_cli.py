@@ -119,13 +119,32 @@ def test_bad_input_one_line_no_model_work(
     assert word in err
 
 
-@pytest.mark.parametrize("output", ["/no/such/dir/out.wav", "."])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["generate", "x", "-o", "o.wav", "--duration", "abc"],
+        ["generate", "x", "-o", "o.wav", "--quantize", "int4"],
+        ["generate", "x"],
+        ["generate", "-o", "o.wav"],
+        ["bogus"],
+    ],
+)
+def test_usage_errors_are_one_line(argv: list[str], capsys) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2
+    assert err.count("\n") == 1 and err.startswith("tunesmith: error:") and "--help" in err
+
+
+@pytest.mark.parametrize("output", ["/no/such/dir/out.wav", ".", "out.xyz"])
 def test_unwritable_output(output: str, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
     monkeypatch.setattr("tunesmith.musicgen.MusicGen.from_pretrained", None)
     assert main(["generate", "x", "-o", output]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1
     assert "cannot write" in err or "folder" in err
+    assert not Path("out.xyz").exists()
 
 
 def test_stdout_needs_stream(capsys) -> None:

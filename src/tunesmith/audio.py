@@ -64,6 +64,20 @@ def check_writable(path: str | os.PathLike[str]) -> None:
         )
     if not os.access(folder, os.W_OK):
         raise AudioFileError(f"cannot write {os.fspath(path)!r}: folder is not writable")
+    file_format(target)
+
+
+def file_format(path: str | os.PathLike[str]) -> str:
+    """The soundfile format named by the extension (no extension: WAV), or AudioFileError."""
+    import soundfile as sf
+
+    fmt = Path(path).suffix.lstrip(".").upper() or "WAV"
+    if fmt not in sf.available_formats() or sf.default_subtype(fmt) is None:
+        raise AudioFileError(
+            f"cannot write {os.fspath(path)!r}: unknown audio format {Path(path).suffix!r}"
+            " (use .wav, .flac, .ogg or .mp3)"
+        )
+    return fmt
 
 
 def write_audio(
@@ -80,17 +94,19 @@ def write_audio(
 
     target = Path(path)
     data = wav.detach().float().clamp(-1.0, 1.0).cpu().numpy().T
-    fmt = target.suffix.lstrip(".").upper() or "WAV"
+    fmt = file_format(target)
     if fmt == "WAV" and subtype is None:
         subtype = "PCM_16"
-    fd, tmp = tempfile.mkstemp(prefix=".tunesmith-", suffix=target.suffix, dir=target.parent or ".")
-    os.close(fd)
+    tmp = ""
     try:
+        fd, tmp = tempfile.mkstemp(prefix=".tunesmith-", suffix=target.suffix, dir=target.parent)
+        os.close(fd)
         sf.write(tmp, data, sample_rate, subtype=subtype, format=fmt)
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual mode
         os.replace(tmp, target)
     except (sf.LibsndfileError, RuntimeError, ValueError, TypeError, OSError) as err:
-        Path(tmp).unlink(missing_ok=True)
+        if tmp:
+            Path(tmp).unlink(missing_ok=True)
         raise AudioFileError(f"cannot write {os.fspath(path)!r}: {err}") from None

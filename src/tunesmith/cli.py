@@ -8,7 +8,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from . import __version__
 from .errors import InvalidOptionError, TunesmithError
@@ -16,10 +16,15 @@ from .errors import InvalidOptionError, TunesmithError
 DEFAULT_MODEL = "facebook/musicgen-small"
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse whose errors are one line, like every other error the CLI reports."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"tunesmith: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="tunesmith", description="Text to music with MusicGen, in plain PyTorch."
-    )
+    parser = Parser(prog="tunesmith", description="Text to music with MusicGen, in plain PyTorch.")
     parser.add_argument("--version", action="version", version=f"tunesmith {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
