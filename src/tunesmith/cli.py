@@ -64,7 +64,55 @@ def build_parser() -> argparse.ArgumentParser:
         "--chunk", type=float, default=1.0, help="seconds per streamed chunk (default 1.0)"
     )
     gen.set_defaults(run=run_generate)
+    srv = commands.add_parser(
+        "serve",
+        help="serve the HTTP API and web page",
+        description="Load the model once and serve a JSON API (docs at /docs) and a web page at /.",
+    )
+    srv.add_argument(
+        "--model", default=DEFAULT_MODEL, help=f"hub id or local folder (default {DEFAULT_MODEL})"
+    )
+    srv.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, mps")
+    srv.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    srv.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    srv.add_argument("--data-dir", default="tunesmith-data", help="jobs database and audio files")
+    srv.add_argument(
+        "--api-key",
+        default=None,
+        help="require this key (or $TUNESMITH_API_KEY); needed off loopback",
+    )
+    srv.add_argument(
+        "--max-queue", type=int, default=16, help="queued jobs before 429 (default 16)"
+    )
+    srv.add_argument(
+        "--max-batch", type=int, default=4, help="jobs run together in one batch (default 4)"
+    )
+    srv.set_defaults(run=run_serve)
     return parser
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    from .devices import resolve_device
+
+    resolve_device(args.device)
+    check_model_argument(args.model)
+    try:
+        from .server import serve
+    except ImportError as err:
+        raise InvalidOptionError(
+            f"the server needs its extras ({err.name} is missing): pip install 'tunesmith[server]'"
+        ) from None
+    serve(
+        args.model,
+        args.host,
+        args.port,
+        Path(args.data_dir),
+        args.api_key,
+        args.device,
+        args.max_queue,
+        args.max_batch,
+    )
+    return 0
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:

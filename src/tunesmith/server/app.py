@@ -1,0 +1,191 @@
+"""The FastAPI app (`create_app`) and the process that serves it (`serve`)."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from .. import __version__
+from ..errors import InvalidOptionError, TunesmithError
+from . import audiofiles
+from .limits import BodySizeLimit
+from .routes import ServerState, get_state, router
+from .schemas import Health, QueueState
+from .store import JobStore
+from .streams import StreamHub
+from .worker import Worker
+
+if TYPE_CHECKING:
+    from ..musicgen import MusicGen
+
+STATIC = Path(__file__).parent / "static"
+API_KEY_ENV = "TUNESMITH_API_KEY"
+MAX_BODY_BYTES = 16 * 1024
+DESCRIPTION = """Text to music with MusicGen. Queue a generation with `POST /v1/generations`,
+poll it, then fetch `/audio` (or listen on `/stream` while it is made). When the server has an
+API key, send it as `Authorization: Bearer KEY` or `X-API-Key: KEY`."""
+
+
+def create_app(
+    model: MusicGen,
+    data_dir: Path,
+    *,
+    api_key: str | None = None,
+    max_queue: int = 16,
+    max_batch: int = 4,
+    max_body_bytes: int = MAX_BODY_BYTES,
+) -> FastAPI:
+    """The app for one loaded model; jobs and audio live under `data_dir`.
+
+    The worker thread starts and stops with the app's lifespan (`with TestClient(app)`, or
+    uvicorn). Opening `data_dir` marks jobs a previous process left unfinished `interrupted`.
+    """
+    if max_queue < 1 or max_batch < 1:
+        raise InvalidOptionError(
+            f"max_queue and max_batch must be at least 1, got {max_queue} and {max_batch}"
+        )
+    store = JobStore(Path(data_dir))
+    hub = StreamHub()
+    worker = Worker(model, store, hub, max_queue=max_queue, max_batch=max_batch)
+    state = ServerState(model=model, store=store, worker=worker, hub=hub, api_key=api_key or None)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        worker.start()
+        try:
+            yield
+        finally:
+            worker.stop()
+            store.close()
+
+    app = FastAPI(
+        title="tunesmith", version=__version__, description=DESCRIPTION, lifespan=lifespan
+    )
+    app.state.tunesmith = state
+    app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes)
+    app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
+    app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]
+    app.add_exception_handler(TunesmithError, _tunesmith_error)  # type: ignore[arg-type]
+    app.include_router(router)
+
+    @app.get("/healthz", response_model=Health, tags=["service"])
+    def healthz(state: ServerState = Depends(get_state)) -> Health:
+        """Liveness, the model's limits, writable formats, and whether requests need a key."""
+        queued, running = state.worker.counts()
+        return Health(
+            status="ok",
+            model=state.model.name,
+            sample_rate=state.model.sample_rate,
+            max_duration=state.model.max_duration,
+            formats=list(audiofiles.available_formats()),  # type: ignore[arg-type]
+            auth_required=state.api_key is not None,
+            queue=QueueState(
+                queued=queued, running=running, max_queue=max_queue, max_batch=max_batch
+            ),
+        )
+
+    @app.get("/", include_in_schema=False)
+    def index() -> FileResponse:
+        return FileResponse(STATIC / "index.html", media_type="text/html")
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    return app
+
+
+def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    """422 with one readable line ("duration: Input should be greater than 0") plus details."""
+    errors = []
+    for err in exc.errors():
+        where = ".".join(str(part) for part in err.get("loc", ()) if part != "body")
+        errors.append({"field": where, "message": err.get("msg", ""), "type": err.get("type")})
+    detail = "; ".join(f"{e['field'] or 'body'}: {e['message']}" for e in errors)
+    return JSONResponse({"detail": detail or "invalid request", "errors": errors}, 422)
+
+
+def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    return JSONResponse({"detail": exc.detail}, exc.status_code, headers=exc.headers)
+
+
+def _tunesmith_error(request: Request, exc: TunesmithError) -> JSONResponse:
+    return JSONResponse({"detail": str(exc)}, 422)
+
+
+def is_loopback(host: str) -> bool:
+    """True for `localhost` and loopback addresses (127.0.0.0/8, ::1)."""
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def serve(
+    model_name: str,
+    host: str,
+    port: int,
+    data_dir: Path,
+    api_key: str | None,
+    device: str | None,
+    max_queue: int,
+    max_batch: int,
+) -> None:
+    """Load the model once and serve the API and web page until interrupted.
+
+    api_key: None reads $TUNESMITH_API_KEY. Binding anything but loopback without a key is
+    refused, so a server is never open to a network by accident.
+    """
+    api_key = api_key or os.environ.get(API_KEY_ENV) or None
+    if not is_loopback(host) and api_key is None:
+        raise InvalidOptionError(
+            f"refusing to serve on {host!r} without an API key: anyone who can reach it could "
+            f"use it. Pass --api-key KEY (or set {API_KEY_ENV}), or bind 127.0.0.1"
+        )
+    if not 0 <= port <= 65535:
+        raise InvalidOptionError(f"port must be in 0..65535, got {port}")
+    if max_queue < 1 or max_batch < 1:
+        raise InvalidOptionError(
+            f"--max-queue and --max-batch must be at least 1, got {max_queue} and {max_batch}"
+        )
+    try:
+        Path(data_dir).mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise InvalidOptionError(f"cannot use data folder {str(data_dir)!r}: {err}") from None
+    if not os.access(data_dir, os.W_OK):
+        raise InvalidOptionError(f"data folder {str(data_dir)!r} is not writable")
+
+    import uvicorn
+
+    from ..musicgen import MusicGen
+
+    model = MusicGen.from_pretrained(model_name, device=device)
+    app = create_app(
+        model, Path(data_dir), api_key=api_key, max_queue=max_queue, max_batch=max_batch
+    )
+    shown = f"[{host}]" if ":" in host else host
+    print(f"tunesmith: {model_name} on http://{shown}:{port}/  (jobs and audio in {data_dir})")
+    _log_to_stderr()
+    # Open /stream responses would otherwise hold a shutdown until their jobs end.
+    config: dict[str, Any] = {"log_level": "info", "timeout_graceful_shutdown": 5}
+    uvicorn.run(app, host=host, port=port, **config)
+
+
+def _log_to_stderr() -> None:
+    """Show the worker's one line per batch (and its errors) beside uvicorn's own log."""
+    logger = logging.getLogger("tunesmith")
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)s:     %(name)s: %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)

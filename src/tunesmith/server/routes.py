@@ -1,0 +1,250 @@
+"""The `/v1/generations` endpoints: thin handlers over the job store and the worker."""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse, StreamingResponse
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+
+from . import audiofiles
+from .schemas import (
+    ErrorBody,
+    Generation,
+    GenerationList,
+    GenerationRequest,
+    Peaks,
+    Status,
+    Timings,
+)
+from .schemas import Progress as ProgressModel
+from .store import JobRecord, JobStore
+from .streams import StreamHub
+from .worker import QueueFullError, Worker
+
+if TYPE_CHECKING:
+    from ..musicgen import MusicGen
+
+
+@dataclass
+class ServerState:
+    """What every handler needs, kept on `app.state.tunesmith`."""
+
+    model: MusicGen
+    store: JobStore
+    worker: Worker
+    hub: StreamHub
+    api_key: str | None
+
+
+def get_state(request: Request) -> ServerState:
+    state: ServerState = request.app.state.tunesmith
+    return state
+
+
+_bearer = HTTPBearer(auto_error=False, description="`Authorization: Bearer KEY`")
+_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="`X-API-Key: KEY`")
+
+
+def require_key(
+    state: ServerState = Depends(get_state),
+    bearer: HTTPAuthorizationCredentials | None = Depends(_bearer),
+    header: str | None = Depends(_header),
+) -> None:
+    """Pass when the server has no key, or the request carries it in either header."""
+    if state.api_key is None:
+        return
+    given = header if header is not None else bearer.credentials if bearer is not None else None
+    if given is None or not hmac.compare_digest(given.encode(), state.api_key.encode()):
+        raise HTTPException(
+            401,
+            "missing or wrong API key: send `Authorization: Bearer KEY` or `X-API-Key: KEY`",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+
+
+_errors: dict[int | str, dict[str, object]] = {
+    code: {"model": ErrorBody} for code in (401, 404, 409, 413, 422, 429)
+}
+router = APIRouter(
+    prefix="/v1/generations",
+    tags=["generations"],
+    dependencies=[Depends(require_key)],
+    responses=_errors,
+)
+
+
+@router.post("", status_code=202, response_model=Generation)
+def create_generation(
+    body: GenerationRequest, response: Response, state: ServerState = Depends(get_state)
+) -> Generation:
+    """Queue a generation; poll `GET /v1/generations/{id}` or listen on its `stream_url`."""
+    if body.duration > state.model.max_duration + 1e-9:
+        raise HTTPException(
+            422, f"duration: {body.duration:g}s is longer than the model's "
+            f"{state.model.max_duration:g}s window; ask for at most {state.model.max_duration:g}",
+        )  # fmt: skip
+    reason = audiofiles.unavailable_reason(body.format)
+    if reason is not None:
+        raise HTTPException(422, f"format: {reason}")
+    try:
+        job_id = state.worker.submit(body)
+    except QueueFullError as err:
+        raise HTTPException(429, str(err), headers={"Retry-After": str(err.retry_after)}) from None
+    response.headers["Location"] = f"/v1/generations/{job_id}"
+    return _view(state, _get(state, job_id))
+
+
+@router.get("", response_model=GenerationList)
+def list_generations(
+    limit: int = Query(20, ge=1, le=100),
+    offset: int = Query(0, ge=0),
+    status: Status | None = Query(None, description="Only jobs in this state."),
+    state: ServerState = Depends(get_state),
+) -> GenerationList:
+    """Jobs, newest first."""
+    records, total = state.store.list(limit, offset, status)
+    items = [_view(state, r) for r in records]
+    return GenerationList(items=items, total=total, limit=limit, offset=offset)
+
+
+@router.get("/{job_id}", response_model=Generation)
+def get_generation(job_id: str, state: ServerState = Depends(get_state)) -> Generation:
+    """Status, progress, settings, timings and error of one job."""
+    return _view(state, _get(state, job_id))
+
+
+@router.get(
+    "/{job_id}/audio",
+    response_class=FileResponse,
+    responses={200: {"content": {t: {} for t in audiofiles.MEDIA_TYPES.values()}}},
+)
+def get_audio(job_id: str, state: ServerState = Depends(get_state)) -> FileResponse:
+    """The finished audio file, in the format the job asked for."""
+    return _file(state, _get(state, job_id))
+
+
+@router.get("/{job_id}/peaks", response_model=Peaks)
+def get_peaks(job_id: str, state: ServerState = Depends(get_state)) -> Peaks:
+    """Peak levels of the finished audio, for a waveform picture."""
+    record = _get(state, job_id)
+    peaks = state.store.peaks(job_id)
+    if record.status != "done" or peaks is None:
+        raise HTTPException(409, f"generation {job_id} is {record.status}: it has no audio")
+    return Peaks(id=job_id, peaks=peaks)
+
+
+@router.get(
+    "/{job_id}/stream",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"audio/wav": {}}}},
+)
+async def stream_generation(job_id: str, state: ServerState = Depends(get_state)) -> Response:
+    """Audio while it is made: a 16-bit WAV of unknown length, sent chunk by chunk from when
+    the job starts until it ends. A finished job answers with its file, as `/audio` does."""
+    record = await run_in_threadpool(_get, state, job_id)
+    live = record.status in ("queued", "running")
+    queue = state.hub.subscribe(job_id) if live else None
+    if queue is None:
+        if live:  # it ended between the two looks: answer as for a finished job
+            record = await run_in_threadpool(_get, state, job_id)
+        return _file(state, record)
+
+    async def body() -> AsyncIterator[bytes]:
+        try:
+            yield audiofiles.wav_stream_header(state.model.sample_rate, state.model.audio_channels)
+            while (chunk := await queue.get()) is not None:
+                yield audiofiles.pcm16(chunk)
+        finally:
+            state.hub.unsubscribe(job_id, queue)
+
+    headers = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
+    return StreamingResponse(body(), media_type="audio/wav", headers=headers)
+
+
+@router.delete(
+    "/{job_id}",
+    response_model=Generation,
+    responses={204: {"description": "A finished job and its audio were deleted."}},
+)
+def delete_generation(
+    job_id: str, state: ServerState = Depends(get_state)
+) -> Response | Generation:
+    """Cancel a queued or running job (200, the job now `cancelled`), or delete a finished one
+    with its audio (204)."""
+    _get(state, job_id)
+    if state.worker.cancel(job_id):
+        return _view(state, _get(state, job_id))
+    state.store.delete(job_id)
+    return Response(status_code=204)
+
+
+# --- helpers --------------------------------------------------------------------------------
+
+
+def _get(state: ServerState, job_id: str) -> JobRecord:
+    record = state.store.get(job_id)
+    if record is None:
+        raise HTTPException(404, f"no generation with id {job_id!r}")
+    return record
+
+
+def _file(state: ServerState, record: JobRecord) -> FileResponse:
+    if record.status != "done":
+        hint = "; wait until it is done, or listen on /stream" if record.status in (
+            "queued", "running") else ""  # fmt: skip
+        raise HTTPException(409, f"generation {record.id} is {record.status}: no audio{hint}")
+    path = state.store.audio_path(record)
+    if path is None:
+        raise HTTPException(404, f"the audio file of generation {record.id} is missing on disk")
+    fmt = record.params.format
+    return FileResponse(
+        path,
+        media_type=audiofiles.MEDIA_TYPES[fmt],
+        filename=audiofiles.download_name(record.params.prompt, record.id, fmt),
+        content_disposition_type="inline",
+    )
+
+
+def _view(state: ServerState, r: JobRecord) -> Generation:
+    done, total = r.steps_done, r.steps_total
+    live = state.worker.progress(r.id) if r.status == "running" else None
+    if live is not None:
+        done, total = live
+    return Generation(
+        id=r.id,
+        status=r.status,  # type: ignore[arg-type]  # the store only writes valid states
+        progress=ProgressModel(steps_done=done, steps_total=total),
+        parameters=r.params,
+        timings=Timings(
+            created_at=_iso(r.created_at),
+            started_at=_iso_or_none(r.started_at),
+            finished_at=_iso_or_none(r.finished_at),
+            wait_seconds=_span(r.created_at, r.started_at),
+            run_seconds=_span(r.started_at, r.finished_at),
+        ),
+        batch_size=r.batch_size,
+        error=r.error,
+        audio_url=f"/v1/generations/{r.id}/audio" if r.status == "done" else None,
+        stream_url=f"/v1/generations/{r.id}/stream",
+        audio_seconds=r.audio_seconds,
+        media_type=audiofiles.MEDIA_TYPES[r.params.format],
+    )
+
+
+def _iso(t: float) -> str:
+    return datetime.fromtimestamp(t, timezone.utc).isoformat()
+
+
+def _iso_or_none(t: float | None) -> str | None:
+    return None if t is None else _iso(t)
+
+
+def _span(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None else round(b - a, 3)

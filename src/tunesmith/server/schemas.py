@@ -1,0 +1,141 @@
+"""The JSON the API reads and writes, as pydantic models (they also make the OpenAPI docs).
+
+Requests are strict: unknown fields, strings for numbers, booleans for integers, NaN and
+infinities are all refused with a 422 naming the field, before a job is queued.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Status = Literal["queued", "running", "done", "failed", "cancelled", "interrupted"]
+AudioFormat = Literal["wav", "flac", "mp3", "ogg"]
+FINISHED: frozenset[str] = frozenset({"done", "failed", "cancelled", "interrupted"})
+MAX_PROMPT_CHARS = 1000
+
+
+class GenerationRequest(BaseModel):
+    """What to make. Defaults follow audiocraft's MusicGen (and the `tunesmith` CLI)."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        strict=True,
+        allow_inf_nan=False,
+        json_schema_extra={
+            "examples": [{"prompt": "warm lofi beat with soft piano", "duration": 8.0}]
+        },
+    )
+
+    prompt: str = Field(
+        default="",
+        max_length=MAX_PROMPT_CHARS,
+        description='Text describing the music; "" makes unconditional music.',
+    )
+    duration: float = Field(
+        default=8.0, gt=0, description="Seconds, up to the model's window (30 s)."
+    )
+    top_k: int = Field(
+        default=250, ge=0, le=100_000, description="Sample from the k likeliest (0 = off)."
+    )
+    top_p: float = Field(default=0.0, ge=0, le=1, description="Nucleus sampling mass (0 = off).")
+    temperature: float = Field(default=1.0, gt=0, le=100, description="Softmax temperature.")
+    cfg_scale: float = Field(
+        default=3.0,
+        ge=0,
+        le=100,
+        description="Classifier-free guidance (1 = none, 0 = unconditional).",
+    )
+    seed: int | None = Field(
+        default=None,
+        ge=0,
+        lt=2**63,
+        description="Makes the result reproducible; seeded jobs run alone.",
+    )
+    format: AudioFormat = Field(default="wav", description="Audio file format of the result.")
+
+    def batch_key(self) -> tuple[float, int, float, float, float] | None:
+        """Jobs with equal keys can share one forward batch; seeded jobs (None) never do."""
+        if self.seed is not None:
+            return None
+        return (self.duration, self.top_k, self.top_p, self.temperature, self.cfg_scale)
+
+
+class Progress(BaseModel):
+    """Decoder steps done so far, out of all the job's steps (0 of 0 before it starts)."""
+
+    steps_done: int
+    steps_total: int
+
+
+class Timings(BaseModel):
+    """When the job was created, started and finished (ISO 8601, UTC), and the spans."""
+
+    created_at: str
+    started_at: str | None = None
+    finished_at: str | None = None
+    wait_seconds: float | None = Field(default=None, description="Time spent queued.")
+    run_seconds: float | None = Field(
+        default=None, description="Time spent generating and writing."
+    )
+
+
+class Generation(BaseModel):
+    """A job: its settings, where it stands, and (once done) where its audio is."""
+
+    id: str
+    status: Status
+    progress: Progress
+    parameters: GenerationRequest
+    timings: Timings
+    batch_size: int | None = Field(
+        default=None, description="How many jobs shared its forward batch."
+    )
+    error: str | None = None
+    audio_url: str | None = None
+    stream_url: str
+    audio_seconds: float | None = None
+    media_type: str
+
+
+class GenerationList(BaseModel):
+    """A page of jobs, newest first."""
+
+    items: list[Generation]
+    total: int
+    limit: int
+    offset: int
+
+
+class Peaks(BaseModel):
+    """Peak levels (0..1) of the audio in equal slices, for drawing a waveform picture."""
+
+    id: str
+    peaks: list[float]
+
+
+class QueueState(BaseModel):
+    queued: int
+    running: int
+    max_queue: int
+    max_batch: int
+
+
+class Health(BaseModel):
+    """Liveness plus what a client needs to build a form: limits, formats, whether a key is due."""
+
+    status: Literal["ok"]
+    model: str
+    sample_rate: int
+    max_duration: float
+    formats: list[AudioFormat]
+    auth_required: bool
+    queue: QueueState
+
+
+class ErrorBody(BaseModel):
+    """Every error response: one readable message, plus per-field details for bad input."""
+
+    detail: str
+    errors: list[dict[str, object]] | None = None

@@ -1,0 +1,199 @@
+"""Jobs in SQLite, audio files beside them: one data folder holds everything the server keeps.
+
+    data_dir/
+      tunesmith.db      one row per job (settings as JSON, status, times, error, peaks)
+      audio/<id>.<ext>  finished audio, written to a temporary name and renamed when complete
+
+Opening a store settles what the last process left behind: jobs it had queued or was running
+become `interrupted` (never silently rerun), and half-written temporary files are removed.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .schemas import FINISHED, GenerationRequest
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY,
+    status TEXT NOT NULL,
+    params TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    started_at REAL,
+    finished_at REAL,
+    steps_done INTEGER NOT NULL DEFAULT 0,
+    steps_total INTEGER NOT NULL DEFAULT 0,
+    batch_size INTEGER,
+    audio_file TEXT,
+    audio_seconds REAL,
+    peaks TEXT,
+    error TEXT
+);
+CREATE INDEX IF NOT EXISTS jobs_created ON jobs (created_at);
+"""
+INTERRUPTED_MESSAGE = "the server stopped before this job finished; submit it again"
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    """One row of the jobs table."""
+
+    id: str
+    status: str
+    params: GenerationRequest
+    created_at: float
+    started_at: float | None = None
+    finished_at: float | None = None
+    steps_done: int = 0
+    steps_total: int = 0
+    batch_size: int | None = None
+    audio_file: str | None = None
+    audio_seconds: float | None = None
+    error: str | None = None
+
+
+class JobStore:
+    """Thread-safe access to the jobs table and the audio folder (one connection, one lock)."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = Path(data_dir)
+        self.audio_dir = self.data_dir / "audio"
+        self.audio_dir.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(
+            self.data_dir / "tunesmith.db", check_same_thread=False, isolation_level=None
+        )
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(SCHEMA)
+        self.recovered = self._recover()
+
+    def _recover(self) -> int:
+        """Mark what a previous process left queued or running as interrupted; drop temp files."""
+        for tmp in self.audio_dir.glob(".tunesmith-*"):
+            tmp.unlink(missing_ok=True)
+        with self._lock:
+            cur = self._db.execute(
+                "UPDATE jobs SET status='interrupted', error=?, finished_at=? "
+                "WHERE status IN ('queued', 'running')",
+                (INTERRUPTED_MESSAGE, time.time()),
+            )
+        return cur.rowcount
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def audio_path(self, record: JobRecord) -> Path | None:
+        """Where the job's audio file lies, if it has one and it is still on disk."""
+        if record.audio_file is None:
+            return None
+        path = self.audio_dir / record.audio_file
+        return path if path.is_file() else None
+
+    # --- writes -----------------------------------------------------------------------------
+
+    def insert(self, job_id: str, params: GenerationRequest, created_at: float) -> None:
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO jobs (id, status, params, created_at) VALUES (?, 'queued', ?, ?)",
+                (job_id, params.model_dump_json(), created_at),
+            )
+
+    def mark_running(self, job_ids: list[str], started_at: float, steps_total: int) -> None:
+        with self._lock:
+            self._db.executemany(
+                "UPDATE jobs SET status='running', started_at=?, steps_total=?, batch_size=? "
+                "WHERE id=? AND status='queued'",
+                [(started_at, steps_total, len(job_ids), i) for i in job_ids],
+            )
+
+    def mark_done(
+        self, job_id: str, audio_file: str, audio_seconds: float, peaks: list[float], steps: int
+    ) -> None:
+        with self._lock:
+            self._db.execute(
+                "UPDATE jobs SET status='done', finished_at=?, audio_file=?, audio_seconds=?, "
+                "peaks=?, steps_done=?, steps_total=? WHERE id=?",
+                (time.time(), audio_file, audio_seconds, json.dumps(peaks), steps, steps, job_id),
+            )
+
+    def mark_finished(
+        self,
+        job_id: str,
+        status: str,
+        error: str | None,
+        progress: tuple[int, int] | None = None,
+    ) -> None:
+        """End a job without audio (failed, cancelled or interrupted), with a message and
+        the (steps done, steps in all) it had reached."""
+        assert status in FINISHED and status != "done"
+        done, total = progress if progress is not None else (None, None)
+        with self._lock:
+            self._db.execute(
+                "UPDATE jobs SET status=?, error=?, finished_at=?, "
+                "steps_done=COALESCE(?, steps_done), steps_total=COALESCE(?, steps_total) "
+                "WHERE id=?",
+                (status, error, time.time(), done, total, job_id),
+            )
+
+    def delete(self, job_id: str) -> bool:
+        """Remove a finished job and its audio file; False if there was no such job."""
+        record = self.get(job_id)
+        if record is None:
+            return False
+        path = self.audio_path(record)
+        with self._lock:
+            self._db.execute("DELETE FROM jobs WHERE id=?", (job_id,))
+        if path is not None:
+            path.unlink(missing_ok=True)
+        return True
+
+    # --- reads ------------------------------------------------------------------------------
+
+    def get(self, job_id: str) -> JobRecord | None:
+        with self._lock:
+            row = self._db.execute("SELECT * FROM jobs WHERE id=?", (job_id,)).fetchone()
+        return None if row is None else _record(row)
+
+    def peaks(self, job_id: str) -> list[float] | None:
+        with self._lock:
+            row = self._db.execute("SELECT peaks FROM jobs WHERE id=?", (job_id,)).fetchone()
+        return None if row is None or row["peaks"] is None else json.loads(row["peaks"])
+
+    def list(
+        self, limit: int, offset: int, status: str | None = None
+    ) -> tuple[list[JobRecord], int]:
+        """A page of jobs, newest first, and how many match in all."""
+        where, args = ("WHERE status=?", [status]) if status else ("", [])
+        with self._lock:
+            total = self._db.execute(f"SELECT COUNT(*) FROM jobs {where}", args).fetchone()[0]
+            rows = self._db.execute(
+                f"SELECT * FROM jobs {where} ORDER BY created_at DESC, rowid DESC LIMIT ? OFFSET ?",
+                [*args, limit, offset],
+            ).fetchall()
+        return [_record(r) for r in rows], int(total)
+
+
+def _record(row: sqlite3.Row) -> JobRecord:
+    return JobRecord(
+        id=row["id"],
+        status=row["status"],
+        params=GenerationRequest.model_validate_json(row["params"]),
+        created_at=row["created_at"],
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
+        steps_done=row["steps_done"],
+        steps_total=row["steps_total"],
+        batch_size=row["batch_size"],
+        audio_file=row["audio_file"],
+        audio_seconds=row["audio_seconds"],
+        error=row["error"],
+    )

@@ -1,0 +1,129 @@
+"""The web page driven in a real headless Chromium (Debian's, via Playwright), against a real
+uvicorn server on a free loopback port: type a prompt, generate, play, download.
+
+Skipped when /usr/bin/chromium or the playwright package is missing. Set
+TUNESMITH_SCREENSHOTS=folder to keep screenshots of the page.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import soundfile as sf
+
+from tunesmith.server import create_app
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--no-first-run",
+]  # fmt: skip
+pytestmark = pytest.mark.browser
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium)")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.skip("playwright is not installed (pip install playwright)")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True
+        )
+        yield browser
+        browser.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@pytest.fixture
+def serve_app(tiny_model: Any, tmp_path: Path) -> Iterator[Any]:
+    """serve_app(**create_app_kwargs) -> base URL of a uvicorn server running in a thread."""
+    import uvicorn
+
+    servers: list[tuple[uvicorn.Server, threading.Thread]] = []
+
+    def start(**kwargs: Any) -> str:
+        port = _free_port()
+        app = create_app(tiny_model, tmp_path / f"data-{port}", **kwargs)
+        config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
+        server = uvicorn.Server(config)
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 20
+        while not server.started:
+            assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
+            time.sleep(0.02)
+        servers.append((server, thread))
+        return f"http://127.0.0.1:{port}"
+
+    yield start
+    for server, thread in servers:
+        server.should_exit = True
+        thread.join(20)
+
+
+def _screenshot(page: Any, name: str) -> None:
+    folder = os.environ.get("TUNESMITH_SCREENSHOTS")
+    if folder:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(Path(folder) / name), full_page=True)
+
+
+def _generate_and_download(page: Any, prompt: str, tmp_path: Path) -> Path:
+    page.fill("#prompt", prompt)
+    page.fill("#duration", "0.5")
+    page.click("#generate")
+    page.wait_for_selector("#result:not([hidden])", timeout=30_000)
+    assert page.get_attribute("#player", "src").startswith("blob:")
+    assert page.inner_text("#job-status") == "done"
+    with page.expect_download(timeout=10_000) as download_info:
+        page.click("#download")
+    download = download_info.value
+    target = tmp_path / download.suggested_filename
+    download.save_as(str(target))
+    return target
+
+
+def test_generate_listen_and_download_in_the_page(browser, serve_app, tmp_path):
+    url = serve_app()
+    page = browser.new_page(viewport={"width": 1200, "height": 820}, accept_downloads=True)
+    errors: list[str] = []
+    page.on("pageerror", lambda err: errors.append(str(err)))
+    page.goto(url)
+    page.wait_for_selector("#health-dot.ok")
+    saved = _generate_and_download(page, "bright chiptune melody", tmp_path)
+    assert saved.name.startswith("bright-chiptune-melody-") and saved.suffix == ".wav"
+    info = sf.info(str(saved))
+    assert info.format == "WAV" and info.samplerate == 32000 and info.frames == 16000
+    page.wait_for_selector("#history .item canvas")
+    assert "bright chiptune melody" in page.inner_text("#history")
+    page.wait_for_function("document.getElementById('player').duration > 0.49")
+    page.click("#advanced summary")
+    _screenshot(page, "after-generation.png")
+    assert errors == []
+
+
+def test_the_page_asks_for_the_key_of_a_locked_server(browser, serve_app, tmp_path):
+    url = serve_app(api_key="page-key")
+    page = browser.new_page(accept_downloads=True)
+    page.goto(url)
+    page.wait_for_selector("#key-row:not([hidden])")
+    page.fill("#api-key", "page-key")
+    saved = _generate_and_download(page, "locked but fine", tmp_path)
+    assert sf.info(str(saved)).frames == 16000
