@@ -1,13 +1,15 @@
 """EnCodec (32 kHz, as MusicGen uses it): SEANet encoder and decoder around a residual vector
 quantizer. Inference only; weight norm is folded into plain conv weights at load time.
 
-Layer indices follow the checkpoint (`encoder.layers.N`, `decoder.layers.N`, ELUs included),
-so the weight names need no map.
+Layer indices follow the checkpoint (`encoder.layers.N`, `decoder.layers.N`, ELUs included,
+since they take a slot in the index), so the weight names need no map beyond the prefix.
+
+Lengths: the encoder maps N samples to ceil(N / hop) frames (the input is padded on the right
+so that the last window is full); the decoder maps T frames to exactly T * hop samples.
 """
 
 from __future__ import annotations
 
-import math
 from typing import cast
 
 import torch
@@ -18,11 +20,15 @@ from ..config import EncodecConfig
 
 
 def _pad1d(x: torch.Tensor, left: int, right: int, mode: str) -> torch.Tensor:
-    """F.pad that also reflects inputs shorter than the padding (zero-extend first, then trim)."""
+    """F.pad that can also reflect an input shorter than the padding.
+
+    Reflect padding needs more samples than it pads; for tiny inputs we zero-extend on the
+    right first and cut that extension off again afterwards (transformers and audiocraft do
+    the same, so very short clips give the same codes).
+    """
     if mode != "reflect":
         return F.pad(x, (left, right), mode=mode)
-    length = x.shape[-1]
-    extra = max(0, max(left, right) - length + 1)
+    extra = max(0, max(left, right) - x.shape[-1] + 1)
     if extra:
         x = F.pad(x, (0, extra))
     padded = F.pad(x, (left, right), mode="reflect")
@@ -30,9 +36,12 @@ def _pad1d(x: torch.Tensor, left: int, right: int, mode: str) -> torch.Tensor:
 
 
 class PaddedConv1d(nn.Module):
-    """Conv1d padded so that every input sample is covered and the output has ceil(N / stride)
-    frames: SEANet's symmetric (non-causal) or left-only (causal) padding plus right padding
-    to complete the last window."""
+    """Conv1d that covers every input sample and returns ceil(N / stride) frames.
+
+    The fixed padding (effective kernel - stride) is split left/right (non-causal; the extra
+    sample of an odd total goes left) or put entirely on the left (causal). On top of that the
+    right side gets just enough to complete the last stride window.
+    """
 
     def __init__(
         self,
@@ -47,15 +56,12 @@ class PaddedConv1d(nn.Module):
         self.conv = nn.Conv1d(in_ch, out_ch, kernel_size, stride, dilation=dilation)
         self.causal, self.pad_mode = cfg.use_causal_conv, cfg.pad_mode
         self.stride = stride
-        self.effective_kernel = (kernel_size - 1) * dilation + 1
-        self.padding_total = self.effective_kernel - stride
+        self.padding_total = (kernel_size - 1) * dilation + 1 - stride
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        length = x.shape[-1]
-        frames = (
-            math.ceil((length - self.effective_kernel + self.padding_total) / self.stride + 1) - 1
-        )
-        extra = frames * self.stride + self.effective_kernel - self.padding_total - length
+        # Samples missing from the last window: ceil(N / stride) * stride - N, in integers
+        # (transformers computes the same with float32 tensors).
+        extra = -x.shape[-1] % self.stride
         if self.causal:
             left, right = self.padding_total, extra
         else:
@@ -65,7 +71,7 @@ class PaddedConv1d(nn.Module):
 
 
 class TrimmedConvTranspose1d(nn.Module):
-    """ConvTranspose1d whose output is trimmed back to exactly `stride` samples per input frame."""
+    """ConvTranspose1d trimmed back to exactly `stride` output samples per input frame."""
 
     def __init__(
         self, cfg: EncodecConfig, in_ch: int, out_ch: int, kernel_size: int, stride: int
@@ -73,29 +79,35 @@ class TrimmedConvTranspose1d(nn.Module):
         super().__init__()
         self.conv = nn.ConvTranspose1d(in_ch, out_ch, kernel_size, stride)
         padding_total = kernel_size - stride
-        # Non-causal models trim symmetrically; causal ones (not used by MusicGen) from the right.
-        self.right = padding_total // 2 if not cfg.use_causal_conv else padding_total
+        # Mirror of PaddedConv1d: non-causal trims the larger half on the left; causal trims
+        # everything on the right (transformers' trim_right_ratio = 1, the only value allowed
+        # for non-causal models and the one every released checkpoint uses).
+        self.right = padding_total if cfg.use_causal_conv else padding_total // 2
         self.left = padding_total - self.right
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.conv(x)
+        y = self.conv(x)  # [B, C, (T - 1) * stride + kernel]
         return y[..., self.left : y.shape[-1] - self.right]
 
 
 class SkipLSTM(nn.Module):
-    """LSTM over time with a residual connection, on conv layout [B, C, T]."""
+    """Multi-layer LSTM over time with a residual connection, on conv layout [B, C, T]."""
 
     def __init__(self, cfg: EncodecConfig, dim: int) -> None:
         super().__init__()
         self.lstm = nn.LSTM(dim, dim, cfg.num_lstm_layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        seq = x.permute(2, 0, 1)  # [T, B, C]
+        seq = x.permute(2, 0, 1)  # [T, B, C]: nn.LSTM is time-first by default
         return (self.lstm(seq)[0] + seq).permute(1, 2, 0)
 
 
 class ResnetBlock(nn.Module):
-    """ELU -> dilated conv (dim -> dim / compress) -> ELU -> 1x1 conv (back to dim), plus skip."""
+    """ELU -> dilated conv (dim -> dim / compress) -> ELU -> 1x1 conv (back to dim), plus skip.
+
+    The skip is a 1x1 conv when `use_conv_shortcut` (transformers' default) and the identity
+    otherwise (the 32 kHz MusicGen codec).
+    """
 
     def __init__(self, cfg: EncodecConfig, dim: int, dilation: int) -> None:
         super().__init__()
@@ -120,7 +132,8 @@ class ResnetBlock(nn.Module):
 
 
 class SEANetEncoder(nn.Module):
-    """Waveform [B, C, N] -> latents [B, hidden, N / hop], downsampling by reversed ratios."""
+    """Waveform [B, C, N] -> latents [B, hidden, ceil(N / hop)], downsampling by the ratios
+    in reverse order and doubling the width at each step."""
 
     def __init__(self, cfg: EncodecConfig) -> None:
         super().__init__()
@@ -147,7 +160,7 @@ class SEANetEncoder(nn.Module):
 
 
 class SEANetDecoder(nn.Module):
-    """Latents [B, hidden, T] -> waveform [B, C, T * hop]."""
+    """Latents [B, hidden, T] -> waveform [B, C, T * hop], the encoder's mirror image."""
 
     def __init__(self, cfg: EncodecConfig) -> None:
         super().__init__()
@@ -173,20 +186,30 @@ class SEANetDecoder(nn.Module):
 
 
 class Codebook(nn.Module):
+    """One codebook: `embed` [codebook_size, codebook_dim]. The training-time EMA buffers
+    (`inited`, `cluster_size`, `embed_avg`) are dropped when loading."""
+
     def __init__(self, cfg: EncodecConfig) -> None:
         super().__init__()
+        # A frozen parameter rather than a buffer, so that it moves and counts with the weights.
         self.embed = nn.Parameter(
             torch.zeros(cfg.codebook_size, cfg.codebook_dim), requires_grad=False
         )
 
     def nearest(self, x: torch.Tensor) -> torch.Tensor:
-        """x [M, dim] -> index of the nearest entry [M] (squared Euclidean distance)."""
-        embed = self.embed.t()
+        """x [M, dim] -> index of the nearest entry [M] (squared Euclidean distance).
+
+        Written as ||x||^2 - 2 x.e + ||e||^2 in the same order as transformers, so that ties
+        and near-ties round the same way and the codes match exactly.
+        """
+        embed = self.embed.t()  # [dim, codebook_size]
         dist = -(x.pow(2).sum(1, keepdim=True) - 2 * x @ embed + embed.pow(2).sum(0, keepdim=True))
         return dist.max(dim=-1).indices
 
 
 class QuantizerLayer(nn.Module):
+    """Holds one codebook under the checkpoint's name (`quantizer.layers.N.codebook`)."""
+
     def __init__(self, cfg: EncodecConfig) -> None:
         super().__init__()
         self.codebook = Codebook(cfg)
@@ -199,28 +222,33 @@ class ResidualVectorQuantizer(nn.Module):
         super().__init__()
         self.layers = nn.ModuleList(QuantizerLayer(cfg) for _ in range(cfg.num_quantizers))
 
+    def _books(self) -> list[Codebook]:
+        return [cast(QuantizerLayer, layer).codebook for layer in self.layers]
+
     def encode(self, latents: torch.Tensor, num_codebooks: int) -> torch.Tensor:
-        """latents [B, dim, T] -> codes [B, K, T]."""
+        """latents [B, dim, T] -> codes [B, K, T] (K = num_codebooks), greedy residual search."""
         b, _, t = latents.shape
-        residual = latents.transpose(1, 2).reshape(b * t, -1)
+        residual = latents.transpose(1, 2).reshape(b * t, -1)  # [B * T, dim]
         codes = []
-        for layer in self.layers[:num_codebooks]:
-            book = cast(QuantizerLayer, layer).codebook
+        for book in self._books()[:num_codebooks]:
             idx = book.nearest(residual)
             residual = residual - F.embedding(idx, book.embed)
             codes.append(idx.view(b, t))
         return torch.stack(codes, dim=1)
 
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
-        """codes [B, K, T] -> latents [B, dim, T]."""
-        books = [cast(QuantizerLayer, layer).codebook for layer in self.layers]
-        out = F.embedding(codes[:, 0], books[0].embed)
+        """codes [B, K, T] -> latents [B, dim, T]: the sum of the K codebooks' entries."""
+        books = self._books()
+        out = F.embedding(codes[:, 0], books[0].embed)  # [B, T, dim]
         for k in range(1, codes.shape[1]):
             out = out + F.embedding(codes[:, k], books[k].embed)
         return out.transpose(1, 2)
 
 
 class EncodecModel(nn.Module):
+    """EnCodec: waveform <-> discrete codes. State dict names are transformers' `EncodecModel`
+    names with weight norm folded and the codebooks' EMA buffers dropped."""
+
     def __init__(self, cfg: EncodecConfig) -> None:
         super().__init__()
         self.cfg = cfg
@@ -229,12 +257,24 @@ class EncodecModel(nn.Module):
         self.quantizer = ResidualVectorQuantizer(cfg)
 
     def encode(self, wav: torch.Tensor, num_codebooks: int | None = None) -> torch.Tensor:
-        """Waveform [B, C, N] -> codes [B, K, ceil(N / hop)]."""
-        k = num_codebooks or self.cfg.num_quantizers
+        """Waveform [B, C, N] (float, C = cfg.audio_channels) -> codes [B, K, ceil(N / hop)]
+        (long), using the first `num_codebooks` codebooks (default: all of them)."""
+        k = self.cfg.num_quantizers if num_codebooks is None else num_codebooks
         if not 1 <= k <= self.cfg.num_quantizers:
             raise ValueError(f"num_codebooks must be in 1..{self.cfg.num_quantizers}, got {k}")
+        if wav.dim() != 3 or wav.shape[1] != self.cfg.audio_channels:
+            raise ValueError(
+                f"expected a waveform [B, {self.cfg.audio_channels}, N], got {tuple(wav.shape)}"
+            )
+        wav = wav.to(next(self.parameters()).dtype)  # an fp16/bf16 codec takes fp32 audio too
         return self.quantizer.encode(self.encoder(wav), k)
 
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
-        """Codes [B, K, T] -> waveform [B, C, T * hop]."""
-        return self.decoder(self.quantizer.decode(codes))
+        """Codes [B, K, T] (long, values < codebook_size, K <= cfg.num_quantizers) ->
+        waveform [B, C, T * hop] in float32."""
+        if codes.dim() != 3 or not 1 <= codes.shape[1] <= self.cfg.num_quantizers:
+            raise ValueError(
+                f"expected codes [B, K, T] with 1 <= K <= {self.cfg.num_quantizers}, "
+                f"got {tuple(codes.shape)}"
+            )
+        return self.decoder(self.quantizer.decode(codes)).float()
