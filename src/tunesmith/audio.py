@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from .errors import AudioFileError
+
+# String tags libsndfile stores (WAV: RIFF INFO; FLAC, OGG: Vorbis comments; MP3: ID3 via LAME)
+TAG_FIELDS = ("title", "artist", "album", "comment", "software", "date", "genre", "copyright")
+MAX_TAG_BYTES = 1000  # libsndfile drops a WAV's whole INFO chunk if one string passes ~2 KB
 
 
 def resample(wav: torch.Tensor, from_rate: int, to_rate: int) -> torch.Tensor:
@@ -72,6 +77,11 @@ def file_format(path: str | os.PathLike[str]) -> str:
     import soundfile as sf
 
     fmt = Path(path).suffix.lstrip(".").upper() or "WAV"
+    if fmt == "MP3" and fmt not in sf.available_formats():
+        raise AudioFileError(
+            f"cannot write {os.fspath(path)!r}: this libsndfile ({sf.__libsndfile_version__}) "
+            "has no MP3 support (it needs libsndfile 1.1 or newer); use .wav, .flac or .ogg"
+        )
     if fmt not in sf.available_formats() or sf.default_subtype(fmt) is None:
         raise AudioFileError(
             f"cannot write {os.fspath(path)!r}: unknown audio format {Path(path).suffix!r}"
@@ -85,23 +95,36 @@ def write_audio(
     wav: torch.Tensor,
     sample_rate: int,
     subtype: str | None = None,
+    *,
+    normalize: str = "none",
+    tags: Mapping[str, str] | None = None,
 ) -> None:
     """Write [C, N] float audio; the format follows the extension (WAV: 16-bit PCM by default).
 
-    Written to a temporary file beside the target, then renamed: a reader never sees half a file.
+    normalize: "loudness", "peak", "rms" or "none" (see `tunesmith.loudness`). tags: string
+    metadata among TAG_FIELDS (title, comment, ...), each cut to MAX_TAG_BYTES. Written to a
+    temporary file beside the target, then renamed: a reader never sees half a file.
     """
     import soundfile as sf
 
     target = Path(path)
+    if normalize != "none":
+        from .loudness import normalize_audio
+
+        wav = normalize_audio(wav, sample_rate, normalize)
     data = wav.detach().float().clamp(-1.0, 1.0).cpu().numpy().T
     fmt = file_format(target)
+    strings = {_tag_field(key): _cut(value) for key, value in (tags or {}).items()}
     if fmt == "WAV" and subtype is None:
         subtype = "PCM_16"
     tmp = ""
     try:
         fd, tmp = tempfile.mkstemp(prefix=".tunesmith-", suffix=target.suffix, dir=target.parent)
         os.close(fd)
-        sf.write(tmp, data, sample_rate, subtype=subtype, format=fmt)
+        with sf.SoundFile(tmp, "w", sample_rate, data.shape[1], subtype=subtype, format=fmt) as out:
+            for key, value in strings.items():
+                setattr(out, key, value)  # before any audio: FLAC and OGG need that
+            out.write(data)
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual mode
@@ -110,3 +133,40 @@ def write_audio(
         if tmp:
             Path(tmp).unlink(missing_ok=True)
         raise AudioFileError(f"cannot write {os.fspath(path)!r}: {err}") from None
+
+
+def read_tags(path: str | os.PathLike[str]) -> dict[str, str]:
+    """The string tags of an audio file (those libsndfile reads), as written by `write_audio`.
+
+    MP3: libsndfile hands UTF-8 text to LAME as is, and reading it back decodes each byte as
+    Latin-1; that is undone here (other players may show such non-ASCII text garbled).
+    """
+    import soundfile as sf
+
+    try:
+        with sf.SoundFile(os.fspath(path)) as f:
+            tags = dict(f.copy_metadata())
+            is_mp3 = f.format == "MP3"
+    except (sf.LibsndfileError, RuntimeError, OSError) as err:
+        raise AudioFileError(f"cannot read audio file {os.fspath(path)!r}: {err}") from None
+    if is_mp3:
+        tags = {key: _undo_latin1(value) for key, value in tags.items()}
+    return tags
+
+
+def _tag_field(key: str) -> str:
+    if key not in TAG_FIELDS:
+        raise AudioFileError(f"unknown tag {key!r}: choose from {', '.join(TAG_FIELDS)}")
+    return key
+
+
+def _cut(value: str) -> str:
+    raw = str(value).encode("utf-8")
+    return raw[:MAX_TAG_BYTES].decode("utf-8", "ignore")
+
+
+def _undo_latin1(value: str) -> str:
+    try:
+        return value.encode("latin-1").decode("utf-8")
+    except (UnicodeEncodeError, UnicodeDecodeError):
+        return value
