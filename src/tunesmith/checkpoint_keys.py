@@ -8,6 +8,7 @@ Weight norm is folded into plain conv weights at load time: inference never need
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Iterator
 
 import torch
 
@@ -36,6 +37,8 @@ HF_RENAMES: list[tuple[str, str]] = [
     ),
     (r"^text_encoder\.encoder\.final_layer_norm\.", "text_encoder.final_norm."),
     (r"^decoder\.model\.decoder\.", "decoder."),
+    # musicgen-melody: the chroma projection belongs to its decoder (it builds the prefix).
+    (r"^audio_enc_to_dec_proj\.", "decoder.chroma_proj."),
 ]
 
 # Keys in the hub files that carry nothing we need: tied copies, recomputed tables, EMA state.
@@ -115,3 +118,19 @@ def hf_to_tunesmith(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 def strip_prefix(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
     """The sub-dict under `prefix` (e.g. 'audio_encoder.') with the prefix removed."""
     return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+
+
+def hub_pairs(pairs: Iterable[tuple[str, torch.Tensor]]) -> Iterator[tuple[str, torch.Tensor]]:
+    """Hugging Face keys -> our names (see checkpoint_keys); unneeded keys dropped."""
+    tied: torch.Tensor | None = None
+    shared = False
+    for key, tensor in pairs:
+        if key == TIED_T5_EMBEDDING:
+            tied = tensor
+        name = rename_hf_key(key)
+        if name is None:
+            continue
+        shared = shared or name == "text_encoder.embed_tokens.weight"
+        yield name, tensor
+    if not shared and tied is not None:  # some exports keep only the encoder's copy
+        yield "text_encoder.embed_tokens.weight", tied

@@ -85,7 +85,21 @@ class LMConfig:
             num_codebooks=cfg["num_codebooks"],
             audio_channels=cfg.get("audio_channels", 1),
             max_position_embeddings=cfg.get("max_position_embeddings", 2048),
-        )
+        ).checked()
+
+    def checked(self) -> LMConfig:
+        """Self, after the checks every source of sizes (config.json, audiocraft shapes) needs."""
+        if self.audio_channels not in (1, 2):
+            raise ValueError(f"audio_channels must be 1 or 2, got {self.audio_channels}")
+        if self.num_codebooks % self.audio_channels:
+            raise ValueError(
+                f"{self.num_codebooks} codebooks cannot be split into {self.audio_channels} channels"
+            )
+        if self.hidden_size % self.num_heads:
+            raise ValueError(
+                f"width {self.hidden_size} is not a multiple of {self.num_heads} heads"
+            )
+        return self
 
 
 @dataclass(frozen=True)
@@ -154,6 +168,21 @@ class EncodecConfig:
 
 
 @dataclass(frozen=True)
+class MelodyConfig:
+    """MusicGen-melody's conditioning: a chroma prefix of `chroma_length` frames (one-hot over
+    `num_chroma` pitch classes, projected to the decoder width) before the text."""
+
+    num_chroma: int = 12
+    chroma_length: int = 235  # 30 s of chroma at 32 kHz with hop 4096
+
+    @classmethod
+    def from_hf(cls, cfg: dict[str, Any]) -> MelodyConfig:
+        return cls(
+            num_chroma=cfg.get("num_chroma", 12), chroma_length=cfg.get("chroma_length", 235)
+        )
+
+
+@dataclass(frozen=True)
 class MusicGenConfig:
     """The composite model: text encoder, projection, decoder, audio codec."""
 
@@ -161,6 +190,8 @@ class MusicGenConfig:
     decoder: LMConfig = field(default_factory=LMConfig)
     audio_encoder: EncodecConfig = field(default_factory=EncodecConfig)
     max_duration: float = 30.0  # seconds per generation window (training length)
+    # Set for musicgen-melody: conditioning is a prefix (chroma, then text), no cross-attention.
+    melody: MelodyConfig | None = None
 
     @property
     def has_projection(self) -> bool:
@@ -172,8 +203,51 @@ class MusicGenConfig:
         for part in ("text_encoder", "decoder", "audio_encoder"):
             if part not in cfg:
                 raise ValueError(f"config.json has no {part!r} section: not a MusicGen checkpoint")
+        melody = cfg.get("model_type") == "musicgen_melody"
         return cls(
             text_encoder=T5Config.from_hf(cfg["text_encoder"]),
             decoder=LMConfig.from_hf(cfg["decoder"]),
             audio_encoder=EncodecConfig.from_hf(cfg["audio_encoder"]),
+            melody=MelodyConfig.from_hf(cfg) if melody else None,
         )
+
+
+def _lm(width: int, layers: int, codebooks: int = 4, channels: int = 1) -> LMConfig:
+    # Every official decoder has 64-wide heads and a 4x feed-forward.
+    return LMConfig(
+        hidden_size=width,
+        num_layers=layers,
+        num_heads=width // 64,
+        ffn_dim=4 * width,
+        num_codebooks=codebooks,
+        audio_channels=channels,
+    )
+
+
+# The decoders of the official checkpoints (audiocraft's `transformer_lm` sizes). The text
+# encoder (t5-base) and the codec (EnCodec 32 kHz, 4 codebooks) are the same for all of them;
+# stereo checkpoints run that mono codec once per channel. Melody decoders have no
+# cross-attention (a different layout); their sizes are listed for the catalog.
+DECODER_PRESETS: dict[str, LMConfig] = {
+    "small": _lm(1024, 24),
+    "medium": _lm(1536, 48),
+    "large": _lm(2048, 48),
+    "stereo-small": _lm(1024, 24, codebooks=8, channels=2),
+    "stereo-medium": _lm(1536, 48, codebooks=8, channels=2),
+    "stereo-large": _lm(2048, 48, codebooks=8, channels=2),
+    "melody": _lm(1536, 48),
+    "melody-large": _lm(2048, 48),
+}
+
+
+def preset_heads(num_layers: int, hidden_size: int, ffn_dim: int) -> int:
+    """Attention heads of a decoder known only from its weight shapes (heads leave no trace in
+    them): the official preset with these sizes, else 64-wide heads like every official one."""
+    for preset in DECODER_PRESETS.values():
+        if (preset.num_layers, preset.hidden_size, preset.ffn_dim) == (
+            num_layers,
+            hidden_size,
+            ffn_dim,
+        ):
+            return preset.num_heads
+    return max(1, hidden_size // 64)

@@ -2,6 +2,11 @@
 
 Weights are read tensor by tensor from memory-mapped safetensors into a model built on the
 `meta` device (`load_state_dict(assign=True)`), so loading never holds two copies of them.
+
+Two folder layouts load: the Hugging Face one (`config.json`, `model.safetensors`,
+`tokenizer.json`) and audiocraft's (`state_dict.bin` + `compression_state_dict.bin`, see
+`audiocraft_keys`), whose T5 weights and tokenizer come from a separate text-encoder folder
+or hub id (`text_encoder=`, default t5-base).
 """
 
 from __future__ import annotations
@@ -10,87 +15,38 @@ import contextlib
 import ctypes
 import json
 import os
-import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable
 from pathlib import Path
 
 import torch
 
-from .checkpoint_keys import (
-    TIED_T5_EMBEDDING,
-    fold_weight_norm,
-    is_weight_norm_part,
-    rename_hf_key,
-)
+from .audiocraft_files import audiocraft_config, audiocraft_tensors, is_audiocraft_folder
+from .checkpoint_keys import fold_weight_norm, hub_pairs, is_weight_norm_part
 from .config import MusicGenConfig
-from .errors import CheckpointError, ModelNotFoundError
+from .errors import CheckpointError
+from .hub import (  # noqa: F401 (re-exported: the names callers know from this module)
+    DEFAULT_MODEL,
+    DEFAULT_TEXT_ENCODER,
+    HUB_FILES,
+    TEXT_ENCODER_FILES,
+    iter_tensors,
+    looks_like_path,
+    resolve_checkpoint,
+    resolve_text_encoder,
+    weight_files,
+)
+from .models.melody import MusicGenMelodyModel
 from .models.musicgen import MusicGenModel
 from .quantize import Int8Linear, quantize_linears, quantize_rows
 from .tokenizer import TextTokenizer
 
-DEFAULT_MODEL = "facebook/musicgen-small"
-# Only what the engine reads: not pytorch_model.bin, not audiocraft's files.
-HUB_FILES = [
-    "config.json",
-    "generation_config.json",
-    "model.safetensors",
-    "model*.safetensors",
-    "model.safetensors.index.json",
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "spiece.model",
-]
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
-
-def looks_like_path(name: str) -> bool:
-    """A name the user meant as a folder rather than a hub id."""
-    return (
-        name.startswith((".", "/", "~"))
-        or os.sep in name.replace("/", "", 1)
-        or Path(name).exists()
-    )
-
-
-def resolve_checkpoint(name_or_path: str | os.PathLike[str]) -> Path:
-    """A local folder, or a hub id downloaded (only the needed files) into the standard cache."""
-    name = os.fspath(name_or_path)
-    folder = Path(name).expanduser()
-    if folder.is_dir():
-        return folder
-    if looks_like_path(name) or not _HUB_ID.match(name):
-        raise ModelNotFoundError(
-            f"model folder {name!r} does not exist (give a folder holding config.json, "
-            f"model.safetensors and tokenizer.json, or a hub id such as {DEFAULT_MODEL})"
-        )
-    return _download(name)
-
-
-def _download(repo_id: str) -> Path:
-    from huggingface_hub import constants, snapshot_download
-
-    try:
-        return Path(snapshot_download(repo_id, allow_patterns=HUB_FILES))
-    except Exception as online_error:  # offline, hub down, gated, unknown repo...
-        try:
-            return Path(snapshot_download(repo_id, allow_patterns=HUB_FILES, local_files_only=True))
-        except Exception:
-            reason = (
-                str(online_error).splitlines()[0]
-                if str(online_error)
-                else type(online_error).__name__
-            )
-            raise ModelNotFoundError(
-                f"cannot get {repo_id!r} from the Hugging Face Hub and no copy is cached in "
-                f"{constants.HF_HUB_CACHE} ({reason}). Connect once to download it, or pass a "
-                f"local folder with its files: --model /path/to/musicgen-small "
-                f"(Python: MusicGen.from_pretrained('/path/to/musicgen-small'))"
-            ) from None
-
-
-def read_config(folder: Path) -> MusicGenConfig:
+def read_config(folder: Path, text_encoder: str | os.PathLike[str] | None = None) -> MusicGenConfig:
+    """The model's configuration: from config.json, or for audiocraft files from the weight
+    shapes and xp.cfg plus the text encoder's config."""
+    if is_audiocraft_folder(folder):
+        return audiocraft_config(folder, resolve_text_encoder(text_encoder))
     path = folder / "config.json"
     if not path.is_file():
         raise CheckpointError(f"{folder} has no config.json: not a MusicGen checkpoint folder")
@@ -100,7 +56,12 @@ def read_config(folder: Path) -> MusicGenConfig:
         raise CheckpointError(f"{path} is not a MusicGen config: {err}") from None
 
 
-def load_tokenizer(folder: Path) -> TextTokenizer:
+def load_tokenizer(
+    folder: Path, text_encoder: str | os.PathLike[str] | None = None
+) -> TextTokenizer:
+    """The T5 tokenizer: the checkpoint's own, or the text encoder's for audiocraft files."""
+    if is_audiocraft_folder(folder):
+        folder = resolve_text_encoder(text_encoder)
     path = folder / "tokenizer.json"
     if not path.is_file():
         raise CheckpointError(
@@ -109,43 +70,55 @@ def load_tokenizer(folder: Path) -> TextTokenizer:
     return TextTokenizer.from_file(path)
 
 
-def _weight_files(folder: Path) -> list[Path]:
-    index = folder / "model.safetensors.index.json"
-    if index.is_file():
-        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-        return [folder / s for s in shards]
-    single = folder / "model.safetensors"
-    if single.is_file():
-        return [single]
-    raise CheckpointError(f"{folder} has no model.safetensors (or sharded index)")
-
-
-def iter_tensors(files: list[Path]) -> Iterator[tuple[str, torch.Tensor]]:
-    """(name, tensor) pairs read one at a time from memory-mapped safetensors files."""
-    from safetensors import safe_open
-
-    for file in files:
-        with safe_open(str(file), framework="pt") as f:
-            for key in f.keys():  # noqa: SIM118 (safe_open is not a dict)
-                yield key, f.get_tensor(key)
-
-
 def load_model(
     folder: Path,
     config: MusicGenConfig,
     device: torch.device,
     dtype: torch.dtype,
     quantize: str | None = None,
+    text_encoder: str | os.PathLike[str] | None = None,
 ) -> MusicGenModel:
     """Build on `meta`, fill strictly from the checkpoint one tensor at a time, place on device.
 
     `dtype` applies to the decoder; the T5 encoder and the codec stay float32 (T5 overflows in
     fp16, and both are a small share of the run time). `quantize="int8"` stores the decoder's
     linear layers as int8, each weight converted as it is read: the full-precision copy of the
-    decoder never exists in memory.
+    decoder never exists in memory. audiocraft folders take T5 from `text_encoder`.
     """
+    if is_audiocraft_folder(folder):
+        tensors = audiocraft_tensors(folder, resolve_text_encoder(text_encoder))
+    else:
+        tensors = hub_pairs(iter_tensors(weight_files(folder)))
+    return fill_model(config, tensors, device, dtype, quantize, where=str(folder))
+
+
+def load_checkpoint(
+    name_or_path: str | os.PathLike[str],
+    device: torch.device,
+    dtype: torch.dtype,
+    quantize: str | None = None,
+    text_encoder: str | os.PathLike[str] | None = None,
+) -> tuple[MusicGenModel, TextTokenizer]:
+    """Everything `MusicGen.from_pretrained` needs, from a hub id or a folder of either layout."""
+    folder = resolve_checkpoint(name_or_path)
+    config = read_config(folder, text_encoder)
+    tokenizer = load_tokenizer(folder, text_encoder)
+    model = load_model(folder, config, device, dtype, quantize, text_encoder)
+    return model, tokenizer
+
+
+def fill_model(
+    config: MusicGenConfig,
+    tensors: Iterable[tuple[str, torch.Tensor]],
+    device: torch.device,
+    dtype: torch.dtype,
+    quantize: str | None = None,
+    where: str = "the checkpoint",
+) -> MusicGenModel:
+    """A model built on `meta` and filled strictly from (our name, tensor) pairs; weight-norm
+    g / v pairs are folded. Every missing or unused tensor is reported by name."""
     with torch.device("meta"):
-        model = MusicGenModel(config)
+        model = MusicGenMelodyModel(config) if config.melody else MusicGenModel(config)
         if quantize is not None:
             # The decoder is most of the weights read per step; T5 is most of the rest of
             # the memory. The codec's convolutions stay float32.
@@ -158,7 +131,6 @@ def load_model(
 
     state: dict[str, torch.Tensor] = {}
     norm_parts: dict[str, torch.Tensor] = {}  # weight-norm g / v, folded once both are read
-    tied: torch.Tensor | None = None
     unexpected: list[str] = []
 
     def place(name: str, tensor: torch.Tensor) -> None:
@@ -175,29 +147,22 @@ def load_model(
         target = dtype if name.startswith(("decoder.", "enc_to_dec_proj.")) else torch.float32
         state[name] = tensor.to(device, target if tensor.is_floating_point() else tensor.dtype)
 
-    for key, tensor in iter_tensors(_weight_files(folder)):
-        if key == TIED_T5_EMBEDDING:
-            tied = tensor
-        name = rename_hf_key(key)
-        if name is None:
-            continue
+    for name, tensor in tensors:
         if is_weight_norm_part(name):
             norm_parts[name] = tensor
         else:
             place(name, tensor)
     for name, tensor in fold_weight_norm(norm_parts).items():
         place(name, tensor)
-    if "text_encoder.embed_tokens.weight" not in state and tied is not None:
-        place("text_encoder.embed_tokens.weight", tied)
 
     missing = sorted(set(expected) - set(state))
     if missing or unexpected:
         raise CheckpointError(
-            f"checkpoint in {folder} does not match the MusicGen layout: "
+            f"checkpoint in {where} does not match the MusicGen layout: "
             f"missing {_names(missing)}; unexpected {_names(sorted(unexpected))}"
         )
     model.load_state_dict(state, strict=True, assign=True)
-    del state
+    state.clear()  # the model holds the tensors now
     model.decoder.fuse()
     _release_freed_memory()
     return model.eval()

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from .audio import match_channels, read_audio, resample
+from .chroma import melody_chroma
 from .codec_chunks import StreamDecoder, decode_in_chunks
 from .config import MusicGenConfig
 from .delay import delays
@@ -21,6 +22,7 @@ from .devices import default_dtype, resolve_device
 from .errors import InvalidOptionError
 from .generation import TextCondition, iter_frames, plan_windows, steps_for
 from .loading import DEFAULT_MODEL, load_model, load_tokenizer, read_config, resolve_checkpoint
+from .models.melody import MusicGenMelodyModel
 from .models.musicgen import MusicGenModel
 from .options import MAX_DURATION, GenerationOptions
 from .progress import Progress, StepCallback, progress_callback
@@ -58,12 +60,15 @@ class MusicGen:
         device: str | torch.device | None = None,
         dtype: torch.dtype | None = None,
         quantize: str | None = None,
+        text_encoder: str | os.PathLike[str] | None = None,
     ) -> MusicGen:
         """Load a checkpoint from a hub id (downloaded into the Hugging Face cache) or a folder.
 
         device: "auto"/None picks CUDA, then MPS, then CPU. dtype: the decoder's weights
         (default float32 on CPU, float16 on GPUs). quantize: "int8" stores the decoder's
         linear layers as int8 with per-row scales (about a quarter of the memory traffic).
+        text_encoder: for audiocraft folders (`state_dict.bin`), the hub id or folder holding
+        the T5 weights and tokenizer (default t5-base).
         """
         if quantize is not None and quantize not in QUANTIZE_MODES:
             raise InvalidOptionError(
@@ -71,9 +76,11 @@ class MusicGen:
             )
         dev = resolve_device(device)
         folder = resolve_checkpoint(name_or_path)
-        config = read_config(folder)
-        tokenizer = load_tokenizer(folder)
-        model = load_model(folder, config, dev, dtype or default_dtype(dev), quantize=quantize)
+        config = read_config(folder, text_encoder)
+        tokenizer = load_tokenizer(folder, text_encoder)
+        model = load_model(
+            folder, config, dev, dtype or default_dtype(dev), quantize, text_encoder=text_encoder
+        )
         return cls(model, tokenizer, name=str(name_or_path))
 
     # --- facts about the checkpoint -------------------------------------------------------
@@ -127,6 +134,8 @@ class MusicGen:
         audio_prompt: AudioPrompt | None = None,
         audio_prompt_rate: int | None = None,
         prompt_in_output: bool = True,
+        melody: AudioPrompt | None = None,
+        melody_rate: int | None = None,
         progress: Progress = False,
     ) -> torch.Tensor:
         """Codes [B, K, T] for `duration` seconds of new music (T = duration * frame_rate).
@@ -135,11 +144,12 @@ class MusicGen:
         the call reproducible on one machine. audio_prompt: a waveform ([N], [C, N] or [B, C, N]
         at `audio_prompt_rate`, default `sample_rate`) or an audio file, continued by the model;
         its codes lead the output unless prompt_in_output is False. stride: seconds each window
-        past the first adds (long form).
+        past the first adds (long form). melody (melody checkpoints only): a waveform at
+        `melody_rate` or an audio file whose chroma conditions the music with the text.
         """
         blocks, prompt = self._start(
             prompts, duration, top_k, top_p, temperature, cfg_scale, seed, stride,
-            audio_prompt, audio_prompt_rate, progress,
+            audio_prompt, audio_prompt_rate, progress, melody, melody_rate,
         )  # fmt: skip
         with blocks:
             new = torch.cat(list(blocks), dim=2)
@@ -199,6 +209,8 @@ class MusicGen:
         audio_prompt: AudioPrompt | None = None,
         audio_prompt_rate: int | None = None,
         progress: Progress = False,
+        melody: AudioPrompt | None = None,
+        melody_rate: int | None = None,
     ) -> tuple[TokenStream, torch.Tensor | None]:
         """Validate everything, encode text and audio prompt, and set up the frame iterator."""
         options = GenerationOptions(
@@ -211,10 +223,17 @@ class MusicGen:
                 f"stride {options.stride:g}s is longer than the {self.max_duration:g}s window"
             )
         texts = _as_prompt_list(prompts)
+        chroma = None
+        if melody is not None:
+            if self.config.melody is None:
+                raise InvalidOptionError(
+                    f"melody= needs a melody checkpoint; {self.name} is conditioned on text only"
+                )
+            chroma = melody_chroma(melody, melody_rate, len(texts), self.sample_rate)
         prompt = None
         if audio_prompt is not None:
             prompt = self._prompt_codes(audio_prompt, audio_prompt_rate, len(texts))
-        text = self.condition(texts)
+        text = self.condition(texts, chroma)
         window = self.frames_for(self.max_duration)
         stride_frames = min(window, self.frames_for(options.stride))
         new = self.frames_for(options.duration)
@@ -261,13 +280,19 @@ class MusicGen:
         return max(1, round(duration * self.frame_rate))
 
     @torch.inference_mode()
-    def condition(self, texts: list[str | None]) -> TextCondition:
-        """Encode prompts once; None or "" rows become the unconditional (all-zero) state."""
+    def condition(
+        self, texts: list[str | None], chroma: torch.Tensor | None = None
+    ) -> TextCondition:
+        """Encode prompts once; None or "" rows become the unconditional (all-zero) state.
+        Melody checkpoints prepend `chroma` [B, T, 12] (default: the null melody)."""
         ids, mask = self.tokenizer([t or "" for t in texts])
         ids, mask = ids.to(self.device), mask.to(self.device)
         unconditional = torch.tensor([not t for t in texts], device=self.device)
         mask = mask.masked_fill(unconditional[:, None], 0)
-        states = self.model.encode_text(ids, mask)
+        if isinstance(self.model, MusicGenMelodyModel):
+            states = self.model.encode_text(ids, mask, chroma=chroma)
+        else:
+            states = self.model.encode_text(ids, mask)
         return TextCondition(states=states, mask=mask)
 
     # --- the codec --------------------------------------------------------------------------
