@@ -100,6 +100,7 @@ BAD = [
     (["--stride", "0"], "stride"),
     (["--model", "./no/such/folder"], "does not exist"),
     (["--continue", "/no/such.wav"], "does not exist"),
+    (["--melody", "/no/such.wav"], "does not exist"),
     (["--threads", "0"], "threads"),
 ]
 

@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from . import __version__
+from .cli_batch import add_generate_options, finish_generate_outputs, register
+from .cli_models import register as register_models
 from .errors import InvalidOptionError, TunesmithError
 
 DEFAULT_MODEL = "facebook/musicgen-small"
@@ -40,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
         "-o",
         "--output",
         required=True,
-        help="output file (.wav, .flac, .ogg); - = raw PCM to stdout with --stream",
+        help="output file (.wav, .flac, .mp3, .ogg); - = raw PCM to stdout with --stream",
     )
     add_model_arguments(gen)
     add_sampling_arguments(gen)
@@ -56,6 +58,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --continue: leave the prompt audio out of the output",
     )
     gen.add_argument(
+        "--melody",
+        metavar="FILE",
+        help="melody checkpoints: audio file whose melody (chroma) the music follows",
+    )
+    gen.add_argument(
         "--stream",
         action="store_true",
         help="write audio as it is made (a WAV valid at every moment)",
@@ -64,15 +71,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--chunk", type=float, default=1.0, help="seconds per streamed chunk (default 1.0)"
     )
     gen.set_defaults(run=run_generate)
+    add_generate_options(gen)
     srv = commands.add_parser(
         "serve",
         help="serve the HTTP API and web page",
         description="Load the model once and serve a JSON API (docs at /docs) and a web page at /.",
     )
-    srv.add_argument(
-        "--model", default=DEFAULT_MODEL, help=f"hub id or local folder (default {DEFAULT_MODEL})"
-    )
-    srv.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, mps")
+    add_model_arguments(srv)
     srv.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     srv.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     srv.add_argument("--data-dir", default="tunesmith-data", help="jobs database and audio files")
@@ -88,6 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-batch", type=int, default=4, help="jobs run together in one batch (default 4)"
     )
     srv.set_defaults(run=run_serve)
+    register(commands)
+    register_models(commands)
     return parser
 
 
@@ -96,6 +103,12 @@ def run_serve(args: argparse.Namespace) -> int:
 
     resolve_device(args.device)
     check_model_argument(args.model)
+    if args.threads is not None:
+        if args.threads < 1:
+            raise InvalidOptionError(f"--threads must be at least 1, got {args.threads}")
+        import torch
+
+        torch.set_num_threads(args.threads)
     try:
         from .server import serve
     except ImportError as err:
@@ -111,6 +124,8 @@ def run_serve(args: argparse.Namespace) -> int:
         args.device,
         args.max_queue,
         args.max_batch,
+        quantize=args.quantize,
+        text_encoder=args.text_encoder,
     )
     return 0
 
@@ -125,6 +140,12 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
     parser.add_argument(
         "--quantize", choices=["int8"], default=None, help="int8 decoder weights (faster on CPU)"
+    )
+    parser.add_argument(
+        "--text-encoder",
+        default=None,
+        metavar="T5",
+        help="audiocraft checkpoints only: hub id or folder of the T5 text encoder (default t5-base)",
     )
 
 
@@ -219,7 +240,9 @@ def load(args: argparse.Namespace) -> Any:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     start = time.perf_counter()
-    model = MusicGen.from_pretrained(args.model, device=args.device, quantize=args.quantize)
+    model = MusicGen.from_pretrained(
+        args.model, device=args.device, quantize=args.quantize, text_encoder=args.text_encoder
+    )
     say(args, f"loaded {args.model} on {model.device} in {time.perf_counter() - start:.1f} s")
     return model
 
@@ -254,6 +277,12 @@ def run_generate(args: argparse.Namespace) -> int:
             audio_prompt=args.continue_from, prompt_in_output=not args.no_prompt_in_output
         )
 
+    if args.melody is not None:
+        if not Path(args.melody).is_file():
+            raise InvalidOptionError(f"--melody file {args.melody!r} does not exist")
+        read_audio(args.melody)  # fail on an unreadable file before loading the model
+        kwargs["melody"] = args.melody
+
     model = load(args)
     prompts = [p or None for p in args.prompts]
     start = time.perf_counter()
@@ -280,8 +309,6 @@ def generate_to_files(
     """Generate all prompts as one batch; on Ctrl-C, keep what was made so far."""
     import torch
 
-    from .audio import write_audio
-
     prompt_in_output = kwargs.pop("prompt_in_output", True)
     blocks: list[torch.Tensor] = []
     interrupted = False
@@ -297,8 +324,7 @@ def generate_to_files(
     if codes.shape[-1] == 0:
         raise KeyboardInterrupt
     wav = model.decode(codes)
-    for path, audio in zip(paths, wav, strict=True):
-        write_audio(path, audio, model.sample_rate)
+    finish_generate_outputs(args, model, paths, wav)
     if interrupted:
         say(args, f"interrupted: kept the {codes.shape[-1] / model.frame_rate:.1f} s made so far")
         raise KeyboardInterrupt

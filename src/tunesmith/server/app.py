@@ -140,6 +140,8 @@ def serve(
     device: str | None,
     max_queue: int,
     max_batch: int,
+    quantize: str | None = None,
+    text_encoder: str | None = None,
 ) -> None:
     """Load the model once and serve the API and web page until interrupted.
 
@@ -169,7 +171,9 @@ def serve(
 
     from ..musicgen import MusicGen
 
-    model = MusicGen.from_pretrained(model_name, device=device)
+    model = MusicGen.from_pretrained(
+        model_name, device=device, quantize=quantize, text_encoder=text_encoder
+    )
     app = create_app(
         model, Path(data_dir), api_key=api_key, max_queue=max_queue, max_batch=max_batch
     )
