@@ -57,14 +57,13 @@ def looks_like_path(name: str) -> bool:
 def resolve_checkpoint(name_or_path: str | os.PathLike[str]) -> Path:
     """A local folder, or a hub id downloaded (only the needed files) into the standard cache."""
     name = os.fspath(name_or_path)
-    folder = Path(name).expanduser()
-    if folder.is_dir():
-        return folder
-    if looks_like_path(name) or not _HUB_ID.match(name):
-        raise ModelNotFoundError(
-            f"model folder {name!r} does not exist (give a folder holding config.json, "
-            f"model.safetensors and tokenizer.json, or a hub id such as {DEFAULT_MODEL})"
-        )
+    local = _local_folder(
+        name,
+        f"model folder {name!r} does not exist (give a folder holding config.json, "
+        f"model.safetensors and tokenizer.json, or a hub id such as {DEFAULT_MODEL})",
+    )
+    if local is not None:
+        return local
     folder = _download(name)
     if not (folder / "config.json").is_file():
         # A repo of audiocraft's files only (fine-tunes are often shared that way).
@@ -127,20 +126,29 @@ def _has_cached_index(repo_id: str) -> bool:
     return all(isinstance(try_to_load_from_cache(repo_id, s), str) for s in shards)
 
 
+def _local_folder(name: str, missing: str) -> Path | None:
+    """`name` as an existing folder; None if it reads as a hub id; else ModelNotFoundError."""
+    folder = Path(name).expanduser()
+    if folder.is_dir():
+        return folder
+    if looks_like_path(name) or not _HUB_ID.match(name):
+        raise ModelNotFoundError(missing)
+    return None
+
+
 def resolve_text_encoder(name_or_path: str | os.PathLike[str] | None = None) -> Path:
     """The folder of the T5 text encoder for audiocraft checkpoints: a local folder (a T5
     checkpoint, or a MusicGen one in the hub layout), or a hub id (default t5-base),
     downloaded with only its config, weights and tokenizer."""
     name = os.fspath(name_or_path) if name_or_path is not None else DEFAULT_TEXT_ENCODER
     name = _ALIASES.get(name, name)
-    folder = Path(name).expanduser()
-    if folder.is_dir():
-        return folder
-    if looks_like_path(name) or not _HUB_ID.match(name):
-        raise ModelNotFoundError(
-            f"text encoder folder {name!r} does not exist (give a folder with a T5 checkpoint: "
-            f"config.json, model.safetensors, tokenizer.json; or a hub id such as {T5_REPO})"
-        )
+    local = _local_folder(
+        name,
+        f"text encoder folder {name!r} does not exist (give a folder with a T5 checkpoint: "
+        f"config.json, model.safetensors, tokenizer.json; or a hub id such as {T5_REPO})",
+    )
+    if local is not None:
+        return local
     return _download(name, TEXT_ENCODER_FILES, hint=_TEXT_HINT)
 
 
