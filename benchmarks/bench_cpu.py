@@ -33,7 +33,7 @@ PROMPTS = [
     "heavy metal riff with double kick",
     "reggae groove with offbeat organ",
 ]
-IMPLEMENTATIONS = ["transformers", "tunesmith", "tunesmith-int8"]
+IMPLEMENTATIONS = ["transformers", "tunesmith", "tunesmith-int8", "tunesmith-int8-compiled"]
 
 
 def peak_rss_mb() -> float:
@@ -63,8 +63,14 @@ def worker(kind: str, folder: str, threads: int) -> None:
         from tunesmith import MusicGen
 
         ours = MusicGen.from_pretrained(
-            folder, device="cpu", quantize="int8" if kind.endswith("int8") else None
+            folder, device="cpu", quantize="int8" if "int8" in kind else None
         )
+        if kind.endswith("compiled"):
+            from tunesmith.compiled_step import warm_up
+
+            start = time.perf_counter()
+            warm_up(ours.model.decoder.compile_steps())
+            print(f"{kind}: compile warm-up {time.perf_counter() - start:.1f} s", file=sys.stderr)
     print("ready", flush=True)
     for line in sys.stdin:
         _, seconds_s, batch_s = line.split()

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 
-from tunesmith import InvalidOptionError, MusicGen
+from tunesmith import InvalidOptionError, MusicGen, cpu_int8
 from tunesmith.quantize import Int8Linear, quantize_linears, quantize_rows
 
 
@@ -57,3 +58,45 @@ def test_int8_model_matches_fp32_teacher_forced(
 def test_unknown_quantize_is_refused(tiny_checkpoint: Path) -> None:
     with pytest.raises(InvalidOptionError, match="int8"):
         MusicGen.from_pretrained(tiny_checkpoint, device="cpu", quantize="int3")
+
+
+@pytest.mark.parametrize(("rows", "n", "k"), [(1, 8, 48), (2, 96, 1024), (3, 12, 2048), (5, 4, 16)])
+def test_cpu_kernel_matches_float64_product(rows: int, n: int, k: int) -> None:
+    if not cpu_int8.available():
+        pytest.skip("no int8 CPU kernel here (needs x86-64 AVX2 and a C++ compiler)")
+    layer = Int8Linear.from_linear(nn.Linear(k, n, bias=False))
+    x = torch.randn(rows, k)
+    want = x.double() @ layer.weight.double().T * layer.scales.double()
+    assert layer.pack_for_cpu() and layer.chunk == min(k, cpu_int8.CHUNK)
+    assert torch.equal(layer.unpacked_weight(), cpu_int8.unpack(layer.weight, n, k, layer.chunk))
+    got = layer(x)
+    assert got.dtype == torch.float32
+    assert relative_error(got.double(), want) < 1e-5  # float32 activations: no bfloat16 rounding
+
+
+def test_packing_round_trips_and_skips_shapes_it_cannot_take() -> None:
+    w = torch.randint(-127, 128, (8, 2048), dtype=torch.int8)
+    assert torch.equal(cpu_int8.unpack(cpu_int8.pack(w, 1024), 8, 2048, 1024), w)
+    assert cpu_int8.chunk_for(40) is None and cpu_int8.chunk_for(1040) is None
+    assert not Int8Linear.from_linear(nn.Linear(40, 8, bias=False)).pack_for_cpu()
+
+
+def test_packed_layers_fuse_and_match(tiny_checkpoint: Path) -> None:
+    """Loading packs the decoder's int8 layers where the kernel exists; logits then match
+    torch's kernel to its bfloat16 rounding."""
+    q = MusicGen.from_pretrained(tiny_checkpoint, device="cpu", quantize="int8")
+    layers = [m for m in q.model.decoder.modules() if isinstance(m, Int8Linear)]
+    if not cpu_int8.available():
+        assert all(m.chunk is None for m in layers)
+        return
+    assert all(m.chunk is not None for m in layers)
+    ref = copy.deepcopy(q.model.decoder)
+    for m in ref.modules():
+        if isinstance(m, Int8Linear) and m.chunk is not None:
+            m.weight, m.chunk, m.scales_f32 = m.unpacked_weight(), None, None
+    text = q.condition(["lofi beat"])
+    tokens = torch.randint(0, 2048, (2, 4, 10))
+    with torch.inference_mode():
+        want = ref(tokens, ref.new_cache(2, 10, text.states, text.mask))
+        got = q.model.decoder(tokens, q.model.decoder.new_cache(2, 10, text.states, text.mask))
+    assert relative_error(got, want) < 0.01

@@ -126,6 +126,7 @@ def run_serve(args: argparse.Namespace) -> int:
         args.max_batch,
         quantize=args.quantize,
         text_encoder=args.text_encoder,
+        compile=args.compile,
     )
     return 0
 
@@ -140,6 +141,11 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
     parser.add_argument(
         "--quantize", choices=["int8"], default=None, help="int8 decoder weights (faster on CPU)"
+    )
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile the decoder step (10-15%% faster; 30-60 s to compile the first time)",
     )
     parser.add_argument(
         "--text-encoder",
@@ -241,7 +247,11 @@ def load(args: argparse.Namespace) -> Any:
         torch.set_num_threads(args.threads)
     start = time.perf_counter()
     model = MusicGen.from_pretrained(
-        args.model, device=args.device, quantize=args.quantize, text_encoder=args.text_encoder
+        args.model,
+        device=args.device,
+        quantize=args.quantize,
+        text_encoder=args.text_encoder,
+        compile=args.compile,
     )
     say(args, f"loaded {args.model} on {model.device} in {time.perf_counter() - start:.1f} s")
     return model

@@ -166,7 +166,12 @@ def run_from_manifest(args: Any) -> int:
     settings, seed = Settings.from_record(entry["settings"]), entry["settings"]["seed"]
     batch = entry.get("batch") or {"prompts": [entry["prompt"]], "index": 0}
     model = _load(
-        entry["model"], args.device, args.threads, entry.get("quantize"), args.text_encoder
+        entry["model"],
+        args.device,
+        args.threads,
+        entry.get("quantize"),
+        args.text_encoder,
+        args.compile,
     )
     wav = generate_batch(model, batch["prompts"], settings, seed)[batch["index"]]
     fmt = output.suffix.lower().lstrip(".") or "wav"
@@ -200,7 +205,9 @@ def run_batch_command(args: argparse.Namespace) -> int:
         temperature=args.temperature, cfg=args.cfg, stride=args.stride,
     )  # fmt: skip
     rows = read_prompts(args.prompts_file, defaults, args.format)
-    model = _load(args.model, args.device, args.threads, args.quantize, args.text_encoder)
+    model = _load(
+        args.model, args.device, args.threads, args.quantize, args.text_encoder, args.compile
+    )
     options = JobOptions(
         batch_size=args.batch_size, normalize=args.normalize or "loudness",
         wav_subtype=args.wav_subtype, plot=args.plot, seed=args.seed,
@@ -237,7 +244,12 @@ def _check_machine(args: Any, model: str) -> None:
 
 
 def _load(
-    name: str, device: str, threads: int | None, quantize: str | None, text_encoder: str | None
+    name: str,
+    device: str,
+    threads: int | None,
+    quantize: str | None,
+    text_encoder: str | None,
+    compile: bool = False,
 ) -> Any:
     import torch
 
@@ -247,7 +259,7 @@ def _load(
         torch.set_num_threads(threads)
     start = time.perf_counter()
     model = MusicGen.from_pretrained(
-        name, device=device, quantize=quantize, text_encoder=text_encoder
+        name, device=device, quantize=quantize, text_encoder=text_encoder, compile=compile
     )
     print(f"loaded {name} on {model.device} in {time.perf_counter() - start:.1f} s", flush=True)
     return model

@@ -61,6 +61,7 @@ class MusicGen:
         dtype: torch.dtype | None = None,
         quantize: str | None = None,
         text_encoder: str | os.PathLike[str] | None = None,
+        compile: bool = False,
     ) -> MusicGen:
         """Load a checkpoint from a hub id (downloaded into the Hugging Face cache) or a folder.
 
@@ -68,7 +69,9 @@ class MusicGen:
         (default float32 on CPU, float16 on GPUs). quantize: "int8" stores the decoder's
         linear layers as int8 with per-row scales (about a quarter of the memory traffic).
         text_encoder: for audiocraft folders (`state_dict.bin`), the hub id or folder holding
-        the T5 weights and tokenizer (default t5-base).
+        the T5 weights and tokenizer (default t5-base). compile: run decoder steps through
+        torch.compile, compiled here (~50 s the first time, ~20 s once inductor's disk
+        cache has it); 10-15% faster per int8 CPU step.
         """
         if quantize is not None and quantize not in QUANTIZE_MODES:
             raise InvalidOptionError(
@@ -81,6 +84,10 @@ class MusicGen:
         model = load_model(
             folder, config, dev, dtype or default_dtype(dev), quantize, text_encoder=text_encoder
         )
+        if compile:
+            from .compiled_step import warm_up
+
+            warm_up(model.decoder.compile_steps())
         return cls(model, tokenizer, name=str(name_or_path))
 
     # --- facts about the checkpoint -------------------------------------------------------

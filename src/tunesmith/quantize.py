@@ -1,8 +1,9 @@
 """Weight-only int8 for the decoder's linear layers, swapped in at load time.
 
 Each output row gets its own scale (symmetric, max-abs / 127). On CPU the matrix product runs
-in torch's int8 weight-pack kernel with bfloat16 activations: the decoder step reads a
-quarter of the fp32 bytes, and reading weights is what bounds it on a CPU.
+in torch's int8 weight-pack kernel with bfloat16 activations, or, once the decoder is loaded
+(`MusicGenLM.fuse` -> `pack_for_cpu`), in `cpu_int8`'s kernel with float32 activations: the
+decoder step reads a quarter of the fp32 bytes, and reading weights is what bounds it on a CPU.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from . import cpu_int8
 
 QUANTIZE_MODES = ("int8",)
 
@@ -25,7 +28,11 @@ def quantize_rows(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 class Int8Linear(nn.Module):
-    """A bias-free Linear with int8 weights and per-row scales."""
+    """A bias-free Linear with int8 weights and per-row scales.
+
+    After `pack_for_cpu()` the weight buffer holds `cpu_int8`'s blocked layout (flat) and the
+    product runs in that kernel; `unpacked_weight()` gives the [out, in] matrix either way.
+    """
 
     weight: torch.Tensor
     scales: torch.Tensor
@@ -33,6 +40,8 @@ class Int8Linear(nn.Module):
     def __init__(self, in_features: int, out_features: int) -> None:
         super().__init__()
         self.in_features, self.out_features = in_features, out_features
+        self.chunk: int | None = None  # set when packed: input columns per kernel pass
+        self.scales_f32: torch.Tensor | None = None
         self.register_buffer("weight", torch.zeros(out_features, in_features, dtype=torch.int8))
         self.register_buffer("scales", torch.ones(out_features, dtype=torch.bfloat16))
 
@@ -49,12 +58,38 @@ class Int8Linear(nn.Module):
     def concat(cls, parts: list[Int8Linear]) -> Int8Linear:
         """One layer computing the given layers' outputs side by side (rows stacked)."""
         module = cls(parts[0].in_features, sum(p.out_features for p in parts))
-        module.weight = torch.cat([p.weight for p in parts])
+        module.weight = torch.cat([p.unpacked_weight() for p in parts])
         module.scales = torch.cat([p.scales for p in parts])
         return module
 
+    def unpacked_weight(self) -> torch.Tensor:
+        if self.chunk is None:
+            return self.weight
+        return cpu_int8.unpack(self.weight, self.out_features, self.in_features, self.chunk)
+
+    def pack_for_cpu(self) -> bool:
+        """Switch to the `cpu_int8` kernel where it applies (CPU, shapes, a compiler);
+        True if it did. The effective weights (int8 x bfloat16 scales) are unchanged."""
+        chunk = cpu_int8.chunk_for(self.in_features)
+        if (
+            self.chunk is not None
+            or self.weight.device.type != "cpu"
+            or chunk is None
+            or self.out_features % cpu_int8.ROWS
+            or not cpu_int8.available()
+        ):
+            return False
+        self.weight = cpu_int8.pack(self.weight, chunk)
+        self.scales_f32 = self.scales.float()
+        self.chunk = chunk
+        return True
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
+        if self.chunk is not None and self.scales_f32 is not None:
+            flat32 = x.reshape(-1, shape[-1]).float().contiguous()
+            out = cpu_int8.int8_linear(flat32, self.weight, self.scales_f32, self.chunk)
+            return out.to(x.dtype).reshape(*shape[:-1], self.out_features)
         flat = x.reshape(-1, shape[-1]).to(torch.bfloat16)
         if flat.device.type == "cpu":
             out = torch._weight_int8pack_mm(flat, self.weight, self.scales)

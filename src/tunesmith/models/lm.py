@@ -11,6 +11,7 @@ allocates nothing that grows with time; cross-attention keys and values are comp
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import cast
 
@@ -66,13 +67,14 @@ class LMCache:
     """
 
     layers: list[LayerCache]
-    cross_mask: torch.Tensor  # [cross_rows, 1, 1, S] bool, True where a text token is real
+    cross_mask: torch.Tensor | None  # [cross_rows, 1, 1, S] bool, True where a token is real
     cross_rows: int
     length: int = 0  # frames already written
+    spare: int = 0  # frames allocated past the capacity (see MusicGenLM.new_cache)
 
     @property
     def capacity(self) -> int:
-        return self.layers[0].self_k.shape[2]
+        return self.layers[0].self_k.shape[2] - self.spare
 
 
 class Attention(nn.Module):
@@ -167,6 +169,9 @@ class DecoderLayer(nn.Module):
         return x + self.fc2(F.gelu(self.fc1(h)))
 
 
+DecodeFn = Callable[["MusicGenLM", torch.Tensor, LMCache], torch.Tensor]
+
+
 class MusicGenLM(nn.Module):
     """Codebook transformer decoder with K embeddings and K output heads."""
 
@@ -179,11 +184,16 @@ class MusicGenLM(nn.Module):
         self.layers = nn.ModuleList(DecoderLayer(cfg) for _ in range(cfg.num_layers))
         self.layer_norm = LayerNorm(d, eps=cfg.layer_norm_eps)
         self.lm_heads = nn.ModuleList(nn.Linear(d, cfg.vocab_size, bias=False) for _ in range(k))
+        self._compiled_decode: DecodeFn | None = None  # set by compile_steps()
 
     def fuse(self) -> MusicGenLM:
-        """Fuse each self-attention's q, k, v projections (inference speed; same results)."""
+        """Fuse each self-attention's q, k, v projections, and move int8 layers on a CPU to
+        the `cpu_int8` kernel (inference speed; the same weights)."""
         for layer in self.layers:
             cast(DecoderLayer, layer).self_attn.fuse_qkv()
+        for module in self.modules():
+            if isinstance(module, Int8Linear):
+                module.pack_for_cpu()
         return self
 
     def new_cache(
@@ -201,12 +211,16 @@ class MusicGenLM(nn.Module):
         """
         cfg = self.cfg
         p = next(self.parameters())
-        shape = (batch, cfg.num_heads, capacity, cfg.head_dim)
+        # One spare frame: the attended slice [:end] then never covers the whole buffer, so its
+        # contiguity never changes and a compiled step needs no second graph for the last frame.
+        shape = (batch, cfg.num_heads, capacity + 1, cfg.head_dim)
         text = text.to(p.dtype)
         mask = text_mask.bool()
         # A row with no text token at all is unconditional: its keys and values are zero, so
         # attending uniformly gives exactly the zero a fully masked row gives in the reference.
         mask = mask | ~mask.any(dim=1, keepdim=True)
+        # No padding (one prompt, or prompts of one length): no mask to expand at every step.
+        cross_mask = None if bool(mask.all()) else mask[:, None, None, :]
         layers = []
         for layer in self.layers:
             xattn = cast(DecoderLayer, layer).encoder_attn
@@ -218,13 +232,30 @@ class MusicGenLM(nn.Module):
                     cross_v=xattn.split_heads(xattn.v_proj(text)),
                 )
             )
-        return LMCache(layers=layers, cross_mask=mask[:, None, None, :], cross_rows=text.shape[0])
+        return LMCache(layers=layers, cross_mask=cross_mask, cross_rows=text.shape[0], spare=1)
+
+    def compile_steps(self) -> MusicGenLM:
+        """Run one-frame decoder steps through torch.compile from now on (opt-in; see
+        `compiled_step`). Prefill and the first two steps stay eager."""
+        from ..compiled_step import compile_decode
+
+        self._compiled_decode = compile_decode(MusicGenLM.decode)
+        return self
 
     def forward(self, tokens: torch.Tensor, cache: LMCache) -> torch.Tensor:
         """tokens: [B, K, T] frames at positions cache.length.. -> logits [B, K, T, V] (float32).
 
         Advances cache.length by T.
         """
+        compiled = self._compiled_decode
+        # torch.compile specializes integers 0 and 1: the steps at positions 0 and 1 would each
+        # cost a compile of their own; from 2 on, one graph serves every position.
+        if compiled is not None and tokens.shape[-1] == 1 and cache.length >= 2:
+            return compiled(self, tokens, cache)
+        return self.decode(tokens, cache)
+
+    def decode(self, tokens: torch.Tensor, cache: LMCache) -> torch.Tensor:
+        """The eager forward (what `forward` runs unless steps are compiled)."""
         _, k, t = tokens.shape
         start = cache.length
         if start + t > cache.capacity:

@@ -142,6 +142,7 @@ def serve(
     max_batch: int,
     quantize: str | None = None,
     text_encoder: str | None = None,
+    compile: bool = False,
 ) -> None:
     """Load the model once and serve the API and web page until interrupted.
 
@@ -172,7 +173,7 @@ def serve(
     from ..musicgen import MusicGen
 
     model = MusicGen.from_pretrained(
-        model_name, device=device, quantize=quantize, text_encoder=text_encoder
+        model_name, device=device, quantize=quantize, text_encoder=text_encoder, compile=compile
     )
     app = create_app(
         model, Path(data_dir), api_key=api_key, max_queue=max_queue, max_batch=max_batch

@@ -1,0 +1,106 @@
+"""Decoder step time at musicgen-small sizes: int8 kernels, compiled or not, and fp32.
+
+    python benchmarks/bench_step.py --folder /tmp/ts-small      # reuse a checkpoint folder
+    python benchmarks/bench_step.py --rounds 3 --position 400
+
+One guided step (2 rows: conditional and unconditional) at a given cache position, the
+median of `--steps` steps. All variants live in one process and run in alternation, round
+by round, so a busy machine slows them alike; the table gives each variant's median over
+rounds. Variants: int8 with torch's `_weight_int8pack_mm` (bfloat16 activations), int8 with
+tunesmith's `cpu_int8` kernel, the same compiled (`compile_steps`), and float32.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from tunesmith import MusicGen
+from tunesmith.compiled_step import warm_up
+from tunesmith.models.lm import MusicGenLM
+from tunesmith.quantize import Int8Linear
+
+
+def with_torch_int8(lm: MusicGenLM) -> MusicGenLM:
+    """A copy of an int8 decoder that uses torch's kernel (the weights unpacked)."""
+    twin = copy.deepcopy(lm)
+    for module in twin.modules():
+        if isinstance(module, Int8Linear) and module.chunk is not None:
+            module.weight, module.chunk, module.scales_f32 = module.unpacked_weight(), None, None
+    return twin
+
+
+def step_ms(lm: MusicGenLM, text: torch.Tensor, position: int, steps: int) -> float:
+    """Median ms of `steps` one-frame steps from `position` on a fresh cache."""
+    times = []
+    with torch.inference_mode():  # as in generation (compile guards on it)
+        tokens = torch.randint(0, 2048, (2, lm.cfg.num_codebooks, 1))
+        cache = lm.new_cache(2, position + steps + 1, text, torch.ones(text.shape[:2]))
+        cache.length = position  # the keys and values' values do not change the time
+        for _ in range(steps):
+            start = time.perf_counter()
+            lm(tokens, cache)
+            times.append(time.perf_counter() - start)
+    return 1e3 * statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--folder", help="a musicgen-small-sized checkpoint (default: build one)")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--position", type=int, default=250, help="frames already in the cache")
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--no-fp32", action="store_true")
+    parser.add_argument("--no-compile", action="store_true")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = args.folder
+        if folder is None:
+            from tunesmith.testing import build_checkpoint
+
+            print("building a random checkpoint at musicgen-small sizes...", file=sys.stderr)
+            folder = str(build_checkpoint(Path(tmp) / "small", "small"))
+        int8 = MusicGen.from_pretrained(folder, device="cpu", quantize="int8")
+        text = int8.condition(["lofi hip hop beat with soft piano"]).states
+        kernel = int8.model.decoder
+        variants: dict[str, MusicGenLM] = {
+            "int8, torch kernel": with_torch_int8(kernel),
+            "int8, cpu_int8 kernel": kernel,
+        }
+        if not args.no_compile:
+            compiled = copy.deepcopy(kernel).compile_steps()
+            start = time.perf_counter()
+            warm_up(compiled)
+            print(f"compile warm-up: {time.perf_counter() - start:.1f} s", file=sys.stderr)
+            variants["int8, cpu_int8 kernel, compiled"] = compiled
+        if not args.no_fp32:
+            variants["float32"] = MusicGen.from_pretrained(folder, device="cpu").model.decoder
+
+    runs: dict[str, list[float]] = {name: [] for name in variants}
+    for r in range(args.rounds):
+        for name, lm in variants.items():
+            runs[name].append(step_ms(lm, text, args.position, args.steps))
+        print(
+            f"round {r + 1}: " + ", ".join(f"{v[-1]:.1f}" for v in runs.values()), file=sys.stderr
+        )
+
+    print(f"\ndecoder step, 2 rows, cache at {args.position} frames, {args.threads} threads")
+    print("| variant | ms/step (median of rounds) | min | max |")
+    print("|---|---|---|---|")
+    for name, values in runs.items():
+        med = statistics.median(values)
+        print(f"| {name} | {med:.1f} | {min(values):.1f} | {max(values):.1f} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,170 @@
+"""A CPU kernel for the int8 decoder's few-row matrix products, built on first use.
+
+A decoder step multiplies 2 rows (the two halves of a guided batch) by every weight matrix,
+so its speed is how fast the weights stream from memory. torch's `_weight_int8pack_mm`
+reaches about a third of the memory bandwidth on 2 cores here; this kernel reaches nearly
+all of it (see benchmarks/bench_step.py), because it reads its weights in one straight line:
+
+- weights are repacked once, at load time, into blocks of 4 output rows x 16 inputs (one
+  64-byte cache line), K-chunk by K-chunk, so a thread reads one increasing address range and
+  prefetches a fixed distance ahead (four interleaved row streams defeat the prefetcher);
+- the input is split into chunks of at most 1024 columns, so the activations a chunk needs
+  (2 rows x 4 KiB) stay in L1 next to the weight block being read;
+- activations stay float32 (no bfloat16 rounding, unlike torch's kernel): products are exact
+  to float32 accumulation order.
+
+It needs x86-64 with AVX2 + FMA and a C++ compiler (torch.utils.cpp_extension builds it
+once into torch's extension cache, ~10 s). Without them `available()` is False and callers
+keep torch's kernel.
+"""
+
+from __future__ import annotations
+
+import functools
+import platform
+import warnings
+
+import torch
+
+CHUNK = 1024  # input columns per pass (activations of one pass stay in L1)
+ROWS, COLS = 4, 16  # a packed block: 4 output rows x 16 inputs, one cache line
+
+_SOURCE = r"""
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+#include <immintrin.h>
+
+namespace {
+constexpr int64_t kAhead = 4096;  // prefetch distance in bytes, along the packed stream
+
+// Adds (w . x) for 4 rows and M (1 or 2) inputs over one chunk; the block is [kc/16][4][16].
+template <int M>
+inline void block(const float* x, int64_t ldx, const int8_t* w, int64_t kc, __m128 sums[2]) {
+  __m256 acc[M][4];
+  for (int m = 0; m < M; ++m)
+    for (int r = 0; r < 4; ++r) acc[m][r] = _mm256_setzero_ps();
+  for (int64_t k = 0; k < kc; k += 16, w += 64) {
+    _mm_prefetch(reinterpret_cast<const char*>(w + kAhead), _MM_HINT_T0);
+    __m256 xv[M][2];
+    for (int m = 0; m < M; ++m) {
+      xv[m][0] = _mm256_loadu_ps(x + m * ldx + k);
+      xv[m][1] = _mm256_loadu_ps(x + m * ldx + k + 8);
+    }
+    for (int r = 0; r < 4; ++r) {
+      __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(w + 16 * r));
+      __m256 lo = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(b));
+      __m256 hi = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_unpackhi_epi64(b, b)));
+      for (int m = 0; m < M; ++m) {
+        acc[m][r] = _mm256_fmadd_ps(lo, xv[m][0], acc[m][r]);
+        acc[m][r] = _mm256_fmadd_ps(hi, xv[m][1], acc[m][r]);
+      }
+    }
+  }
+  for (int m = 0; m < M; ++m) {
+    __m256 t = _mm256_hadd_ps(_mm256_hadd_ps(acc[m][0], acc[m][1]),
+                              _mm256_hadd_ps(acc[m][2], acc[m][3]));
+    sums[m] = _mm_add_ps(_mm256_castps256_ps128(t), _mm256_extractf128_ps(t, 1));
+  }
+}
+
+// out [M, N] = (x [M, K] @ w.T) * scales, w packed as [K/kc][N/4][kc/16][4][16].
+at::Tensor int8_linear(const at::Tensor& x, const at::Tensor& packed, const at::Tensor& scales,
+                       int64_t kc) {
+  TORCH_CHECK(x.dim() == 2 && x.scalar_type() == at::kFloat && x.is_contiguous());
+  TORCH_CHECK(packed.scalar_type() == at::kChar && packed.is_contiguous());
+  TORCH_CHECK(scales.dim() == 1 && scales.scalar_type() == at::kFloat && scales.is_contiguous());
+  const int64_t M = x.size(0), K = x.size(1), N = scales.size(0);
+  TORCH_CHECK(packed.numel() == N * K && N % 4 == 0 && kc % 16 == 0 && K % kc == 0);
+  auto out = at::empty({M, N}, x.options());
+  const float* xp = x.data_ptr<float>();
+  const int8_t* wp = packed.data_ptr<int8_t>();
+  const float* sp = scales.data_ptr<float>();
+  float* op = out.data_ptr<float>();
+  const int64_t chunks = K / kc;
+  at::parallel_for(0, N / 4, 8, [&](int64_t b0, int64_t b1) {
+    for (int64_t c = 0; c < chunks; ++c) {
+      const bool first = c == 0, last = c == chunks - 1;
+      for (int64_t b = b0; b < b1; ++b) {
+        const int8_t* w = wp + (c * (N / 4) + b) * 4 * kc;
+        const __m128 s = _mm_loadu_ps(sp + 4 * b);
+        for (int64_t m = 0; m < M; m += 2) {  // the block stays in L1 across row pairs
+          __m128 sums[2];
+          const int rows = M - m >= 2 ? 2 : 1;
+          if (rows == 2) block<2>(xp + m * K + c * kc, K, w, kc, sums);
+          else block<1>(xp + m * K + c * kc, K, w, kc, sums);
+          for (int i = 0; i < rows; ++i) {
+            float* o = op + (m + i) * N + 4 * b;
+            __m128 v = first ? sums[i] : _mm_add_ps(_mm_loadu_ps(o), sums[i]);
+            _mm_storeu_ps(o, last ? _mm_mul_ps(v, s) : v);
+          }
+        }
+      }
+    }
+  });
+  return out;
+}
+}  // namespace
+
+TORCH_LIBRARY(tunesmith, m) {
+  m.def("int8_linear(Tensor x, Tensor packed, Tensor scales, int kc) -> Tensor");
+}
+TORCH_LIBRARY_IMPL(tunesmith, CPU, m) { m.impl("int8_linear", &int8_linear); }
+"""
+
+
+@functools.cache
+def available() -> bool:
+    """Build and load the kernel once per process; False (with a warning) if that fails."""
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return False
+    if torch.backends.cpu.get_cpu_capability() not in ("AVX2", "AVX512"):
+        return False
+    try:
+        from torch.utils.cpp_extension import load_inline
+
+        load_inline(
+            name="tunesmith_int8",
+            cpp_sources=[_SOURCE],
+            extra_cflags=["-O3", "-mavx2", "-mfma", "-fopenmp"],
+            extra_ldflags=["-fopenmp"],
+            is_python_module=False,
+        )
+    except Exception as error:  # no compiler, no ninja, read-only cache...
+        warnings.warn(f"int8 CPU kernel unavailable, using torch's: {error}", stacklevel=2)
+        return False
+
+    @torch.library.register_fake("tunesmith::int8_linear")
+    def _(x: torch.Tensor, packed: torch.Tensor, scales: torch.Tensor, kc: int) -> torch.Tensor:
+        return x.new_empty(x.shape[0], scales.shape[0])
+
+    return True
+
+
+def chunk_for(in_features: int) -> int | None:
+    """Columns per pass for a K-wide input, or None where the kernel does not apply."""
+    if in_features % COLS:
+        return None
+    if in_features <= CHUNK:
+        return in_features
+    return CHUNK if in_features % CHUNK == 0 else None
+
+
+def pack(weight: torch.Tensor, kc: int) -> torch.Tensor:
+    """int8 [N, K] -> the kernel's layout [K/kc, N/4, kc/16, 4, 16] (flat, contiguous)."""
+    n, k = weight.shape
+    blocks = weight.view(n // ROWS, ROWS, k // kc, kc // COLS, COLS)
+    return blocks.permute(2, 0, 3, 1, 4).contiguous().view(-1)
+
+
+def unpack(packed: torch.Tensor, n: int, k: int, kc: int) -> torch.Tensor:
+    """The inverse of `pack`: back to int8 [N, K]."""
+    blocks = packed.view(k // kc, n // ROWS, kc // COLS, ROWS, COLS)
+    return blocks.permute(1, 3, 0, 2, 4).reshape(n, k)
+
+
+def int8_linear(
+    x: torch.Tensor, packed: torch.Tensor, scales: torch.Tensor, kc: int
+) -> torch.Tensor:
+    """x float32 [M, K] (contiguous) -> float32 [M, N]; needs `available()`."""
+    return torch.ops.tunesmith.int8_linear(x, packed, scales, kc)

@@ -1,0 +1,41 @@
+"""The int8 decoder as loaded (`cpu_int8` kernel, compiled or not) at musicgen-small sizes.
+
+test_full_size.py guards torch's int8 kernel; this guards what `from_pretrained(...,
+quantize="int8")` runs on a CPU with the packed kernel: `pytest -m slow`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from tunesmith import MusicGen, cpu_int8
+from tunesmith.testing import build_checkpoint
+
+pytestmark = pytest.mark.slow
+
+PROMPTS = ["dreamy synth pads over a slow beat", "fast jazz drums"]
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_checkpoint(tmp_path_factory.mktemp("small"), "small")
+
+
+@torch.inference_mode()
+def test_packed_int8_quality_guard(folder: Path) -> None:
+    """Teacher-forced logits of the loaded int8 decoder within 3% relative error of fp32."""
+    if not cpu_int8.available():
+        pytest.skip("no int8 CPU kernel here")
+    fp32 = MusicGen.from_pretrained(folder, device="cpu")
+    text = fp32.condition(PROMPTS)
+    tokens = torch.randint(0, 2048, (2, 4, 40))
+    lm = fp32.model.decoder
+    want = lm(tokens, lm.new_cache(2, 40, text.states, text.mask))
+    del fp32, lm
+    q = MusicGen.from_pretrained(folder, device="cpu", quantize="int8").model.decoder
+    got = q(tokens, q.new_cache(2, 40, text.states, text.mask))
+    rel = float((got - want).norm() / want.norm())
+    assert rel < 0.03, rel
