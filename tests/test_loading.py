@@ -86,3 +86,17 @@ def test_hub_download_asks_only_for_needed_files() -> None:
     unwanted = ["pytorch_model.bin", "state_dict.bin", "compression_state_dict.bin"]
     assert all(any(fnmatch(f, p) for p in HUB_FILES) for f in wanted)
     assert not any(fnmatch(f, p) for f in unwanted for p in HUB_FILES)
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="reads /proc/self/maps (Linux)")
+def test_int8_model_lets_go_of_the_checkpoint_file(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    """An int8 model keeps no view of the memory-mapped float32 file: otherwise every page of
+    it stays resident beside the int8 weights, and int8 saves no memory."""
+    import gc
+
+    folder = tmp_path / "ckpt"
+    shutil.copytree(tiny_checkpoint, folder)
+    model = MusicGen.from_pretrained(folder, device="cpu", quantize="int8")
+    gc.collect()
+    assert str(folder / "model.safetensors") not in Path("/proc/self/maps").read_text()
+    assert model.generate_tokens("x", duration=0.04, top_k=1).shape[-1] == 2

@@ -145,7 +145,12 @@ def fill_model(
             return
         _check_shape(name, tensor, expected[name])
         target = dtype if name.startswith(("decoder.", "enc_to_dec_proj.")) else torch.float32
-        state[name] = tensor.to(device, target if tensor.is_floating_point() else tensor.dtype)
+        placed = tensor.to(device, target if tensor.is_floating_point() else tensor.dtype)
+        if quantize is not None and placed.data_ptr() == tensor.data_ptr():
+            # Own memory: a tensor still viewing the memory-mapped file would keep every page
+            # of it resident (float32 weights included) for the life of the int8 model.
+            placed = placed.clone()
+        state[name] = placed
 
     for name, tensor in tensors:
         if is_weight_norm_part(name):
