@@ -100,3 +100,30 @@ def test_int8_model_lets_go_of_the_checkpoint_file(tiny_checkpoint: Path, tmp_pa
     gc.collect()
     assert str(folder / "model.safetensors") not in Path("/proc/self/maps").read_text()
     assert model.generate_tokens("x", duration=0.04, top_k=1).shape[-1] == 2
+
+
+def test_safetensors_reader_matches_the_library(tmp_path: Path) -> None:
+    """Our tensor-by-tensor reader gives what safetensors itself reads, for every dtype and
+    shape a checkpoint holds (scalars and empty tensors too); truncated files are named."""
+    from tunesmith.hub import iter_tensors
+
+    tensors = {
+        "f32": torch.randn(3, 5),
+        "f16": torch.randn(7).half(),
+        "bf16": torch.randn(2, 2, 2).bfloat16(),
+        "i64": torch.arange(4),
+        "i8": torch.tensor([-3, 4], dtype=torch.int8),
+        "flag": torch.tensor([True, False]),
+        "scalar": torch.tensor(2.5),
+        "empty": torch.zeros(0, 3),
+    }
+    path = tmp_path / "t.safetensors"
+    save_file(tensors, str(path))
+    got = dict(iter_tensors([path]))
+    want = load_file(str(path))
+    assert got.keys() == want.keys()
+    for name, tensor in want.items():
+        assert got[name].dtype == tensor.dtype and torch.equal(got[name], tensor), name
+    path.write_bytes(path.read_bytes()[:-8])
+    with pytest.raises(CheckpointError, match="truncated"):
+        dict(iter_tensors([path]))

@@ -5,6 +5,7 @@ Downloads fetch only the files the engine reads, and say the weights' licence as
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -163,11 +164,49 @@ def weight_files(folder: Path) -> list[Path]:
     raise CheckpointError(f"{folder} has no model.safetensors (or sharded index)")
 
 
-def iter_tensors(files: list[Path]) -> Iterator[tuple[str, torch.Tensor]]:
-    """(name, tensor) pairs read one at a time from memory-mapped safetensors files."""
-    from safetensors import safe_open
+# safetensors dtype names -> torch dtypes (the format's spec; what checkpoints use)
+_DTYPES = {
+    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8,
+    "U8": torch.uint8, "BOOL": torch.bool,
+}  # fmt: skip
 
+
+def iter_tensors(files: list[Path]) -> Iterator[tuple[str, torch.Tensor]]:
+    """(name, tensor) pairs read one at a time from safetensors files, each into memory of its
+    own.
+
+    Not memory-mapped on purpose: a tensor that views a mapping keeps the pages it touched
+    resident, so a model converted while loading (int8, packed, float16) would hold the
+    file's float32 pages beside its own weights. Reading tensor by tensor (the format is an
+    8-byte header length, a JSON header of dtype/shape/offsets, then the raw little-endian
+    data) keeps one copy of the weights plus one tensor in flight.
+    """
     for file in files:
-        with safe_open(str(file), framework="pt") as f:
-            for key in f.keys():  # noqa: SIM118 (safe_open is not a dict)
-                yield key, f.get_tensor(key)
+        with open(file, "rb") as f:
+            size = int.from_bytes(f.read(8), "little")
+            try:
+                header = json.loads(f.read(size))
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                raise CheckpointError(f"{file} is not a safetensors file") from None
+            header.pop("__metadata__", None)
+            entries = sorted(header.items(), key=lambda item: item[1]["data_offsets"][0])
+            for name, info in entries:
+                yield name, _read_tensor(f, file, 8 + size, name, info)
+
+
+def _read_tensor(
+    f: io.BufferedReader, file: Path, base: int, name: str, info: dict
+) -> torch.Tensor:
+    dtype = _DTYPES.get(info["dtype"])
+    if dtype is None:
+        raise CheckpointError(f"{file}: tensor {name} has unsupported dtype {info['dtype']}")
+    tensor = torch.empty(info["shape"], dtype=dtype)
+    begin, end = info["data_offsets"]
+    nbytes = tensor.numel() * tensor.element_size()
+    if end - begin != nbytes:
+        raise CheckpointError(f"{file}: tensor {name} has {end - begin} bytes, expected {nbytes}")
+    f.seek(base + begin)
+    if nbytes and f.readinto(tensor.reshape(-1).view(torch.uint8).numpy()) != nbytes:  # type: ignore[arg-type]
+        raise CheckpointError(f"{file} is truncated (in tensor {name})")
+    return tensor

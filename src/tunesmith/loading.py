@@ -1,6 +1,6 @@
 """From a name or folder to a loaded model: hub download, config, weights, strict checks.
 
-Weights are read tensor by tensor from memory-mapped safetensors into a model built on the
+Weights are read tensor by tensor from the safetensors files into a model built on the
 `meta` device (`load_state_dict(assign=True)`), so loading never holds two copies of them.
 
 Two folder layouts load: the Hugging Face one (`config.json`, `model.safetensors`,
@@ -145,12 +145,7 @@ def fill_model(
             return
         _check_shape(name, tensor, expected[name])
         target = dtype if name.startswith(("decoder.", "enc_to_dec_proj.")) else torch.float32
-        placed = tensor.to(device, target if tensor.is_floating_point() else tensor.dtype)
-        if quantize is not None and placed.data_ptr() == tensor.data_ptr():
-            # Own memory: a tensor still viewing the memory-mapped file would keep every page
-            # of it resident (float32 weights included) for the life of the int8 model.
-            placed = placed.clone()
-        state[name] = placed
+        state[name] = tensor.to(device, target if tensor.is_floating_point() else tensor.dtype)
 
     for name, tensor in tensors:
         if is_weight_norm_part(name):
