@@ -7,7 +7,8 @@ One guided step (2 rows: conditional and unconditional) at a given cache positio
 median of `--steps` steps. All variants live in one process and run in alternation, round
 by round, so a busy machine slows them alike; the table gives each variant's median over
 rounds. Variants: int8 with torch's `_weight_int8pack_mm` (bfloat16 activations), int8 with
-tunesmith's `cpu_int8` kernel, the same compiled (`compile_steps`), and float32.
+tunesmith's `cpu_int8` kernel, the same compiled (`compile_steps`), and float32 with
+torch's F.linear or with tunesmith's `cpu_fp32` kernel (`--fp32-only`: just those two).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import torch
 
 from tunesmith import MusicGen
 from tunesmith.compiled_step import warm_up
+from tunesmith.cpu_fp32 import PackedLinear
 from tunesmith.models.lm import MusicGenLM
 from tunesmith.quantize import Int8Linear
 
@@ -34,6 +36,18 @@ def with_torch_int8(lm: MusicGenLM) -> MusicGenLM:
     for module in twin.modules():
         if isinstance(module, Int8Linear) and module.chunk is not None:
             module.weight, module.chunk, module.scales_f32 = module.unpacked_weight(), None, None
+    return twin
+
+
+def with_torch_fp32(lm: MusicGenLM) -> MusicGenLM:
+    """A copy of a float32 decoder that uses torch's F.linear (the weights unpacked)."""
+    twin = copy.deepcopy(lm)
+    for name, module in list(twin.named_modules()):
+        if isinstance(module, PackedLinear):
+            linear = torch.nn.Linear(module.in_features, module.out_features, bias=False)
+            linear.weight = torch.nn.Parameter(module.unpacked_weight(), requires_grad=False)
+            parent, _, attr = name.rpartition(".")
+            setattr(twin.get_submodule(parent), attr, linear)
     return twin
 
 
@@ -60,6 +74,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--no-fp32", action="store_true")
     parser.add_argument("--no-compile", action="store_true")
+    parser.add_argument("--fp32-only", action="store_true", help="only the two float32 variants")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -70,21 +85,22 @@ def main() -> None:
 
             print("building a random checkpoint at musicgen-small sizes...", file=sys.stderr)
             folder = str(build_checkpoint(Path(tmp) / "small", "small"))
-        int8 = MusicGen.from_pretrained(folder, device="cpu", quantize="int8")
-        text = int8.condition(["lofi hip hop beat with soft piano"]).states
-        kernel = int8.model.decoder
-        variants: dict[str, MusicGenLM] = {
-            "int8, torch kernel": with_torch_int8(kernel),
-            "int8, cpu_int8 kernel": kernel,
-        }
-        if not args.no_compile:
+        fp32 = MusicGen.from_pretrained(folder, device="cpu")
+        text = fp32.condition(["lofi hip hop beat with soft piano"]).states
+        variants: dict[str, MusicGenLM] = {}
+        if not args.fp32_only:
+            kernel = MusicGen.from_pretrained(folder, device="cpu", quantize="int8").model.decoder
+            variants["int8, torch kernel"] = with_torch_int8(kernel)
+            variants["int8, cpu_int8 kernel"] = kernel
+        if not (args.no_compile or args.fp32_only):
             compiled = copy.deepcopy(kernel).compile_steps()
             start = time.perf_counter()
             warm_up(compiled)
             print(f"compile warm-up: {time.perf_counter() - start:.1f} s", file=sys.stderr)
             variants["int8, cpu_int8 kernel, compiled"] = compiled
         if not args.no_fp32:
-            variants["float32"] = MusicGen.from_pretrained(folder, device="cpu").model.decoder
+            variants["float32, torch F.linear"] = with_torch_fp32(fp32.model.decoder)
+            variants["float32, cpu_fp32 kernel"] = fp32.model.decoder
 
     runs: dict[str, list[float]] = {name: [] for name in variants}
     for r in range(args.rounds):

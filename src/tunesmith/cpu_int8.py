@@ -113,12 +113,17 @@ TORCH_LIBRARY_IMPL(tunesmith, CPU, m) { m.impl("int8_linear", &int8_linear); }
 """
 
 
+def supported_cpu() -> bool:
+    """x86-64 with AVX2 + FMA (what the kernels here are compiled for)."""
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return False
+    return torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512")
+
+
 @functools.cache
 def available() -> bool:
     """Build and load the kernel once per process; False (with a warning) if that fails."""
-    if platform.machine().lower() not in ("x86_64", "amd64"):
-        return False
-    if torch.backends.cpu.get_cpu_capability() not in ("AVX2", "AVX512"):
+    if not supported_cpu():
         return False
     try:
         from torch.utils.cpp_extension import load_inline

@@ -110,3 +110,47 @@ def test_fused_qkv_gives_the_same_logits(pair) -> None:
     want = ours(tokens, ours.new_cache(2, 6, text, mask))
     got = fused(tokens, fused.new_cache(2, 6, text, mask))
     assert (got - want).abs().max() < 1e-4
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("fused", [False, True])
+def test_static_step_equals_the_dynamic_step(pair, fused: bool) -> None:
+    """The fixed-shape step the CUDA graphs replay (position as a tensor, attention over the
+    whole buffer with later frames masked) gives the eager step's logits and KV cache, here
+    with padded text and an unconditional third row."""
+    import copy
+
+    _, ours = pair
+    lm = copy.deepcopy(ours).fuse() if fused else ours
+    torch.manual_seed(2)
+    tokens = torch.randint(0, 2049, (3, 4, 7))
+    text, mask = torch.randn(2, 5, 48), torch.tensor([[1, 1, 1, 1, 1], [1, 1, 0, 0, 0]])
+    eager, static = lm.new_cache(3, 7, text, mask), lm.new_cache(3, 7, text, mask)
+    lm(tokens[:, :, :2], eager)
+    lm(tokens[:, :, :2], static)
+    for i in range(2, 7):
+        want = lm(tokens[:, :, i : i + 1], eager)
+        got = lm.static_step(tokens[:, :, i : i + 1], torch.tensor([static.length]), static)
+        static.length += 1
+        assert (got - want).abs().max() < 1e-4
+    for a, b in zip(eager.layers, static.layers, strict=True):
+        assert torch.allclose(a.self_k, b.self_k, atol=1e-5)
+        assert torch.allclose(a.self_v, b.self_v, atol=1e-5)
+
+
+@pytest.mark.cuda
+def test_cuda_graph_generation_gives_the_eager_tokens(tiny_checkpoint) -> None:
+    """On a GPU: greedy tokens with the decoder step replayed as CUDA graphs (compile=True)
+    equal eager ones, over two windows (a graph per KV cache)."""
+    from tunesmith import MusicGen
+
+    eager = MusicGen.from_pretrained(tiny_checkpoint, device="cuda", dtype=torch.float32)
+    graphed = MusicGen.from_pretrained(
+        tiny_checkpoint, device="cuda", dtype=torch.float32, compile=True
+    )
+    assert graphed.model.decoder.cuda_graphs
+    kwargs = dict(duration=40.0, stride=20.0, top_k=1)
+    prompts = ["lofi beat", "an epic orchestral piece with brass"]
+    want = eager.generate_tokens(prompts, **kwargs)
+    got = graphed.generate_tokens(prompts, **kwargs)
+    assert torch.equal(got, want)

@@ -20,7 +20,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import LMConfig
+from ..cpu_fp32 import PackedLinear
 from ..quantize import Int8Linear
+
+# Projections of the text, run once per generation on many rows: not worth packing.
+_ONCE_PER_CALL = ("encoder_attn.k_proj", "encoder_attn.v_proj")
 
 
 def sinusoidal_positions(positions: torch.Tensor, dim: int) -> torch.Tensor:
@@ -71,6 +75,7 @@ class LMCache:
     cross_rows: int
     length: int = 0  # frames already written
     spare: int = 0  # frames allocated past the capacity (see MusicGenLM.new_cache)
+    graph: object | None = None  # a captured CUDA graph of one step on this cache
 
     @property
     def capacity(self) -> int:
@@ -152,19 +157,40 @@ class DecoderLayer(nn.Module):
             causal = torch.arange(end, device=x.device)[None, :] <= q_pos
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=causal)
         x = x + attn.out_proj(attn.merge_heads(out))
+        return self.feed_forward(self.cross_attend(x, cache, layer))
 
-        # Cross-attention to the text, only for the rows that have text.
+    def static_step(
+        self, x: torch.Tensor, position: torch.Tensor, cache: LMCache, layer: LayerCache
+    ) -> torch.Tensor:
+        """One frame x [B, 1, D] at `position` (a 1-element long tensor, not a Python int):
+        the same result as `forward`, with shapes that never change, so that a CUDA graph
+        can replay it. Attends over the whole buffer with the frames past `position` masked."""
+        attn = self.self_attn
+        q, k_new, v_new = attn.project_qkv(self.self_attn_layer_norm(x))
+        layer.self_k.index_copy_(2, position, attn.split_heads(k_new))
+        layer.self_v.index_copy_(2, position, attn.split_heads(v_new))
+        seen = (torch.arange(layer.self_k.shape[2], device=x.device) <= position)[None, :]
+        out = F.scaled_dot_product_attention(
+            attn.split_heads(q), layer.self_k, layer.self_v, attn_mask=seen
+        )
+        x = x + attn.out_proj(attn.merge_heads(out))
+        return self.feed_forward(self.cross_attend(x, cache, layer))
+
+    def cross_attend(self, x: torch.Tensor, cache: LMCache, layer: LayerCache) -> torch.Tensor:
+        """Cross-attention to the text, only for the rows that have text."""
         n = cache.cross_rows
-        if n > 0:
-            xattn = self.encoder_attn
-            h = self.encoder_attn_layer_norm(x[:n])
-            q = xattn.split_heads(xattn.q_proj(h))
-            out = F.scaled_dot_product_attention(
-                q, layer.cross_k, layer.cross_v, attn_mask=cache.cross_mask
-            )
-            cross = xattn.out_proj(xattn.merge_heads(out))
-            x = torch.cat([x[:n] + cross, x[n:]]) if n < x.shape[0] else x + cross
+        if n == 0:
+            return x
+        xattn = self.encoder_attn
+        h = self.encoder_attn_layer_norm(x[:n])
+        q = xattn.split_heads(xattn.q_proj(h))
+        out = F.scaled_dot_product_attention(
+            q, layer.cross_k, layer.cross_v, attn_mask=cache.cross_mask
+        )
+        cross = xattn.out_proj(xattn.merge_heads(out))
+        return torch.cat([x[:n] + cross, x[n:]]) if n < x.shape[0] else x + cross
 
+    def feed_forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.final_layer_norm(x)
         return x + self.fc2(F.gelu(self.fc1(h)))
 
@@ -185,15 +211,25 @@ class MusicGenLM(nn.Module):
         self.layer_norm = LayerNorm(d, eps=cfg.layer_norm_eps)
         self.lm_heads = nn.ModuleList(nn.Linear(d, cfg.vocab_size, bias=False) for _ in range(k))
         self._compiled_decode: DecodeFn | None = None  # set by compile_steps()
+        self.cuda_graphs = False  # replay one-frame CUDA steps as graphs (see cuda_graphs)
 
     def fuse(self) -> MusicGenLM:
         """Fuse each self-attention's q, k, v projections, and move int8 layers on a CPU to
-        the `cpu_int8` kernel (inference speed; the same weights)."""
+        the `cpu_int8` kernel and float32 ones to `cpu_fp32`'s (inference speed; the same
+        weights, repacked in place)."""
         for layer in self.layers:
             cast(DecoderLayer, layer).self_attn.fuse_qkv()
-        for module in self.modules():
+        # By name, not a list of modules: that list would keep every replaced layer's float32
+        # weight alive until the end, two copies of the decoder at once.
+        for name in [name for name, _ in self.named_modules()]:
+            module = self.get_submodule(name)
             if isinstance(module, Int8Linear):
                 module.pack_for_cpu()
+            elif isinstance(module, nn.Linear) and not name.endswith(_ONCE_PER_CALL):
+                packed = PackedLinear.from_linear(module)
+                if packed is not None:
+                    parent, _, attr = name.rpartition(".")
+                    setattr(self.get_submodule(parent), attr, packed)
         return self
 
     def new_cache(
@@ -247,6 +283,10 @@ class MusicGenLM(nn.Module):
 
         Advances cache.length by T.
         """
+        if self.cuda_graphs and tokens.shape[-1] == 1 and tokens.is_cuda:
+            from ..cuda_graphs import graphed_step
+
+            return graphed_step(self, tokens, cache)
         compiled = self._compiled_decode
         # torch.compile specializes integers 0 and 1: the steps at positions 0 and 1 would each
         # cost a compile of their own; from 2 on, one graph serves every position.
@@ -254,14 +294,36 @@ class MusicGenLM(nn.Module):
             return compiled(self, tokens, cache)
         return self.decode(tokens, cache)
 
+    def static_step(
+        self, tokens: torch.Tensor, position: torch.Tensor, cache: LMCache
+    ) -> torch.Tensor:
+        """One frame tokens [B, K, 1] at `position` (1-element long tensor) -> logits
+        [B, K, 1, V], with fixed shapes (see DecoderLayer.static_step). Does not advance
+        cache.length: the caller (a CUDA graph replay) does."""
+        x = self.embed(tokens)
+        x = x + sinusoidal_positions(position, x.shape[-1]).to(x.dtype)
+        for layer, layer_cache in zip(self.layers, cache.layers, strict=True):
+            x = cast(DecoderLayer, layer).static_step(x, position, cache, layer_cache)
+        return self.heads(x)
+
+    def embed(self, tokens: torch.Tensor) -> torch.Tensor:
+        """tokens [B, K, T] -> the sum of the K codebook embeddings [B, T, D]."""
+        x = sum(self.embed_tokens[i](tokens[:, i]) for i in range(tokens.shape[1]))
+        assert isinstance(x, torch.Tensor)
+        return x
+
+    def heads(self, x: torch.Tensor) -> torch.Tensor:
+        """Final norm and the K output heads: [B, T, D] -> logits [B, K, T, V] float32."""
+        h = self.layer_norm(x)
+        return torch.stack([head(h) for head in self.lm_heads], dim=1).float()
+
     def decode(self, tokens: torch.Tensor, cache: LMCache) -> torch.Tensor:
         """The eager forward (what `forward` runs unless steps are compiled)."""
-        _, k, t = tokens.shape
+        t = tokens.shape[-1]
         start = cache.length
         if start + t > cache.capacity:
             raise RuntimeError(f"KV cache holds {cache.capacity} frames; asked for {start + t}")
-        x = sum(self.embed_tokens[i](tokens[:, i]) for i in range(k))  # [B, T, D]
-        assert isinstance(x, torch.Tensor)
+        x = self.embed(tokens)
         pos = sinusoidal_positions(
             torch.arange(start, start + t, device=tokens.device), x.shape[-1]
         )
@@ -269,5 +331,4 @@ class MusicGenLM(nn.Module):
         for layer, layer_cache in zip(self.layers, cache.layers, strict=True):
             x = layer(x, cache, layer_cache)
         cache.length = start + t
-        h = self.layer_norm(x)
-        return torch.stack([head(h) for head in self.lm_heads], dim=1).float()
+        return self.heads(x)
