@@ -30,7 +30,7 @@ def relative_error(got: torch.Tensor, want: torch.Tensor) -> float:
 def test_kernel_matches_linear(rows: int, n: int, k: int) -> None:
     linear = nn.Linear(k, n, bias=False)
     packed = PackedLinear.from_linear(linear)
-    assert packed is not None and packed.chunk == min(k, cpu_fp32.CHUNK)
+    assert packed is not None and packed.chunk == min(k, cpu_int8.CHUNK)
     assert packed.weight.shape == (n * k,)  # one packed copy, no [out, in] twin
     x = torch.randn(2, rows, k)  # leading dims flatten: 2 * rows kernel rows (or fallback)
     with torch.no_grad():
@@ -42,7 +42,6 @@ def test_kernel_matches_linear(rows: int, n: int, k: int) -> None:
 def test_pack_round_trip_and_shapes_it_skips() -> None:
     w = torch.randn(8, 2048)
     assert torch.equal(cpu_int8.unpack(cpu_int8.pack(w, 1024), 8, 2048, 1024), w)
-    assert cpu_fp32.chunk_for(40) is None and cpu_fp32.chunk_for(1040) is None
     assert PackedLinear.from_linear(nn.Linear(40, 8, bias=False)) is None  # K % 16
     assert PackedLinear.from_linear(nn.Linear(64, 6, bias=False)) is None  # N % 4
     assert PackedLinear.from_linear(nn.Linear(64, 8)) is None  # a bias

@@ -15,7 +15,6 @@ temporary [out, in] copy for torch's GEMM, which is then the faster of the two.
 from __future__ import annotations
 
 import functools
-import warnings
 
 import torch
 import torch.nn.functional as F
@@ -23,7 +22,6 @@ from torch import nn
 
 from . import cpu_int8
 
-CHUNK = 1024  # input columns per pass: a 4-row block (16 KiB) and 2 activation rows fit L1
 MAX_ROWS = 128  # above this torch's GEMM (on the unpacked weight) wins, 1 or 2 threads here
 
 _SOURCE = r"""
@@ -107,20 +105,7 @@ TORCH_LIBRARY_IMPL(tunesmith, CPU, m) { m.impl("fp32_linear", &fp32_linear); }
 @functools.cache
 def available() -> bool:
     """Build and load the kernel once per process; False (with a warning) if that fails."""
-    if not cpu_int8.supported_cpu():
-        return False
-    try:
-        from torch.utils.cpp_extension import load_inline
-
-        load_inline(
-            name="tunesmith_fp32",
-            cpp_sources=[_SOURCE],
-            extra_cflags=["-O3", "-mavx2", "-mfma", "-fopenmp"],
-            extra_ldflags=["-fopenmp"],
-            is_python_module=False,
-        )
-    except Exception as error:  # no compiler, no ninja, read-only cache...
-        warnings.warn(f"float32 CPU kernel unavailable, using torch's: {error}", stacklevel=2)
+    if not cpu_int8.build("tunesmith_fp32", _SOURCE, "float32"):
         return False
 
     @torch.library.register_fake("tunesmith::fp32_linear")
@@ -128,15 +113,6 @@ def available() -> bool:
         return x.new_empty(x.shape[0], n)
 
     return True
-
-
-def chunk_for(in_features: int) -> int | None:
-    """Columns per pass for a K-wide input, or None where the kernel does not apply."""
-    if in_features % cpu_int8.COLS:
-        return None
-    if in_features <= CHUNK:
-        return in_features
-    return CHUNK if in_features % CHUNK == 0 else None
 
 
 def fp32_linear(x: torch.Tensor, packed: torch.Tensor, n: int, kc: int) -> torch.Tensor:
@@ -163,7 +139,7 @@ class PackedLinear(nn.Module):
     @classmethod
     def from_linear(cls, linear: nn.Linear) -> PackedLinear | None:
         w = linear.weight
-        chunk = chunk_for(linear.in_features)
+        chunk = cpu_int8.chunk_for(linear.in_features)
         if (
             linear.bias is not None
             or w.device.type != "cpu"

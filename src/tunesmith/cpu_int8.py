@@ -120,23 +120,31 @@ def supported_cpu() -> bool:
     return torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512")
 
 
-@functools.cache
-def available() -> bool:
-    """Build and load the kernel once per process; False (with a warning) if that fails."""
+def build(name: str, source: str, what: str) -> bool:
+    """Compile and load a kernel's C++ `source` as extension `name` (cached on disk by torch);
+    False, with one warning, where that cannot be done (no AVX2, compiler or ninja)."""
     if not supported_cpu():
         return False
     try:
         from torch.utils.cpp_extension import load_inline
 
         load_inline(
-            name="tunesmith_int8",
-            cpp_sources=[_SOURCE],
+            name=name,
+            cpp_sources=[source],
             extra_cflags=["-O3", "-mavx2", "-mfma", "-fopenmp"],
             extra_ldflags=["-fopenmp"],
             is_python_module=False,
         )
     except Exception as error:  # no compiler, no ninja, read-only cache...
-        warnings.warn(f"int8 CPU kernel unavailable, using torch's: {error}", stacklevel=2)
+        warnings.warn(f"{what} CPU kernel unavailable, using torch's: {error}", stacklevel=3)
+        return False
+    return True
+
+
+@functools.cache
+def available() -> bool:
+    """Build and load the kernel once per process; False (with a warning) if that fails."""
+    if not build("tunesmith_int8", _SOURCE, "int8"):
         return False
 
     @torch.library.register_fake("tunesmith::int8_linear")
