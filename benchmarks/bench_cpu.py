@@ -190,10 +190,10 @@ def print_table(results: dict[tuple[str, int], list[dict]], args: argparse.Names
     for (kind, batch), runs in results.items():
         med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
         ref = results.get(("transformers", batch))
-        ratio = statistics.median(r["total"] for r in ref) / med["total"] if ref else float("nan")
+        ratio = f"{statistics.median(r['total'] for r in ref) / med['total']:.2f}x" if ref else "-"
         print(
             f"| {kind} | {batch} | {med['total']:.2f} | {med['total'] / args.seconds:.2f} | "
-            f"{ratio:.2f}x | {med['t5']:.3f} | {med['lm']:.2f} | {med['codec']:.2f} | {med['rss_mb']:.0f} |"
+            f"{ratio} | {med['t5']:.3f} | {med['lm']:.2f} | {med['codec']:.2f} | {med['rss_mb']:.0f} |"
         )
 
 
