@@ -20,8 +20,11 @@ keep torch's kernel.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import os
 import platform
+import shutil
 import warnings
 
 import torch
@@ -128,6 +131,7 @@ def build(name: str, source: str, what: str) -> bool:
     try:
         from torch.utils.cpp_extension import load_inline
 
+        _find_ninja()
         load_inline(
             name=name,
             cpp_sources=[source],
@@ -139,6 +143,17 @@ def build(name: str, source: str, what: str) -> bool:
         warnings.warn(f"{what} CPU kernel unavailable, using torch's: {error}", stacklevel=3)
         return False
     return True
+
+
+def _find_ninja() -> None:
+    """torch runs `ninja` from PATH; a virtual environment used without activating it has
+    the pip-installed one (a dependency) off PATH, so put that folder on it."""
+    if shutil.which("ninja") is not None:
+        return
+    with contextlib.suppress(ImportError):
+        import ninja
+
+        os.environ["PATH"] = os.pathsep.join([ninja.BIN_DIR, os.environ.get("PATH", "")])
 
 
 @functools.cache
