@@ -259,7 +259,8 @@ def load(args: argparse.Namespace) -> Any:
 
 def say(args: argparse.Namespace, message: str) -> None:
     """Report to stdout, or to stderr when stdout carries the audio."""
-    print(message, file=sys.stderr if args.output == "-" else sys.stdout, flush=True)
+    to_stderr = getattr(args, "output", None) == "-"  # `batch` has no --output
+    print(message, file=sys.stderr if to_stderr else sys.stdout, flush=True)
 
 
 def run_generate(args: argparse.Namespace) -> int:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import functools
 import sys
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -146,6 +145,7 @@ def finish_generate_outputs(args: Any, model: Any, paths: Sequence[Path], wav: A
 
 def run_from_manifest(args: Any) -> int:
     """`generate --from-manifest M --row N -o OUT`: the row's clip again, sample for sample."""
+    from . import cli
     from .audio import check_writable
     from .batch import clip_tags, generate_batch, read_manifest, save_clip
     from .prompts_file import Settings
@@ -165,14 +165,8 @@ def run_from_manifest(args: Any) -> int:
     _check_machine(args, entry["model"])
     settings, seed = Settings.from_record(entry["settings"]), entry["settings"]["seed"]
     batch = entry.get("batch") or {"prompts": [entry["prompt"]], "index": 0}
-    model = _load(
-        entry["model"],
-        args.device,
-        args.threads,
-        entry.get("quantize"),
-        args.text_encoder,
-        args.compile,
-    )
+    manifest_args = {"model": entry["model"], "quantize": entry.get("quantize")}
+    model = cli.load(argparse.Namespace(**{**vars(args), **manifest_args}))
     wav = generate_batch(model, batch["prompts"], settings, seed)[batch["index"]]
     fmt = output.suffix.lower().lstrip(".") or "wav"
     subtype = args.wav_subtype or (entry.get("subtype") if fmt == entry.get("format") else None)
@@ -205,9 +199,7 @@ def run_batch_command(args: argparse.Namespace) -> int:
         temperature=args.temperature, cfg=args.cfg, stride=args.stride,
     )  # fmt: skip
     rows = read_prompts(args.prompts_file, defaults, args.format)
-    model = _load(
-        args.model, args.device, args.threads, args.quantize, args.text_encoder, args.compile
-    )
+    model = cli.load(args)
     options = JobOptions(
         batch_size=args.batch_size, normalize=args.normalize or "loudness",
         wav_subtype=args.wav_subtype, plot=args.plot, seed=args.seed,
@@ -241,28 +233,6 @@ def _check_machine(args: Any, model: str) -> None:
     if args.threads is not None and args.threads < 1:
         raise InvalidOptionError(f"--threads must be at least 1, got {args.threads}")
     check_model_argument(model)
-
-
-def _load(
-    name: str,
-    device: str,
-    threads: int | None,
-    quantize: str | None,
-    text_encoder: str | None,
-    compile: bool = False,
-) -> Any:
-    import torch
-
-    from .musicgen import MusicGen
-
-    if threads is not None:
-        torch.set_num_threads(threads)
-    start = time.perf_counter()
-    model = MusicGen.from_pretrained(
-        name, device=device, quantize=quantize, text_encoder=text_encoder, compile=compile
-    )
-    print(f"loaded {name} on {model.device} in {time.perf_counter() - start:.1f} s", flush=True)
-    return model
 
 
 def _model_label(name: str) -> str:
