@@ -16,11 +16,11 @@ from tunesmith.testing import FAMILY, build_family_model, save_checkpoint, save_
 PROMPTS = ["lofi hip hop beat with soft piano", "epic orchestral music"]
 
 
-def reference_generate(reference, model: MusicGen, frames: int):
+def reference_generate(reference, model: MusicGen, frames: int, chroma=None):
     """transformers' greedy CFG-3 generation: (codes [B, K, T] as handed to its codec, audio).
 
     Stereo models call the codec twice (left codebooks 0, 2, ..., right 1, 3, ...): the
-    captured halves are interleaved back."""
+    captured halves are interleaved back. chroma: a melody model's `input_features`."""
     calls: list[torch.Tensor] = []
     decode = reference.audio_encoder.decode
 
@@ -31,6 +31,7 @@ def reference_generate(reference, model: MusicGen, frames: int):
     channels = reference.config.decoder.audio_channels
     delay = reference.config.decoder.num_codebooks // channels - 1
     ids, mask = model.tokenizer(PROMPTS)
+    extra = {} if chroma is None else {"input_features": chroma}
     reference.audio_encoder.decode = spy
     try:
         with torch.no_grad():
@@ -40,6 +41,7 @@ def reference_generate(reference, model: MusicGen, frames: int):
                 do_sample=False,
                 guidance_scale=3.0,
                 max_new_tokens=frames + delay,
+                **extra,
             )
     finally:
         reference.audio_encoder.decode = decode

@@ -14,7 +14,7 @@ from tunesmith.models.melody import MusicGenMelodyModel
 from tunesmith.options import GenerationOptions
 from tunesmith.testing import build_melody_model, save_checkpoint
 
-PROMPTS = ["lofi hip hop beat with soft piano", "epic orchestral music"]
+from .test_family import PROMPTS, reference_generate
 
 
 @pytest.fixture(scope="module")
@@ -22,32 +22,6 @@ def pair(tmp_path_factory: pytest.TempPathFactory):
     reference = build_melody_model(seed=7)
     folder = save_checkpoint(reference, tmp_path_factory.mktemp("melody"))
     return reference, MusicGen.from_pretrained(folder, device="cpu")
-
-
-def reference_generate(reference, model: MusicGen, frames: int, chroma=None):
-    captured: dict = {}
-    decode = reference.audio_encoder.decode
-
-    def spy(codes, *args, **kwargs):
-        captured["codes"] = codes[0].clone()
-        return decode(codes, *args, **kwargs)
-
-    ids, mask = model.tokenizer(PROMPTS)
-    extra = {} if chroma is None else {"input_features": chroma}
-    reference.audio_encoder.decode = spy
-    try:
-        with torch.no_grad():
-            audio = reference.generate(
-                input_ids=ids,
-                attention_mask=mask,
-                do_sample=False,
-                guidance_scale=3.0,
-                max_new_tokens=frames + 3,
-                **extra,
-            )
-    finally:
-        reference.audio_encoder.decode = decode
-    return captured["codes"], audio
 
 
 def random_chroma(batch: int, frames: int, seed: int = 0) -> torch.Tensor:
