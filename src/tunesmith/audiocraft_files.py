@@ -155,13 +155,10 @@ def text_encoder_config(folder: Path) -> T5Config:
 def _text_encoder_pairs(folder: Path) -> Iterator[tuple[str, torch.Tensor]]:
     """The T5 encoder's tensors under MusicGen's hub names (`text_encoder.*`), read alone:
     a full T5 checkpoint's decoder is never loaded."""
-    from safetensors import safe_open
-
-    composite = "text_encoder" in _text_encoder_json(folder)
-    for file in weight_files(folder):
-        with safe_open(str(file), framework="pt") as f:
-            for key in f.keys():  # noqa: SIM118 (safe_open is not a dict)
-                if composite and key.startswith("text_encoder."):
-                    yield key, f.get_tensor(key)
-                elif not composite and key.startswith(("shared.", "encoder.")):
-                    yield f"text_encoder.{key}", f.get_tensor(key)
+    if "text_encoder" in _text_encoder_json(folder):  # a composite checkpoint (MusicGen's own)
+        yield from iter_tensors(weight_files(folder), lambda key: key.startswith("text_encoder."))
+        return
+    for key, tensor in iter_tensors(
+        weight_files(folder), lambda key: key.startswith(("shared.", "encoder."))
+    ):
+        yield f"text_encoder.{key}", tensor

@@ -10,7 +10,7 @@ import json
 import os
 import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
@@ -172,7 +172,9 @@ _DTYPES = {
 }  # fmt: skip
 
 
-def iter_tensors(files: list[Path]) -> Iterator[tuple[str, torch.Tensor]]:
+def iter_tensors(
+    files: list[Path], wanted: Callable[[str], bool] = lambda name: True
+) -> Iterator[tuple[str, torch.Tensor]]:
     """(name, tensor) pairs read one at a time from safetensors files, each into memory of its
     own.
 
@@ -180,7 +182,8 @@ def iter_tensors(files: list[Path]) -> Iterator[tuple[str, torch.Tensor]]:
     resident, so a model converted while loading (int8, packed, float16) would hold the
     file's float32 pages beside its own weights. Reading tensor by tensor (the format is an
     8-byte header length, a JSON header of dtype/shape/offsets, then the raw little-endian
-    data) keeps one copy of the weights plus one tensor in flight.
+    data) keeps one copy of the weights plus one tensor in flight. Names `wanted` rejects are
+    not read at all.
     """
     for file in files:
         with open(file, "rb") as f:
@@ -192,7 +195,8 @@ def iter_tensors(files: list[Path]) -> Iterator[tuple[str, torch.Tensor]]:
             header.pop("__metadata__", None)
             entries = sorted(header.items(), key=lambda item: item[1]["data_offsets"][0])
             for name, info in entries:
-                yield name, _read_tensor(f, file, 8 + size, name, info)
+                if wanted(name):
+                    yield name, _read_tensor(f, file, 8 + size, name, info)
 
 
 def _read_tensor(
