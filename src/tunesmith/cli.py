@@ -99,13 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    from .devices import resolve_device
-
-    resolve_device(args.device)
+    check_machine(args)
     check_model_argument(args.model)
     if args.threads is not None:
-        if args.threads < 1:
-            raise InvalidOptionError(f"--threads must be at least 1, got {args.threads}")
         import torch
 
         torch.set_num_threads(args.threads)
@@ -222,6 +218,15 @@ def sampling_options(args: argparse.Namespace) -> dict[str, Any]:
     return kwargs
 
 
+def check_machine(args: argparse.Namespace) -> None:
+    """--device names a device this machine has; --threads, if given, is at least 1."""
+    from .devices import resolve_device
+
+    resolve_device(args.device)
+    if args.threads is not None and args.threads < 1:
+        raise InvalidOptionError(f"--threads must be at least 1, got {args.threads}")
+
+
 def check_model_argument(name: str) -> None:
     from .loading import looks_like_path
 
@@ -265,12 +270,9 @@ def say(args: argparse.Namespace, message: str) -> None:
 
 def run_generate(args: argparse.Namespace) -> int:
     from .audio import check_writable, read_audio
-    from .devices import resolve_device
 
     kwargs = sampling_options(args)
-    resolve_device(args.device)
-    if args.threads is not None and args.threads < 1:
-        raise InvalidOptionError(f"--threads must be at least 1, got {args.threads}")
+    check_machine(args)
     if not 0 < args.chunk <= 60:
         raise InvalidOptionError(f"--chunk must be in (0, 60] seconds, got {args.chunk}")
     to_stdout = args.output == "-"

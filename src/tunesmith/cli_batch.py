@@ -226,12 +226,9 @@ def _check_plot(args: Any) -> None:
 
 
 def _check_machine(args: Any, model: str) -> None:
-    from .cli import check_model_argument
-    from .devices import resolve_device
+    from .cli import check_machine, check_model_argument
 
-    resolve_device(args.device)
-    if args.threads is not None and args.threads < 1:
-        raise InvalidOptionError(f"--threads must be at least 1, got {args.threads}")
+    check_machine(args)
     check_model_argument(model)
 
 
