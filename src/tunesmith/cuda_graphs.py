@@ -35,15 +35,18 @@ def capture(lm: MusicGenLM, tokens: torch.Tensor, cache: LMCache) -> StepGraph:
     """Capture `lm.static_step` for this cache, with `tokens` at `cache.length` as inputs."""
     static_tokens = tokens.clone()
     position = torch.tensor([cache.length], device=tokens.device)
+    lm.prepare_static(cache)
+    # The compiled step (compile_static_step) compiles on the first warm-up run, if not yet.
+    step = lm.compiled_static_step or lm.static_step
     side = torch.cuda.Stream(device=tokens.device)
     side.wait_stream(torch.cuda.current_stream(tokens.device))
     with torch.cuda.stream(side):
         for _ in range(2):
-            lm.static_step(static_tokens, position, cache)
+            step(static_tokens, position, cache)
     torch.cuda.current_stream(tokens.device).wait_stream(side)
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
-        logits = lm.static_step(static_tokens, position, cache)
+        logits = step(static_tokens, position, cache)
     return StepGraph(graph, static_tokens, position, logits)
 
 

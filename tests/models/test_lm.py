@@ -128,6 +128,7 @@ def test_static_step_equals_the_dynamic_step(pair, fused: bool) -> None:
     eager, static = lm.new_cache(3, 7, text, mask), lm.new_cache(3, 7, text, mask)
     lm(tokens[:, :, :2], eager)
     lm(tokens[:, :, :2], static)
+    lm.prepare_static(static)
     for i in range(2, 7):
         want = lm(tokens[:, :, i : i + 1], eager)
         got = lm.static_step(tokens[:, :, i : i + 1], torch.tensor([static.length]), static)
@@ -138,19 +139,68 @@ def test_static_step_equals_the_dynamic_step(pair, fused: bool) -> None:
         assert torch.allclose(a.self_v, b.self_v, atol=1e-5)
 
 
+@torch.no_grad()
+def test_compiled_static_step_equals_the_static_step(pair) -> None:
+    """What compile=True captures on CUDA, compiled here for the CPU: inductor's static_step
+    gives the step's logits, for two batch sizes and window lengths (dynamic shapes)."""
+    import copy
+
+    _, ours = pair
+    lm = copy.deepcopy(ours).compile_static_step()
+    assert lm.compiled_static_step is not None
+    torch.manual_seed(3)
+    for rows, frames in [(2, 9), (4, 14)]:
+        text, mask = torch.randn(rows // 2, 5, 48), torch.ones(rows // 2, 5, dtype=torch.long)
+        mask[-1, 3:] = 0
+        tokens = torch.randint(0, 2049, (rows, 4, 4))
+        want, got = lm.new_cache(rows, frames, text, mask), lm.new_cache(rows, frames, text, mask)
+        for cache in (want, got):
+            lm.prepare_static(cache)
+        for i in range(4):
+            position = torch.tensor([i])
+            a = lm.static_step(tokens[:, :, i : i + 1], position, want)
+            b = lm.compiled_static_step(tokens[:, :, i : i + 1], position, got)
+            assert (a - b).abs().max() < 1e-4
+
+
 @pytest.mark.cuda
 def test_cuda_graph_generation_gives_the_eager_tokens(tiny_checkpoint) -> None:
-    """On a GPU: greedy tokens with the decoder step replayed as CUDA graphs (compile=True)
-    equal eager ones, over two windows (a graph per KV cache)."""
+    """On a GPU: greedy tokens with the decoder step as written replayed as CUDA graphs equal
+    eager ones, over two windows (a graph per KV cache)."""
     from tunesmith import MusicGen
 
     eager = MusicGen.from_pretrained(tiny_checkpoint, device="cuda", dtype=torch.float32)
-    graphed = MusicGen.from_pretrained(
-        tiny_checkpoint, device="cuda", dtype=torch.float32, compile=True
-    )
-    assert graphed.model.decoder.cuda_graphs
+    graphed = MusicGen.from_pretrained(tiny_checkpoint, device="cuda", dtype=torch.float32)
+    graphed.model.decoder.cuda_graphs = True
     kwargs = dict(duration=40.0, stride=20.0, top_k=1)
     prompts = ["lofi beat", "an epic orchestral piece with brass"]
     want = eager.generate_tokens(prompts, **kwargs)
     got = graphed.generate_tokens(prompts, **kwargs)
     assert torch.equal(got, want)
+
+
+@pytest.mark.cuda
+@torch.inference_mode()
+def test_compiled_cuda_graph_steps_give_the_eager_logits(tiny_checkpoint) -> None:
+    """On a GPU, compile=True: inductor's step replayed as CUDA graphs gives the eager
+    decoder's logits, teacher-forced over a window with padded text; and it generates."""
+    from tunesmith import MusicGen
+
+    eager = MusicGen.from_pretrained(tiny_checkpoint, device="cuda", dtype=torch.float32)
+    compiled = MusicGen.from_pretrained(
+        tiny_checkpoint, device="cuda", dtype=torch.float32, compile=True
+    )
+    lm = compiled.model.decoder
+    assert lm.cuda_graphs and lm.compiled_static_step is not None
+    text = eager.condition(["lofi beat", "an epic orchestral piece with brass"])
+    torch.manual_seed(0)
+    tokens = torch.randint(0, 2048, (4, lm.cfg.num_codebooks, 12), device="cuda")
+    logits = []
+    for model in (eager, compiled):
+        decoder = model.model.decoder
+        cache = decoder.new_cache(4, 12, text.states, text.mask)
+        steps = [decoder(tokens[:, :, i : i + 1], cache).clone() for i in range(12)]
+        logits.append(torch.cat(steps, dim=2))
+    assert (logits[0] - logits[1]).abs().max() < 1e-3
+    codes = compiled.generate_tokens(["lofi beat"], duration=1.0, seed=0)
+    assert codes.shape == (1, lm.cfg.num_codebooks, 50)

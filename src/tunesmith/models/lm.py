@@ -42,10 +42,29 @@ def sinusoidal_positions(positions: torch.Tensor, dim: int) -> torch.Tensor:
     return torch.cat([torch.cos(angles), torch.sin(angles)], dim=1)
 
 
+def add_linear(x: torch.Tensor, linear: nn.Module, h: torch.Tensor) -> torch.Tensor:
+    """x + linear(h); on a GPU one kernel (addmm) instead of a product and an add."""
+    if type(linear) is nn.Linear and linear.bias is None and x.is_cuda:
+        weight = cast(torch.Tensor, linear.weight)
+        return torch.addmm(x.flatten(0, -2), h.flatten(0, -2), weight.t()).view_as(x)
+    return x + linear(h)
+
+
+def add_linear_(x: torch.Tensor, linear: nn.Module, h: torch.Tensor) -> None:
+    """x += linear(h) in place (x contiguous); on a GPU one kernel (addmm_)."""
+    if type(linear) is nn.Linear and linear.bias is None and x.is_cuda:
+        weight = cast(torch.Tensor, linear.weight)
+        x.view(-1, x.shape[-1]).addmm_(h.flatten(0, -2), weight.t())
+    else:
+        x += linear(h)
+
+
 class LayerNorm(nn.LayerNorm):
     """LayerNorm computed in float32 whatever the weights' dtype (fp16 overflows otherwise)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.is_cuda:  # CUDA's kernel already accumulates half inputs in float32: no casts
+            return super().forward(x)
         w = self.weight.float() if self.weight is not None else None
         b = self.bias.float() if self.bias is not None else None
         return F.layer_norm(x.float(), self.normalized_shape, w, b, self.eps).to(x.dtype)
@@ -71,11 +90,12 @@ class LMCache:
     """
 
     layers: list[LayerCache]
-    cross_mask: torch.Tensor | None  # [cross_rows, 1, 1, S] bool, True where a token is real
+    cross_mask: torch.Tensor | None  # [cross_rows, 1, 1, S]: True (or 0.0) where a token is real
     cross_rows: int
     length: int = 0  # frames already written
     spare: int = 0  # frames allocated past the capacity (see MusicGenLM.new_cache)
     graph: object | None = None  # a captured CUDA graph of one step on this cache
+    positions: torch.Tensor | None = None  # positional rows for the whole buffer (static_step)
 
     @property
     def capacity(self) -> int:
@@ -156,24 +176,29 @@ class DecoderLayer(nn.Module):
             q_pos = torch.arange(start, end, device=x.device)[:, None]
             causal = torch.arange(end, device=x.device)[None, :] <= q_pos
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=causal)
-        x = x + attn.out_proj(attn.merge_heads(out))
+        x = add_linear(x, attn.out_proj, attn.merge_heads(out))
         return self.feed_forward(self.cross_attend(x, cache, layer))
 
     def static_step(
-        self, x: torch.Tensor, position: torch.Tensor, cache: LMCache, layer: LayerCache
+        self,
+        x: torch.Tensor,
+        position: torch.Tensor,
+        unseen: torch.Tensor,
+        cache: LMCache,
+        layer: LayerCache,
     ) -> torch.Tensor:
         """One frame x [B, 1, D] at `position` (a 1-element long tensor, not a Python int):
         the same result as `forward`, with shapes that never change, so that a CUDA graph
-        can replay it. Attends over the whole buffer with the frames past `position` masked."""
+        can replay it. Attends over the whole buffer; `unseen` [1, T_buffer] is the additive
+        mask (-inf past `position`, 0 elsewhere)."""
         attn = self.self_attn
         q, k_new, v_new = attn.project_qkv(self.self_attn_layer_norm(x))
         layer.self_k.index_copy_(2, position, attn.split_heads(k_new))
         layer.self_v.index_copy_(2, position, attn.split_heads(v_new))
-        seen = (torch.arange(layer.self_k.shape[2], device=x.device) <= position)[None, :]
         out = F.scaled_dot_product_attention(
-            attn.split_heads(q), layer.self_k, layer.self_v, attn_mask=seen
+            attn.split_heads(q), layer.self_k, layer.self_v, attn_mask=unseen
         )
-        x = x + attn.out_proj(attn.merge_heads(out))
+        x = add_linear(x, attn.out_proj, attn.merge_heads(out))
         return self.feed_forward(self.cross_attend(x, cache, layer))
 
     def cross_attend(self, x: torch.Tensor, cache: LMCache, layer: LayerCache) -> torch.Tensor:
@@ -187,15 +212,20 @@ class DecoderLayer(nn.Module):
         out = F.scaled_dot_product_attention(
             q, layer.cross_k, layer.cross_v, attn_mask=cache.cross_mask
         )
-        cross = xattn.out_proj(xattn.merge_heads(out))
-        return torch.cat([x[:n] + cross, x[n:]]) if n < x.shape[0] else x + cross
+        merged = xattn.merge_heads(out)
+        if n == x.shape[0]:
+            return add_linear(x, xattn.out_proj, merged)
+        # x is this layer's own intermediate: add into its first rows, no concatenation.
+        add_linear_(x[:n], xattn.out_proj, merged)
+        return x
 
     def feed_forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.final_layer_norm(x)
-        return x + self.fc2(F.gelu(self.fc1(h)))
+        return add_linear(x, self.fc2, F.gelu(self.fc1(h)))
 
 
 DecodeFn = Callable[["MusicGenLM", torch.Tensor, LMCache], torch.Tensor]
+StaticStepFn = Callable[[torch.Tensor, torch.Tensor, LMCache], torch.Tensor]
 
 
 class MusicGenLM(nn.Module):
@@ -212,6 +242,7 @@ class MusicGenLM(nn.Module):
         self.lm_heads = nn.ModuleList(nn.Linear(d, cfg.vocab_size, bias=False) for _ in range(k))
         self._compiled_decode: DecodeFn | None = None  # set by compile_steps()
         self.cuda_graphs = False  # replay one-frame CUDA steps as graphs (see cuda_graphs)
+        self.compiled_static_step: StaticStepFn | None = None  # set by compile_static_step()
 
     def fuse(self) -> MusicGenLM:
         """Fuse each self-attention's q, k, v projections, and move int8 layers on a CPU to
@@ -249,14 +280,21 @@ class MusicGenLM(nn.Module):
         p = next(self.parameters())
         # One spare frame: the attended slice [:end] then never covers the whole buffer, so its
         # contiguity never changes and a compiled step needs no second graph for the last frame.
-        shape = (batch, cfg.num_heads, capacity + 1, cfg.head_dim)
+        # On a GPU the buffer is a multiple of 64 frames: attention over all of it (the CUDA
+        # graph step) then takes its mask without padding it first.
+        spare = 1 + (-(capacity + 1) % 64 if p.device.type == "cuda" else 0)
+        shape = (batch, cfg.num_heads, capacity + spare, cfg.head_dim)
         text = text.to(p.dtype)
         mask = text_mask.bool()
         # A row with no text token at all is unconditional: its keys and values are zero, so
         # attending uniformly gives exactly the zero a fully masked row gives in the reference.
         mask = mask | ~mask.any(dim=1, keepdim=True)
         # No padding (one prompt, or prompts of one length): no mask to expand at every step.
-        cross_mask = None if bool(mask.all()) else mask[:, None, None, :]
+        # Otherwise additive (0 / -inf) in the model's dtype, which attention takes as it is.
+        cross_mask = None
+        if not bool(mask.all()):
+            cross_mask = torch.zeros(mask.shape, device=p.device, dtype=p.dtype)
+            cross_mask = cross_mask.masked_fill(~mask, float("-inf"))[:, None, None, :]
         layers = []
         for layer in self.layers:
             xattn = cast(DecoderLayer, layer).encoder_attn
@@ -268,7 +306,7 @@ class MusicGenLM(nn.Module):
                     cross_v=xattn.split_heads(xattn.v_proj(text)),
                 )
             )
-        return LMCache(layers=layers, cross_mask=cross_mask, cross_rows=text.shape[0], spare=1)
+        return LMCache(layers=layers, cross_mask=cross_mask, cross_rows=text.shape[0], spare=spare)
 
     def compile_steps(self) -> MusicGenLM:
         """Run one-frame decoder steps through torch.compile from now on (opt-in; see
@@ -294,16 +332,43 @@ class MusicGenLM(nn.Module):
             return compiled(self, tokens, cache)
         return self.decode(tokens, cache)
 
+    def prepare_static(self, cache: LMCache) -> None:
+        """Give the cache what `static_step` reads besides it: the positional rows of the
+        whole buffer (once per cache, not a dozen small kernels every step), and a text mask
+        even where there is no padding (all zeros), so that a compiled step has one shape."""
+        p = next(self.parameters())
+        if cache.positions is None:
+            frames = torch.arange(cache.layers[0].self_k.shape[2], device=p.device)
+            cache.positions = sinusoidal_positions(frames, self.cfg.hidden_size).to(p.dtype)
+        if cache.cross_mask is None and cache.cross_rows:
+            words = cache.layers[0].cross_k.shape[2]
+            cache.cross_mask = torch.zeros(
+                cache.cross_rows, 1, 1, words, device=p.device, dtype=p.dtype
+            )
+
+    def compile_static_step(self) -> MusicGenLM:
+        """Run `static_step` through torch.compile (inductor fuses the norms, residual adds
+        and cache writes into fewer kernels; the CUDA graph then replays those). Dynamic
+        shapes: one compile serves every batch size and window length."""
+        self.compiled_static_step = torch.compile(self.static_step, fullgraph=True, dynamic=True)
+        return self
+
     def static_step(
         self, tokens: torch.Tensor, position: torch.Tensor, cache: LMCache
     ) -> torch.Tensor:
         """One frame tokens [B, K, 1] at `position` (1-element long tensor) -> logits
         [B, K, 1, V], with fixed shapes (see DecoderLayer.static_step). Does not advance
-        cache.length: the caller (a CUDA graph replay) does."""
-        x = self.embed(tokens)
-        x = x + sinusoidal_positions(position, x.shape[-1]).to(x.dtype)
+        cache.length: the caller (a CUDA graph replay) does. Needs `prepare_static(cache)`."""
+        if cache.positions is None:
+            raise RuntimeError("static_step needs prepare_static(cache) first")
+        x = self.embed(tokens) + cache.positions.index_select(0, position)
+        buffer = cache.layers[0].self_k.shape[2]
+        later = torch.arange(buffer, device=x.device)[None, :] > position
+        unseen = torch.zeros(later.shape, device=x.device, dtype=x.dtype).masked_fill(
+            later, float("-inf")
+        )  # one mask for all layers
         for layer, layer_cache in zip(self.layers, cache.layers, strict=True):
-            x = cast(DecoderLayer, layer).static_step(x, position, cache, layer_cache)
+            x = cast(DecoderLayer, layer).static_step(x, position, unseen, cache, layer_cache)
         return self.heads(x)
 
     def embed(self, tokens: torch.Tensor) -> torch.Tensor:
