@@ -1,11 +1,15 @@
-"""GPU generation speed: tunesmith (float16, eager and CUDA graphs) vs transformers (float16).
+"""GPU generation speed: tunesmith (float16) vs transformers (float16).
 
     python benchmarks/bench_gpu.py                       # 10 s of audio, 1 and 16 prompts, CUDA
     python benchmarks/bench_gpu.py --device cpu --size tiny --seconds 1   # a smoke test, no GPU
 
+tunesmith runs as `compile=True` (its decoder step compiled by inductor and replayed as a CUDA
+graph), as CUDA graphs of the step as written (no compiler), and, with `--eager`, eager.
+
 Random weights at the real musicgen-small sizes (tunesmith.testing, transformers' own
 classes) stand in for the hub file: speed does not depend on their values. All three run in
-one process on the same GPU, interleaved repeat by repeat after a warm-up run each; times are
+one process on the same GPU, interleaved repeat by repeat after a full-length warm-up run
+each (eager attention builds a plan per new key length the first time); times are
 prompt to waveform (model loading excluded), synchronized with the device. The table gives
 medians, the real-time factor and the ratio to transformers.
 """
@@ -19,6 +23,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -31,7 +36,10 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def runners(folder: Path, device: torch.device, dtype: torch.dtype) -> dict[str, Runner]:
+def runners(
+    folder: Path, device: torch.device, dtype: torch.dtype, eager: bool = False
+) -> tuple[dict[str, Runner], dict[str, Any]]:
+    """Each implementation's runner by name, and tunesmith's loaded models by name."""
     from transformers import MusicgenForConditionalGeneration
 
     from tunesmith import MusicGen
@@ -40,8 +48,14 @@ def runners(folder: Path, device: torch.device, dtype: torch.dtype) -> dict[str,
     reference = MusicgenForConditionalGeneration.from_pretrained(folder, dtype=dtype)
     reference = reference.to(device).eval()
     tokenizer = TextTokenizer.from_file(folder / "tokenizer.json")
-    eager = MusicGen.from_pretrained(folder, device=device, dtype=dtype)
-    graphed = MusicGen.from_pretrained(folder, device=device, dtype=dtype, compile=True)
+    cuda = device.type == "cuda"
+    compiled = MusicGen.from_pretrained(folder, device=device, dtype=dtype, compile=cuda)
+    models = {"tunesmith-compiled": compiled}
+    graphed = MusicGen.from_pretrained(folder, device=device, dtype=dtype)
+    graphed.model.decoder.cuda_graphs = cuda  # the step as written, captured
+    models["tunesmith-graphs"] = graphed
+    if eager:
+        models["tunesmith"] = MusicGen.from_pretrained(folder, device=device, dtype=dtype)
 
     def run_reference(prompts: list[str], seconds: float) -> None:
         ids, mask = tokenizer(prompts)
@@ -51,13 +65,61 @@ def runners(folder: Path, device: torch.device, dtype: torch.dtype) -> dict[str,
                 top_k=250, guidance_scale=3.0, max_new_tokens=round(seconds * 50) + 3,
             )  # fmt: skip
 
-    def run_eager(prompts: list[str], seconds: float) -> None:
-        eager.generate(prompts, seconds, seed=0)
+    def ours(model: MusicGen) -> Runner:
+        def run(prompts: list[str], seconds: float) -> None:
+            model.generate(prompts, seconds, seed=0)
 
-    def run_graphed(prompts: list[str], seconds: float) -> None:
-        graphed.generate(prompts, seconds, seed=0)
+        return run
 
-    return {"transformers": run_reference, "tunesmith": run_eager, "tunesmith-graphs": run_graphed}
+    runs = {"transformers": run_reference} | {name: ours(m) for name, m in models.items()}
+    return runs, models
+
+
+def breakdown(model: object, prompts: list[str], seconds: float, device: torch.device) -> str:
+    """Where one tunesmith run's time goes: T5, the decoder steps, the codec (synchronized),
+    and for CUDA graphs the replay alone (the GPU time of one captured step)."""
+    from tunesmith import MusicGen
+
+    assert isinstance(model, MusicGen)
+    parts = []
+    sync(device)
+    start = time.perf_counter()
+    model.condition(list(prompts))
+    sync(device)
+    parts.append(f"T5 {time.perf_counter() - start:.4f} s")
+    start = time.perf_counter()
+    codes = model.generate_tokens(prompts, seconds, seed=0)
+    sync(device)
+    took = time.perf_counter() - start
+    steps = codes.shape[-1] + 3
+    parts.append(f"decoder {took:.3f} s ({1000 * took / steps:.3f} ms/step)")
+    start = time.perf_counter()
+    model.decode(codes)
+    sync(device)
+    parts.append(f"codec {time.perf_counter() - start:.4f} s")
+    lm = model.model.decoder
+    if lm.cuda_graphs and device.type == "cuda":
+        from tunesmith.cuda_graphs import StepGraph
+
+        with torch.inference_mode():
+            cache = lm.new_cache(2 * len(prompts), steps, *_text(model, prompts))
+            tokens = torch.zeros(2 * len(prompts), lm.cfg.num_codebooks, 1, dtype=torch.long)
+            cache.length = steps // 2
+            lm(tokens.to(device), cache)
+        graph = cache.graph
+        assert isinstance(graph, StepGraph)
+        sync(device)
+        start = time.perf_counter()
+        for _ in range(200):
+            graph.graph.replay()
+        sync(device)
+        parts.append(f"replay {1000 * (time.perf_counter() - start) / 200:.3f} ms")
+    return ", ".join(parts)
+
+
+def _text(model: object, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    text = model.condition(list(prompts))  # type: ignore[attr-defined]
+    return text.states, text.mask
 
 
 def timed(run: Runner, prompts: list[str], seconds: float, device: torch.device) -> float:
@@ -76,6 +138,8 @@ def main() -> None:
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 16])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--folder", help="an existing checkpoint folder (default: build one)")
+    parser.add_argument("--eager", action="store_true", help="also tunesmith without graphs")
+    parser.add_argument("--breakdown", action="store_true", help="time tunesmith's parts too")
     args = parser.parse_args()
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -88,17 +152,25 @@ def main() -> None:
 
             print(f"building a random {args.size} checkpoint...", file=sys.stderr)
             build_checkpoint(folder, args.size, seed=0)
-        run = runners(folder, device, dtype)
+        start = time.perf_counter()
+        run, models = runners(folder, device, dtype, args.eager)
+        print(f"loaded in {time.perf_counter() - start:.1f} s", file=sys.stderr)
         results: dict[tuple[str, int], list[float]] = {}
         for batch in args.batches:
             prompts = PROMPTS[:batch]
-            for runner in run.values():  # warm-up: allocator, cuBLAS, graph capture
-                timed(runner, prompts, min(args.seconds, 1.0), device)
+            for name, runner in run.items():  # warm-up: compile, capture, attention plans
+                took = timed(runner, prompts, args.seconds, device)
+                print(f"  {name} x{batch} warm-up: {took:.2f} s", file=sys.stderr)
             for _ in range(args.repeats):
                 for name, runner in run.items():
                     took = timed(runner, prompts, args.seconds, device)
                     results.setdefault((name, batch), []).append(took)
                     print(f"  {name} x{batch}: {took:.2f} s", file=sys.stderr)
+        if args.breakdown:
+            for batch in args.batches:
+                for name, model in models.items():
+                    what = breakdown(model, PROMPTS[:batch], args.seconds, device)
+                    print(f"{name} x{batch}: {what}")
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     print(f"\n{args.seconds:g} s of audio on {name}, {dtype}".replace("torch.", ""))
     print("| implementation | prompts | seconds | RTF | vs transformers |")
