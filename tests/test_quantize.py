@@ -100,3 +100,29 @@ def test_packed_layers_fuse_and_match(tiny_checkpoint: Path) -> None:
         want = ref(tokens, ref.new_cache(2, 10, text.states, text.mask))
         got = q.model.decoder(tokens, q.model.decoder.new_cache(2, 10, text.states, text.mask))
     assert relative_error(got, want) < 0.01
+
+
+def test_cpu_kernel_applies_gelu() -> None:
+    """fc1's GELU runs in the kernel (gelu=True): torch's exact GELU of the kernel's output."""
+    if not cpu_int8.available():
+        pytest.skip("no int8 CPU kernel here (needs x86-64 AVX2 and a C++ compiler)")
+    plain = Int8Linear.from_linear(nn.Linear(1024, 256, bias=False))
+    fused = copy.deepcopy(plain)
+    assert plain.pack_for_cpu() and fused.pack_for_cpu()
+    fused.gelu = True
+    x = 3 * torch.randn(2, 1024)
+    want = torch.nn.functional.gelu(plain(x))
+    assert (fused(x) - want).abs().max() < 1e-5 * want.abs().max()
+
+
+def test_int8_text_encoder_keeps_its_token_table_as_int8(tiny_checkpoint: Path) -> None:
+    """quantize="int8" stores T5's token table as int8 rows; the text states stay close."""
+    from tunesmith.quantize import Int8Embedding
+
+    fp32 = MusicGen.from_pretrained(tiny_checkpoint, device="cpu")
+    q = MusicGen.from_pretrained(tiny_checkpoint, device="cpu", quantize="int8")
+    table = q.model.text_encoder.embed_tokens
+    assert isinstance(table, Int8Embedding) and table.weight.dtype == torch.int8
+    prompts = ["lofi beat with soft piano", "drums"]
+    want, got = fp32.condition(prompts).states, q.condition(prompts).states
+    assert relative_error(got, want) < 0.02

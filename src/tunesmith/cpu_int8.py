@@ -32,11 +32,60 @@ import torch
 CHUNK = 1024  # input columns per pass (activations of one pass stay in L1)
 ROWS, COLS = 4, 16  # a packed block: 4 output rows x 16 inputs, one cache line
 
-_SOURCE = r"""
+# Vector math shared by the kernels' sources (AVX2 + FMA).
+VECTOR_MATH = r"""
+#include <immintrin.h>
+
+namespace vecmath {
+// e^x for 8 floats (Cephes' polynomial), relative error ~2e-7; inputs clamped to [-87, 88].
+inline __m256 exp8(__m256 x) {
+  x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.0f)), _mm256_set1_ps(88.0f));
+  const __m256 fx = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(0.693359375f), x);
+  x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(-2.12194440e-4f), x);
+  __m256 y = _mm256_set1_ps(1.9875691500e-4f);
+  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.3981999507e-3f));
+  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(8.3334519073e-3f));
+  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(4.1665795894e-2f));
+  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.6666665459e-1f));
+  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(5.0000001201e-1f));
+  y = _mm256_fmadd_ps(y, _mm256_mul_ps(x, x), _mm256_add_ps(x, _mm256_set1_ps(1.0f)));
+  const __m256i e = _mm256_slli_epi32(
+      _mm256_add_epi32(_mm256_cvtps_epi32(fx), _mm256_set1_epi32(127)), 23);
+  return _mm256_mul_ps(y, _mm256_castsi256_ps(e));
+}
+
+// GELU, 0.5 x (1 + erf(x / sqrt 2)), erf by Abramowitz & Stegun 7.1.26 (error < 1.5e-7).
+inline __m256 gelu8(__m256 x) {
+  const __m256 sign = _mm256_set1_ps(-0.0f);
+  const __m256 z = _mm256_andnot_ps(sign, _mm256_mul_ps(x, _mm256_set1_ps(0.70710678118654752f)));
+  const __m256 one = _mm256_set1_ps(1.0f);
+  const __m256 t = _mm256_div_ps(one, _mm256_fmadd_ps(_mm256_set1_ps(0.3275911f), z, one));
+  __m256 poly = _mm256_set1_ps(1.061405429f);
+  poly = _mm256_fmadd_ps(poly, t, _mm256_set1_ps(-1.453152027f));
+  poly = _mm256_fmadd_ps(poly, t, _mm256_set1_ps(1.421413741f));
+  poly = _mm256_fmadd_ps(poly, t, _mm256_set1_ps(-0.284496736f));
+  poly = _mm256_fmadd_ps(poly, t, _mm256_set1_ps(0.254829592f));
+  poly = _mm256_mul_ps(poly, t);
+  const __m256 tail = _mm256_mul_ps(poly, exp8(_mm256_sub_ps(_mm256_setzero_ps(), _mm256_mul_ps(z, z))));
+  const __m256 erf_abs = _mm256_sub_ps(one, tail);
+  const __m256 erf = _mm256_or_ps(erf_abs, _mm256_and_ps(x, sign));  // erf(-z) = -erf(z)
+  return _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(0.5f), x), _mm256_add_ps(one, erf));
+}
+
+inline __m128 gelu4(__m128 x) {
+  return _mm256_castps256_ps128(gelu8(_mm256_castps128_ps256(x)));
+}
+}  // namespace vecmath
+"""
+
+_SOURCE = (
+    VECTOR_MATH
+    + r"""
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
-#include <immintrin.h>
 
 namespace {
 constexpr int64_t kAhead = 4096;  // prefetch distance in bytes, along the packed stream
@@ -71,9 +120,10 @@ inline void block(const float* x, int64_t ldx, const int8_t* w, int64_t kc, __m1
   }
 }
 
-// out [M, N] = (x [M, K] @ w.T) * scales, w packed as [K/kc][N/4][kc/16][4][16].
+// out [M, N] = (x [M, K] @ w.T) * scales (then GELU if `gelu`), w packed as
+// [K/kc][N/4][kc/16][4][16].
 at::Tensor int8_linear(const at::Tensor& x, const at::Tensor& packed, const at::Tensor& scales,
-                       int64_t kc) {
+                       int64_t kc, bool gelu) {
   TORCH_CHECK(x.dim() == 2 && x.scalar_type() == at::kFloat && x.is_contiguous());
   TORCH_CHECK(packed.scalar_type() == at::kChar && packed.is_contiguous());
   TORCH_CHECK(scales.dim() == 1 && scales.scalar_type() == at::kFloat && scales.is_contiguous());
@@ -99,7 +149,8 @@ at::Tensor int8_linear(const at::Tensor& x, const at::Tensor& packed, const at::
           for (int i = 0; i < rows; ++i) {
             float* o = op + (m + i) * N + 4 * b;
             __m128 v = first ? sums[i] : _mm_add_ps(_mm_loadu_ps(o), sums[i]);
-            _mm_storeu_ps(o, last ? _mm_mul_ps(v, s) : v);
+            if (last) v = gelu ? vecmath::gelu4(_mm_mul_ps(v, s)) : _mm_mul_ps(v, s);
+            _mm_storeu_ps(o, v);
           }
         }
       }
@@ -110,10 +161,11 @@ at::Tensor int8_linear(const at::Tensor& x, const at::Tensor& packed, const at::
 }  // namespace
 
 TORCH_LIBRARY(tunesmith, m) {
-  m.def("int8_linear(Tensor x, Tensor packed, Tensor scales, int kc) -> Tensor");
+  m.def("int8_linear(Tensor x, Tensor packed, Tensor scales, int kc, bool gelu=False) -> Tensor");
 }
 TORCH_LIBRARY_IMPL(tunesmith, CPU, m) { m.impl("int8_linear", &int8_linear); }
 """
+)
 
 
 def supported_cpu() -> bool:
@@ -123,7 +175,7 @@ def supported_cpu() -> bool:
     return torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512")
 
 
-def build(name: str, source: str, what: str) -> bool:
+def build(name: str, source: str, what: str, flags: list[str] | None = None) -> bool:
     """Compile and load a kernel's C++ `source` as extension `name` (cached on disk by torch);
     False, with one warning, where that cannot be done (no AVX2, compiler or ninja)."""
     if not supported_cpu():
@@ -135,7 +187,7 @@ def build(name: str, source: str, what: str) -> bool:
         load_inline(
             name=name,
             cpp_sources=[source],
-            extra_cflags=["-O3", "-mavx2", "-mfma", "-fopenmp"],
+            extra_cflags=["-O3", "-mavx2", "-mfma", "-fopenmp", *(flags or [])],
             extra_ldflags=["-fopenmp"],
             is_python_module=False,
         )
@@ -163,7 +215,9 @@ def available() -> bool:
         return False
 
     @torch.library.register_fake("tunesmith::int8_linear")
-    def _(x: torch.Tensor, packed: torch.Tensor, scales: torch.Tensor, kc: int) -> torch.Tensor:
+    def _(
+        x: torch.Tensor, packed: torch.Tensor, scales: torch.Tensor, kc: int, gelu: bool = False
+    ) -> torch.Tensor:
         return x.new_empty(x.shape[0], scales.shape[0])
 
     return True
@@ -192,7 +246,9 @@ def unpack(packed: torch.Tensor, n: int, k: int, kc: int) -> torch.Tensor:
 
 
 def int8_linear(
-    x: torch.Tensor, packed: torch.Tensor, scales: torch.Tensor, kc: int
+    x: torch.Tensor, packed: torch.Tensor, scales: torch.Tensor, kc: int, gelu: bool = False
 ) -> torch.Tensor:
-    """x float32 [M, K] (contiguous) -> float32 [M, N]; needs `available()`."""
-    return torch.ops.tunesmith.int8_linear(x, packed, scales, kc)
+    """x float32 [M, K] (contiguous) -> float32 [M, N], with GELU applied if `gelu` (in the
+    kernel: torch's own GELU on a few thousand values costs more in thread start-up than in
+    arithmetic); needs `available()`."""
+    return torch.ops.tunesmith.int8_linear(x, packed, scales, kc, gelu)

@@ -38,7 +38,13 @@ from .hub import (  # noqa: F401 (re-exported: the names callers know from this 
 )
 from .models.melody import MusicGenMelodyModel
 from .models.musicgen import MusicGenModel
-from .quantize import Int8Linear, quantize_linears, quantize_rows
+from .quantize import (
+    Int8Embedding,
+    Int8Linear,
+    quantize_embeddings,
+    quantize_linears,
+    quantize_rows,
+)
 from .tokenizer import TextTokenizer
 
 
@@ -120,13 +126,16 @@ def fill_model(
     with torch.device("meta"):
         model = MusicGenMelodyModel(config) if config.melody else MusicGenModel(config)
         if quantize is not None:
-            # The decoder is most of the weights read per step; T5 is most of the rest of
-            # the memory. The codec's convolutions stay float32.
+            # The decoder is most of the weights read per step; T5 (its token table too) is
+            # most of the rest of the memory. The codec's convolutions stay float32.
             quantize_linears(model.decoder, quantize)
             quantize_linears(model.text_encoder, quantize)
+            quantize_embeddings(model.text_encoder, ("embed_tokens",))
     expected = model.state_dict()
     quantized = {
-        f"{name}.weight" for name, module in model.named_modules() if isinstance(module, Int8Linear)
+        f"{name}.weight"
+        for name, module in model.named_modules()
+        if isinstance(module, (Int8Linear, Int8Embedding))
     }
 
     state: dict[str, torch.Tensor] = {}

@@ -41,6 +41,7 @@ class Int8Linear(nn.Module):
         super().__init__()
         self.in_features, self.out_features = in_features, out_features
         self.chunk: int | None = None  # set when packed: input columns per kernel pass
+        self.gelu = False  # apply GELU to the output (in the kernel, when packed)
         self.scales_f32: torch.Tensor | None = None
         self.register_buffer("weight", torch.zeros(out_features, in_features, dtype=torch.int8))
         self.register_buffer("scales", torch.ones(out_features, dtype=torch.bfloat16))
@@ -88,17 +89,50 @@ class Int8Linear(nn.Module):
         shape = x.shape
         if self.chunk is not None and self.scales_f32 is not None:
             flat32 = x.reshape(-1, shape[-1]).float().contiguous()
-            out = cpu_int8.int8_linear(flat32, self.weight, self.scales_f32, self.chunk)
+            out = cpu_int8.int8_linear(flat32, self.weight, self.scales_f32, self.chunk, self.gelu)
             return out.to(x.dtype).reshape(*shape[:-1], self.out_features)
         flat = x.reshape(-1, shape[-1]).to(torch.bfloat16)
         if flat.device.type == "cpu":
             out = torch._weight_int8pack_mm(flat, self.weight, self.scales)
         else:  # the same arithmetic, for devices without the kernel
             out = F.linear(flat, self.weight.to(flat.dtype)) * self.scales
+        out = F.gelu(out) if self.gelu else out
         return out.to(x.dtype).reshape(*shape[:-1], self.out_features)
 
     def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, int8"
+        gelu = ", gelu" if self.gelu else ""
+        return f"in_features={self.in_features}, out_features={self.out_features}, int8{gelu}"
+
+
+class Int8Embedding(nn.Module):
+    """An embedding table stored as int8 rows with a scale each (a quarter of the float32
+    memory; T5-base's table alone is ~0.1 GB). Looks up float32 vectors."""
+
+    weight: torch.Tensor
+    scales: torch.Tensor
+
+    def __init__(self, num_embeddings: int, embedding_dim: int) -> None:
+        super().__init__()
+        self.num_embeddings, self.embedding_dim = num_embeddings, embedding_dim
+        shape = (num_embeddings, embedding_dim)
+        self.register_buffer("weight", torch.zeros(shape, dtype=torch.int8))
+        self.register_buffer("scales", torch.ones(num_embeddings, dtype=torch.bfloat16))
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.weight[ids].float() * self.scales[ids, None].float()
+
+    def extra_repr(self) -> str:
+        return f"{self.num_embeddings}, {self.embedding_dim}, int8"
+
+
+def quantize_embeddings(module: nn.Module, names: tuple[str, ...]) -> nn.Module:
+    """Replace the nn.Embedding children called one of `names` under `module`, in place (on
+    `meta`: the loader fills them)."""
+    for parent in list(module.modules()):
+        for attr, leaf in list(parent.named_children()):
+            if isinstance(leaf, nn.Embedding) and attr in names:
+                setattr(parent, attr, Int8Embedding(leaf.num_embeddings, leaf.embedding_dim))
+    return module
 
 
 def quantize_linears(

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .. import cpu_attention
 from ..config import LMConfig
 from ..cpu_fp32 import PackedLinear
 from ..quantize import Int8Linear
@@ -57,6 +58,32 @@ def add_linear_(x: torch.Tensor, linear: nn.Module, h: torch.Tensor) -> None:
         x.view(-1, x.shape[-1]).addmm_(h.flatten(0, -2), weight.t())
     else:
         x += linear(h)
+
+
+def is_half_on_cpu(kv: torch.Tensor) -> bool:
+    """A float16 KV cache on a CPU (the int8 decoder's): attended by `cpu_attention`."""
+    return kv.dtype == torch.float16 and kv.device.type == "cpu"
+
+
+def attend_causal(
+    q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, start: int
+) -> torch.Tensor:
+    """Queries q [B, H, T, hd] for frames start..start+T-1 over the cache's keys and values
+    [B, H, capacity, hd] up to their own frame (already written)."""
+    t = q.shape[2]
+    end = start + t
+    k, v = keys[:, :, :end], values[:, :, :end]
+    if is_half_on_cpu(k):
+        if t == 1:
+            return cpu_attention.attend_one(q, keys, values, end)
+        k, v = k.float(), v.float()  # a prefill: torch's attention, in float32
+    if t == 1:
+        return F.scaled_dot_product_attention(q, k, v)  # one query sees all keys so far
+    if start == 0:
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    q_pos = torch.arange(start, end, device=q.device)[:, None]
+    causal = torch.arange(end, device=q.device)[None, :] <= q_pos
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=causal)
 
 
 class LayerNorm(nn.LayerNorm):
@@ -167,15 +194,7 @@ class DecoderLayer(nn.Module):
         q = attn.split_heads(q)
         layer.self_k[:, :, start:end] = attn.split_heads(k_new)
         layer.self_v[:, :, start:end] = attn.split_heads(v_new)
-        k, v = layer.self_k[:, :, :end], layer.self_v[:, :, :end]
-        if t == 1:
-            out = F.scaled_dot_product_attention(q, k, v)  # one query sees all keys so far
-        elif start == 0:
-            out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-        else:
-            q_pos = torch.arange(start, end, device=x.device)[:, None]
-            causal = torch.arange(end, device=x.device)[None, :] <= q_pos
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=causal)
+        out = attend_causal(q, layer.self_k, layer.self_v, start)
         x = add_linear(x, attn.out_proj, attn.merge_heads(out))
         return self.feed_forward(self.cross_attend(x, cache, layer))
 
@@ -209,9 +228,15 @@ class DecoderLayer(nn.Module):
         xattn = self.encoder_attn
         h = self.encoder_attn_layer_norm(x[:n])
         q = xattn.split_heads(xattn.q_proj(h))
-        out = F.scaled_dot_product_attention(
-            q, layer.cross_k, layer.cross_v, attn_mask=cache.cross_mask
-        )
+        k, v, mask = layer.cross_k, layer.cross_v, cache.cross_mask
+        if is_half_on_cpu(k) and q.shape[2] == 1:
+            words = k.shape[2]
+            flat = None if mask is None else mask.reshape(n, words)
+            out = cpu_attention.attend_one(q, k, v, words, flat)
+        else:
+            if is_half_on_cpu(k):
+                k, v = k.float(), v.float()
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         merged = xattn.merge_heads(out)
         if n == x.shape[0]:
             return add_linear(x, xattn.out_proj, merged)
@@ -221,7 +246,10 @@ class DecoderLayer(nn.Module):
 
     def feed_forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.final_layer_norm(x)
-        return add_linear(x, self.fc2, F.gelu(self.fc1(h)))
+        fc1 = self.fc1
+        if isinstance(fc1, Int8Linear) and fc1.gelu:  # applied in the int8 kernel
+            return add_linear(x, self.fc2, fc1(h))
+        return add_linear(x, self.fc2, F.gelu(fc1(h)))
 
 
 DecodeFn = Callable[["MusicGenLM", torch.Tensor, LMCache], torch.Tensor]
@@ -243,11 +271,12 @@ class MusicGenLM(nn.Module):
         self._compiled_decode: DecodeFn | None = None  # set by compile_steps()
         self.cuda_graphs = False  # replay one-frame CUDA steps as graphs (see cuda_graphs)
         self.compiled_static_step: StaticStepFn | None = None  # set by compile_static_step()
+        self.kv_dtype: torch.dtype | None = None  # KV cache dtype, if not the weights' (fuse)
 
     def fuse(self) -> MusicGenLM:
         """Fuse each self-attention's q, k, v projections, and move int8 layers on a CPU to
-        the `cpu_int8` kernel and float32 ones to `cpu_fp32`'s (inference speed; the same
-        weights, repacked in place)."""
+        the `cpu_int8` kernel (GELU applied in it, a float16 KV cache) and float32 ones to
+        `cpu_fp32`'s (inference speed; the same weights, repacked in place)."""
         for layer in self.layers:
             cast(DecoderLayer, layer).self_attn.fuse_qkv()
         # By name, not a list of modules: that list would keep every replaced layer's float32
@@ -255,7 +284,11 @@ class MusicGenLM(nn.Module):
         for name in [name for name, _ in self.named_modules()]:
             module = self.get_submodule(name)
             if isinstance(module, Int8Linear):
-                module.pack_for_cpu()
+                # Packed int8 weights stream fast enough that float32 keys and values would be
+                # a large share of each step's reads: keep the cache in float16 instead.
+                if module.pack_for_cpu() and cpu_attention.available():
+                    self.kv_dtype = torch.float16
+                module.gelu = name.endswith(".fc1") and module.chunk is not None
             elif isinstance(module, nn.Linear) and not name.endswith(_ONCE_PER_CALL):
                 packed = PackedLinear.from_linear(module)
                 if packed is not None:
@@ -278,6 +311,7 @@ class MusicGenLM(nn.Module):
         """
         cfg = self.cfg
         p = next(self.parameters())
+        kv_dtype = self.kv_dtype or p.dtype
         # One spare frame: the attended slice [:end] then never covers the whole buffer, so its
         # contiguity never changes and a compiled step needs no second graph for the last frame.
         # On a GPU the buffer is a multiple of 64 frames: attention over all of it (the CUDA
@@ -300,10 +334,10 @@ class MusicGenLM(nn.Module):
             xattn = cast(DecoderLayer, layer).encoder_attn
             layers.append(
                 LayerCache(
-                    self_k=torch.zeros(shape, device=p.device, dtype=p.dtype),
-                    self_v=torch.zeros(shape, device=p.device, dtype=p.dtype),
-                    cross_k=xattn.split_heads(xattn.k_proj(text)),
-                    cross_v=xattn.split_heads(xattn.v_proj(text)),
+                    self_k=torch.zeros(shape, device=p.device, dtype=kv_dtype),
+                    self_v=torch.zeros(shape, device=p.device, dtype=kv_dtype),
+                    cross_k=xattn.split_heads(xattn.k_proj(text)).to(kv_dtype).contiguous(),
+                    cross_v=xattn.split_heads(xattn.v_proj(text)).to(kv_dtype).contiguous(),
                 )
             )
         return LMCache(layers=layers, cross_mask=cross_mask, cross_rows=text.shape[0], spare=spare)
