@@ -11,7 +11,7 @@ import torch
 
 from tunesmith.checkpoint_keys import fold_weight_norm, hf_to_tunesmith, strip_prefix
 from tunesmith.config import EncodecConfig
-from tunesmith.models.encodec import EncodecModel
+from tunesmith.models.encodec import TAIL_CHUNK, EncodecModel
 
 transformers = pytest.importorskip("transformers")
 
@@ -89,13 +89,18 @@ def test_state_dict_names_are_transformers_names(pair: tuple[Any, EncodecModel])
 
 
 @torch.no_grad()
-@pytest.mark.parametrize("num_codebooks", [4, 2])
-def test_decode_matches_reference(pair: tuple[Any, EncodecModel], num_codebooks: int) -> None:
+@pytest.mark.parametrize(
+    ("num_codebooks", "frames"), [(4, 13), (2, 13), (4, 2 * TAIL_CHUNK + 7)], ids=str
+)
+def test_decode_matches_reference(
+    pair: tuple[Any, EncodecModel], num_codebooks: int, frames: int
+) -> None:
+    """Short codes (one chunk of the decoder's tail) and codes that take three chunks."""
     reference, ours = pair
     gen = torch.Generator().manual_seed(1)
-    codes = torch.randint(0, 2048, (2, num_codebooks, 13), generator=gen)
+    codes = torch.randint(0, 2048, (2, num_codebooks, frames), generator=gen)
     wav = ours.decode(codes)
-    assert wav.shape == (2, 1, 13 * HOP)
+    assert wav.shape == (2, 1, frames * HOP)
     assert wav.dtype == torch.float32
     want = reference.decode(codes[None], [None]).audio_values
     assert want.shape == wav.shape
@@ -152,6 +157,45 @@ def test_legacy_weight_norm_names_fold_to_the_same_weights() -> None:
     conv = ref.encoder.layers[0].conv
     torch.testing.assert_close(new["encoder.layers.0.conv.weight"], conv.weight.detach())
     assert not any("weight_g" in k or "original" in k for k in fold_weight_norm(legacy))
+
+
+TAIL_CONFIGS = {
+    "musicgen": {},
+    "causal": {"use_causal_conv": True},
+    # Other ratios, kernels and dilations, so that the halo is not right by accident.
+    "other-layout": {
+        "upsampling_ratios": (4, 3),
+        "num_residual_layers": 2,
+        "residual_kernel_size": 5,
+        "dilation_growth_rate": 3,
+        "last_kernel_size": 9,
+        "use_conv_shortcut": True,
+    },
+}
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("layout", TAIL_CONFIGS)
+@pytest.mark.parametrize(
+    ("batch", "frames", "chunk"),
+    [(2, 37, 10), (1, 40, 10), (1, 7, 10), (2, 23, 1)],
+    ids=["not-a-multiple", "a-multiple", "shorter-than-a-chunk", "one-frame-chunks"],
+)
+def test_chunked_decoder_matches_one_whole_pass(
+    layout: str, batch: int, frames: int, chunk: int
+) -> None:
+    """The decoder's tail run in chunks (with a halo of frames cropped away) gives what one
+    pass over the whole sequence gives (a chunk longer than the input), up to rounding."""
+    torch.manual_seed(4)
+    cfg = EncodecConfig(num_filters=4, hidden_size=16, codebook_dim=16, **TAIL_CONFIGS[layout])
+    decoder = EncodecModel(cfg).eval().decoder
+    latents = torch.randn(batch, cfg.hidden_size, frames)
+    whole = decoder(latents, chunk=frames + 1)
+    chunked = decoder(latents, chunk=chunk)
+    assert chunked.shape == whole.shape == (batch, 1, frames * cfg.hop_length)
+    diff = (chunked - whole).abs().max().item()
+    assert diff < 1e-5, diff
+    assert whole.abs().max() > 1e-2  # not two silent outputs
 
 
 def test_bad_arguments_are_refused() -> None:
