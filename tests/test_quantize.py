@@ -71,7 +71,7 @@ def test_cpu_kernel_matches_float64_product(rows: int, n: int, k: int) -> None:
     assert torch.equal(layer.unpacked_weight(), cpu_int8.unpack(layer.weight, n, k, layer.chunk))
     got = layer(x)
     assert got.dtype == torch.float32
-    assert relative_error(got.double(), want) < 1e-5  # float32 activations: no bfloat16 rounding
+    assert relative_error(got.double(), want) < 1e-4  # int16 activations: 15 bits per row
 
 
 def test_packing_round_trips_and_skips_shapes_it_cannot_take() -> None:

@@ -123,7 +123,7 @@ at::Tensor attend_one(const at::Tensor& q, const at::Tensor& k, const at::Tensor
 }  // namespace
 
 TORCH_LIBRARY(tunesmith_attention, m) {
-  m.def("attend_one(Tensor q, Tensor k, Tensor v, int n, Tensor mask) -> Tensor");
+  m.def("attend_one(Tensor q, Tensor k, Tensor v, SymInt n, Tensor mask) -> Tensor");
 }
 TORCH_LIBRARY_IMPL(tunesmith_attention, CPU, m) { m.impl("attend_one", &attend_one); }
 """
