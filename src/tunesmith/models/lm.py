@@ -22,6 +22,7 @@ from torch import nn
 from .. import cpu_attention
 from ..config import LMConfig
 from ..cpu_fp32 import PackedLinear
+from ..hugepages import move_to_huge_pages
 from ..quantize import Int8Linear
 
 # Projections of the text, run once per generation on many rows: not worth packing.
@@ -294,6 +295,13 @@ class MusicGenLM(nn.Module):
                 if packed is not None:
                     parent, _, attr = name.rpartition(".")
                     setattr(self.get_submodule(parent), attr, packed)
+        streamed = [
+            (module, "weight")
+            for module in self.modules()
+            if (isinstance(module, Int8Linear) and module.chunk is not None)
+            or isinstance(module, PackedLinear)
+        ]
+        move_to_huge_pages(streamed)  # read every step: fewer TLB misses in 2 MiB pages
         return self
 
     def new_cache(
