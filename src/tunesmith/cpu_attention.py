@@ -41,11 +41,46 @@ inline float hsum(__m256 v) {
   return _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
 }
 
+// Scores of 64-wide heads, four keys at a time (four independent FMA chains, one reduction).
+void scores64(const float* q, const at::Half* k, const float* mask, int64_t n, float* s) {
+  __m256 qv[8];
+  for (int d = 0; d < 8; ++d) qv[d] = _mm256_loadu_ps(q + 8 * d);
+  int64_t t = 0;
+  for (; t + 4 <= n; t += 4) {
+    const at::Half* kt = k + t * 64;
+    __m256 a[4];
+    for (int j = 0; j < 4; ++j) a[j] = _mm256_mul_ps(qv[0], load8(kt + 64 * j));
+    for (int d = 1; d < 8; ++d)
+      for (int j = 0; j < 4; ++j) a[j] = _mm256_fmadd_ps(qv[d], load8(kt + 64 * j + 8 * d), a[j]);
+    __m256 h = _mm256_hadd_ps(_mm256_hadd_ps(a[0], a[1]), _mm256_hadd_ps(a[2], a[3]));
+    __m128 four = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+    if (mask) four = _mm_add_ps(four, _mm_loadu_ps(mask + t));
+    _mm_storeu_ps(s + t, four);
+  }
+  for (; t < n; ++t) {
+    __m256 a = _mm256_setzero_ps();
+    for (int d = 0; d < 8; ++d) a = _mm256_fmadd_ps(qv[d], load8(k + t * 64 + 8 * d), a);
+    s[t] = hsum(a) + (mask ? mask[t] : 0.0f);
+  }
+}
+
+// out = sum_t p[t] v[t] for 64-wide heads, the 64 sums held in registers.
+void weighted64(const float* p, const at::Half* v, int64_t n, float* out) {
+  __m256 o[8];
+  for (int d = 0; d < 8; ++d) o[d] = _mm256_setzero_ps();
+  for (int64_t t = 0; t < n; ++t) {
+    const __m256 w = _mm256_set1_ps(p[t]);
+    for (int d = 0; d < 8; ++d) o[d] = _mm256_fmadd_ps(w, load8(v + t * 64 + 8 * d), o[d]);
+  }
+  for (int d = 0; d < 8; ++d) _mm256_storeu_ps(out + 8 * d, o[d]);
+}
+
 // One head: q [hd] (already scaled) against n keys/values [n, hd] -> out [hd].
 void attend(const float* q, const at::Half* k, const at::Half* v, const float* mask,
             int64_t n, int64_t hd, float* s, float* out) {
   const int64_t hv = hd - hd % 8;
-  for (int64_t t = 0; t < n; ++t) {
+  if (hd == 64) scores64(q, k, mask, n, s);
+  else for (int64_t t = 0; t < n; ++t) {
     const at::Half* kt = k + t * hd;
     __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
     int64_t d = 0;
@@ -74,8 +109,12 @@ void attend(const float* q, const at::Half* k, const at::Half* v, const float* m
     s[t] = tail[0];
     sum += tail[0];
   }
-  for (int64_t d = 0; d < hd; ++d) out[d] = 0.0f;
-  for (int64_t t = 0; t < n; ++t) {
+  if (hd == 64) {
+    weighted64(s, v, n, out);
+  } else {
+    for (int64_t d = 0; d < hd; ++d) out[d] = 0.0f;
+  }
+  for (int64_t t = 0; t < n && hd != 64; ++t) {
     const __m256 p = _mm256_set1_ps(s[t]);
     const at::Half* vt = v + t * hd;
     int64_t d = 0;
