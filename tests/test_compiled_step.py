@@ -35,6 +35,12 @@ def test_compiled_greedy_tokens_equal_eager(tiny_checkpoint: Path, quantize: str
     want = eager.generate_tokens(prompts, duration=0.4, seed=3)
     got = compiled.generate_tokens(prompts, duration=0.4, seed=3)
     assert torch.equal(got, want)
+    # The warmed-up kind again (its guards skipped, now among two graphs), then a one-token
+    # text (unconditional: a size-1 dimension, another graph).
+    for prompt in ["a slow ballad on a piano", ""]:
+        want = eager.generate_tokens([prompt], duration=0.4, seed=5)
+        got = compiled.generate_tokens([prompt], duration=0.4, seed=5)
+        assert torch.equal(got, want)
 
 
 def test_compiled_steps_match_eager_logits(tiny_checkpoint: Path) -> None:
