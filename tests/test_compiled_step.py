@@ -58,3 +58,30 @@ def test_compiled_steps_match_eager_logits(tiny_checkpoint: Path) -> None:
             want, got = lm(tokens[..., t : t + 1], a), twin(tokens[..., t : t + 1], b)
             torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
         assert a.length == b.length == 12
+
+
+@torch.inference_mode()
+def test_a_step_its_skipped_guards_would_miss_falls_back_to_guards(tiny_checkpoint: Path) -> None:
+    """The warmed-up kind of call with something step_kind does not compare (keys and values
+    that are views at an offset into a larger buffer): it recompiles with guards instead of
+    failing, and gives the eager logits."""
+    from tunesmith.compiled_step import CompiledStep
+
+    model = MusicGen.from_pretrained(tiny_checkpoint, device="cpu")
+    lm = model.model.decoder
+    twin = copy.deepcopy(lm).compile_steps()
+    warm_up(twin)
+    step = twin._compiled_decode
+    assert isinstance(step, CompiledStep) and step.trusted is not None
+    text = model.condition(["jazz"])
+    tokens = torch.randint(0, 2048, (2, 4, 4))
+    want_cache, got_cache = (m.new_cache(2, 4, text.states, text.mask) for m in (lm, twin))
+    for layer in got_cache.layers:
+        for name in ("self_k", "self_v"):
+            old = getattr(layer, name)
+            wider = torch.zeros(old.numel() + 7, dtype=old.dtype)
+            setattr(layer, name, wider[7:].view(old.shape))
+    for t in range(4):
+        want, got = lm(tokens[..., t : t + 1], want_cache), twin(tokens[..., t : t + 1], got_cache)
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+    assert step.trusted is None

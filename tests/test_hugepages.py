@@ -30,14 +30,3 @@ def test_moved_tensors_keep_their_values_and_modules_keep_working() -> None:
 
 def test_nothing_to_move() -> None:
     assert not move_to_huge_pages([])
-
-
-def test_zeros_in_huge_pages_are_zeros_and_separate() -> None:
-    from tunesmith.hugepages import huge_page_zeros
-
-    a, b = huge_page_zeros([(2, 3, 5), (2, 3, 5)], torch.float16)
-    assert a.dtype == b.dtype == torch.float16 and a.shape == (2, 3, 5)
-    assert not a.any() and not b.any()
-    a.fill_(1.0)
-    assert not b.any()  # no overlap
-    assert huge_page_zeros([], torch.float32) == []

@@ -11,7 +11,6 @@ stay where they are.
 from __future__ import annotations
 
 import contextlib
-import math
 import mmap
 from collections.abc import Sequence
 from typing import cast
@@ -55,29 +54,3 @@ def move_to_huge_pages(owners: Sequence[tuple[nn.Module, str]]) -> bool:
 
 def _aligned(size: int) -> int:
     return -(-size // ALIGN) * ALIGN
-
-
-def huge_page_zeros(shapes: Sequence[tuple[int, ...]], dtype: torch.dtype) -> list[torch.Tensor]:
-    """Zero CPU tensors of these shapes side by side in one huge-page mapping (a fresh mapping
-    reads as zeros, and its pages are only taken as they are written); plain `torch.zeros`
-    where huge pages are not available."""
-    advice = getattr(mmap, "MADV_HUGEPAGE", None)
-    item = torch.empty(0, dtype=dtype).element_size()
-    sizes = [math.prod(shape) * item for shape in shapes]
-    if advice is not None and shapes:
-        try:
-            total = sum(_aligned(n) for n in sizes) + HUGE_PAGE
-            mapping = mmap.mmap(-1, total, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
-            with contextlib.suppress(OSError):
-                mapping.madvise(advice)
-        except (OSError, ValueError):
-            pass
-        else:
-            arena = torch.frombuffer(mapping, dtype=torch.uint8)
-            offset = -arena.data_ptr() % HUGE_PAGE
-            out = []
-            for shape, size in zip(shapes, sizes, strict=True):
-                out.append(arena[offset : offset + size].view(dtype).view(shape))
-                offset += _aligned(size)
-            return out
-    return [torch.zeros(shape, dtype=dtype) for shape in shapes]

@@ -22,7 +22,7 @@ from torch import nn
 from .. import cpu_attention
 from ..config import LMConfig
 from ..cpu_fp32 import PackedLinear
-from ..hugepages import huge_page_zeros, move_to_huge_pages
+from ..hugepages import move_to_huge_pages
 from ..quantize import Int8Linear
 
 # Projections of the text, run once per generation on many rows: not worth packing.
@@ -337,18 +337,13 @@ class MusicGenLM(nn.Module):
         if not bool(mask.all()):
             cross_mask = torch.zeros(mask.shape, device=p.device, dtype=p.dtype)
             cross_mask = cross_mask.masked_fill(~mask, float("-inf"))[:, None, None, :]
-        count = 2 * len(self.layers)
-        if p.device.type == "cpu":  # streamed every step, like the weights: 2 MiB pages
-            buffers = huge_page_zeros([shape] * count, kv_dtype)
-        else:
-            buffers = [torch.zeros(shape, device=p.device, dtype=kv_dtype) for _ in range(count)]
         layers = []
-        for i, layer in enumerate(self.layers):
+        for layer in self.layers:
             xattn = cast(DecoderLayer, layer).encoder_attn
             layers.append(
                 LayerCache(
-                    self_k=buffers[2 * i],
-                    self_v=buffers[2 * i + 1],
+                    self_k=torch.zeros(shape, device=p.device, dtype=kv_dtype),
+                    self_v=torch.zeros(shape, device=p.device, dtype=kv_dtype),
                     cross_k=xattn.split_heads(xattn.k_proj(text)).to(kv_dtype).contiguous(),
                     cross_v=xattn.split_heads(xattn.v_proj(text)).to(kv_dtype).contiguous(),
                 )
