@@ -3,8 +3,8 @@
 A step runs ~25 small operations per layer on 2 rows; eager, each costs dispatcher and
 Python time. Inductor fuses the layer norms, residual adds, GELU and layout changes into a
 few C++ loops around the matrix products (which stay calls to their kernels: `cpu_int8`'s
-custom op, SDPA). At musicgen-small sizes on 2 cores that took an int8 step from ~27 to
-~23 ms (benchmarks/bench_step.py); what is left is mostly reading weights and the KV cache.
+custom op and `cpu_attention`'s). At musicgen-small sizes on 2 cores that takes ~1-3 ms off
+an int8 step of ~20 ms (benchmarks/bench_step.py); what is left is mostly reading weights.
 
 Choices, measured on 2 CPU cores:
 - `dynamic=True`: the attended length grows by one frame per step. Marked dynamic from the
