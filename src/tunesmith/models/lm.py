@@ -232,7 +232,7 @@ class DecoderLayer(nn.Module):
         k, v, mask = layer.cross_k, layer.cross_v, cache.cross_mask
         if is_half_on_cpu(k) and q.shape[2] == 1:
             words = k.shape[2]
-            flat = None if mask is None else mask.reshape(n, words)
+            flat = None if mask is None else mask.reshape(n, words).float()
             out = cpu_attention.attend_one(q, k, v, words, flat)
         else:
             if is_half_on_cpu(k):
