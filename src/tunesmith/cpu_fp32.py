@@ -24,19 +24,15 @@ from . import cpu_int8
 
 MAX_ROWS = 128  # above this torch's GEMM (on the unpacked weight) wins, 1 or 2 threads here
 
-_SOURCE = r"""
+_SOURCE = (
+    cpu_int8.VECTOR_MATH
+    + cpu_int8.BLOCK_SWEEP
+    + r"""
 #include <ATen/ATen.h>
-#include <ATen/Parallel.h>
 #include <torch/library.h>
-#include <immintrin.h>
 
 namespace {
 constexpr int64_t kAhead = 1024;  // prefetch distance in floats (4 KiB), along the stream
-
-inline __m128 reduce4(__m256 a, __m256 b, __m256 c, __m256 d) {
-  __m256 t = _mm256_hadd_ps(_mm256_hadd_ps(a, b), _mm256_hadd_ps(c, d));
-  return _mm_add_ps(_mm256_castps256_ps128(t), _mm256_extractf128_ps(t, 1));
-}
 
 // Adds (w . x) for 4 rows and M (1 or 2) inputs over one chunk; the block is [kc/16][4][16].
 template <int M>
@@ -59,7 +55,8 @@ inline void block(const float* x, int64_t ldx, const float* w, int64_t kc, __m12
       }
     }
   }
-  for (int m = 0; m < M; ++m) sums[m] = reduce4(acc[m][0], acc[m][1], acc[m][2], acc[m][3]);
+  for (int m = 0; m < M; ++m)
+    sums[m] = vecmath::reduce4(acc[m][0], acc[m][1], acc[m][2], acc[m][3]);
 }
 
 // out [M, N] = x [M, K] @ w.T, w packed as [K/kc][N/4][kc/16][4][16].
@@ -73,24 +70,17 @@ at::Tensor fp32_linear(const at::Tensor& x, const at::Tensor& packed, int64_t n,
   const float* wp = packed.data_ptr<float>();
   float* op = out.data_ptr<float>();
   const int64_t chunks = K / kc;
-  at::parallel_for(0, N / 4, 8, [&](int64_t b0, int64_t b1) {
-    for (int64_t c = 0; c < chunks; ++c) {
-      const bool first = c == 0;
-      for (int64_t b = b0; b < b1; ++b) {
+  vecmath::sweep(
+      M, N, chunks,
+      [&](int64_t c, int64_t b, int64_t m, int rows, __m128* sums) {
         const float* w = wp + (c * (N / 4) + b) * 4 * kc;
-        for (int64_t m = 0; m < M; m += 2) {  // the block stays in L1 across row pairs
-          __m128 sums[2];
-          const int rows = M - m >= 2 ? 2 : 1;
-          if (rows == 2) block<2>(xp + m * K + c * kc, K, w, kc, sums);
-          else block<1>(xp + m * K + c * kc, K, w, kc, sums);
-          for (int i = 0; i < rows; ++i) {
-            float* o = op + (m + i) * N + 4 * b;
-            _mm_storeu_ps(o, first ? sums[i] : _mm_add_ps(_mm_loadu_ps(o), sums[i]));
-          }
-        }
-      }
-    }
-  });
+        if (rows == 2) block<2>(xp + m * K + c * kc, K, w, kc, sums);
+        else block<1>(xp + m * K + c * kc, K, w, kc, sums);
+      },
+      [&](int64_t c, int64_t b, int64_t row, __m128 sum) {
+        float* o = op + row * N + 4 * b;
+        _mm_storeu_ps(o, c == 0 ? sum : _mm_add_ps(_mm_loadu_ps(o), sum));
+      });
   return out;
 }
 }  // namespace
@@ -100,6 +90,7 @@ TORCH_LIBRARY_FRAGMENT(tunesmith, m) {
 }
 TORCH_LIBRARY_IMPL(tunesmith, CPU, m) { m.impl("fp32_linear", &fp32_linear); }
 """
+)
 
 
 @functools.cache

@@ -78,11 +78,42 @@ inline __m256 gelu8(__m256 x) {
 inline __m128 gelu4(__m128 x) {
   return _mm256_castps256_ps128(gelu8(_mm256_castps128_ps256(x)));
 }
+
+// The four horizontal sums of a, b, c, d.
+inline __m128 reduce4(__m256 a, __m256 b, __m256 c, __m256 d) {
+  __m256 t = _mm256_hadd_ps(_mm256_hadd_ps(a, b), _mm256_hadd_ps(c, d));
+  return _mm_add_ps(_mm256_castps256_ps128(t), _mm256_extractf128_ps(t, 1));
+}
+}  // namespace vecmath
+"""
+
+# The walk over the packed layout [K/kc][N/4][kc/16][4][16] that both matrix kernels share:
+# threads split the N/4 blocks, K-chunk by K-chunk, and each block serves the input rows two
+# at a time while it is in L1. `block(c, b, m, rows, sums)` fills sums[0..rows) with the 4
+# outputs of block b over chunk c for rows m..; `store(c, b, row, sums)` writes them.
+BLOCK_SWEEP = r"""
+#include <ATen/Parallel.h>
+
+namespace vecmath {
+template <typename Block, typename Store>
+inline void sweep(int64_t M, int64_t N, int64_t chunks, const Block& block, const Store& store) {
+  at::parallel_for(0, N / 4, 8, [&](int64_t b0, int64_t b1) {
+    for (int64_t c = 0; c < chunks; ++c)
+      for (int64_t b = b0; b < b1; ++b)
+        for (int64_t m = 0; m < M; m += 2) {
+          __m128 sums[2];
+          const int rows = M - m >= 2 ? 2 : 1;
+          block(c, b, m, rows, sums);
+          for (int i = 0; i < rows; ++i) store(c, b, m + i, sums[i]);
+        }
+  });
+}
 }  // namespace vecmath
 """
 
 _SOURCE = (
     VECTOR_MATH
+    + BLOCK_SWEEP
     + r"""
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
@@ -91,11 +122,6 @@ _SOURCE = (
 
 namespace {
 constexpr int64_t kAhead = 4096;  // prefetch distance in bytes, along the packed stream
-
-inline __m128 reduce4(__m256 a, __m256 b, __m256 c, __m256 d) {
-  __m256 t = _mm256_hadd_ps(_mm256_hadd_ps(a, b), _mm256_hadd_ps(c, d));
-  return _mm_add_ps(_mm256_castps256_ps128(t), _mm256_extractf128_ps(t, 1));
-}
 
 // Adds (w . x) for 4 rows and M (1 or 2) int16 inputs over one chunk; the block is
 // [kc/16][4][16]. vpmaddwd multiplies 16 int16 pairs and sums them pairwise into int32: one
@@ -120,7 +146,7 @@ inline void block(const int16_t* x, int64_t ldx, const int8_t* w, int64_t kc, __
     }
   }
   for (int m = 0; m < M; ++m)
-    sums[m] = reduce4(_mm256_cvtepi32_ps(acc[m][0]), _mm256_cvtepi32_ps(acc[m][1]),
+    sums[m] = vecmath::reduce4(_mm256_cvtepi32_ps(acc[m][0]), _mm256_cvtepi32_ps(acc[m][1]),
                       _mm256_cvtepi32_ps(acc[m][2]), _mm256_cvtepi32_ps(acc[m][3]));
 }
 
@@ -168,28 +194,23 @@ at::Tensor int8_linear(const at::Tensor& x, const at::Tensor& packed, const at::
   const float* sp = scales.data_ptr<float>();
   float* op = out.data_ptr<float>();
   const int64_t chunks = K / kc;
-  at::parallel_for(0, N / 4, 8, [&](int64_t b0, int64_t b1) {
-    for (int64_t c = 0; c < chunks; ++c) {
-      const bool first = c == 0, last = c == chunks - 1;
-      for (int64_t b = b0; b < b1; ++b) {
+  vecmath::sweep(
+      M, N, chunks,
+      [&](int64_t c, int64_t b, int64_t m, int rows, __m128* sums) {
         const int8_t* w = wp + (c * (N / 4) + b) * 4 * kc;
-        const __m128 s = _mm_loadu_ps(sp + 4 * b);
-        for (int64_t m = 0; m < M; m += 2) {  // the block stays in L1 across row pairs
-          __m128 sums[2];
-          const int rows = M - m >= 2 ? 2 : 1;
-          if (rows == 2) block<2>(xp + m * K + c * kc, K, w, kc, sums);
-          else block<1>(xp + m * K + c * kc, K, w, kc, sums);
-          for (int i = 0; i < rows; ++i) {
-            float* o = op + (m + i) * N + 4 * b;
-            const __m128 part = _mm_mul_ps(sums[i], _mm_set1_ps(xsp[m + i]));
-            __m128 v = first ? part : _mm_add_ps(_mm_loadu_ps(o), part);
-            if (last) v = gelu ? vecmath::gelu4(_mm_mul_ps(v, s)) : _mm_mul_ps(v, s);
-            _mm_storeu_ps(o, v);
-          }
+        if (rows == 2) block<2>(xp + m * K + c * kc, K, w, kc, sums);
+        else block<1>(xp + m * K + c * kc, K, w, kc, sums);
+      },
+      [&](int64_t c, int64_t b, int64_t row, __m128 sum) {
+        float* o = op + row * N + 4 * b;
+        const __m128 part = _mm_mul_ps(sum, _mm_set1_ps(xsp[row]));
+        __m128 v = c == 0 ? part : _mm_add_ps(_mm_loadu_ps(o), part);
+        if (c == chunks - 1) {
+          const __m128 s = _mm_mul_ps(v, _mm_loadu_ps(sp + 4 * b));
+          v = gelu ? vecmath::gelu4(s) : s;
         }
-      }
-    }
-  });
+        _mm_storeu_ps(o, v);
+      });
   return out;
 }
 }  // namespace
