@@ -7,7 +7,8 @@ One guided step (2 rows: conditional and unconditional) at a given cache positio
 median of `--steps` steps. All variants live in one process and run in alternation, round
 by round, so a busy machine slows them alike; the table gives each variant's median over
 rounds. Variants: int8 with torch's `_weight_int8pack_mm` (bfloat16 activations), int8 with
-tunesmith's `cpu_int8` kernel, the same compiled (`compile_steps`), and float32 with
+tunesmith's `cpu_int8` kernel module by module, the same compiled (`compile_steps`), int8
+as tunesmith runs it (`cpu_step`: the whole step in one C++ call), and float32 with
 torch's F.linear or with tunesmith's `cpu_fp32` kernel (`--fp32-only`: just those two).
 """
 
@@ -36,6 +37,13 @@ def with_torch_int8(lm: MusicGenLM) -> MusicGenLM:
     for module in twin.modules():
         if isinstance(module, Int8Linear) and module.chunk is not None:
             module.weight, module.chunk, module.scales_f32 = module.unpacked_weight(), None, None
+    return twin
+
+
+def without_step(lm: MusicGenLM) -> MusicGenLM:
+    """A copy of an int8 decoder that runs its steps module by module (not `cpu_step`)."""
+    twin = copy.deepcopy(lm)
+    twin.cpu_step = None
     return twin
 
 
@@ -91,9 +99,10 @@ def main() -> None:
         if not args.fp32_only:
             kernel = MusicGen.from_pretrained(folder, device="cpu", quantize="int8").model.decoder
             variants["int8, torch kernel"] = with_torch_int8(kernel)
-            variants["int8, cpu_int8 kernel"] = kernel
+            variants["int8, cpu_int8 kernel, module by module"] = without_step(kernel)
+            variants["int8, cpu_step (the whole step in C++)"] = kernel
         if not (args.no_compile or args.fp32_only):
-            compiled = copy.deepcopy(kernel).compile_steps()
+            compiled = without_step(kernel).compile_steps()
             start = time.perf_counter()
             warm_up(compiled)
             print(f"compile warm-up: {time.perf_counter() - start:.1f} s", file=sys.stderr)

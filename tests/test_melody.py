@@ -86,11 +86,27 @@ def test_teacher_forced_logits_match_reference(pair) -> None:
 
 
 def test_int8_melody_loads_and_runs(pair, tmp_path: Path) -> None:
+    """int8 melody: a float16 cache and (where the kernels build) one-frame steps in
+    `cpu_step`, without cross-attention, as close to the layers run one by one as ever."""
+    from tunesmith import cpu_step
+
     reference, _ = pair
     folder = save_checkpoint(reference, tmp_path / "m")
     model = MusicGen.from_pretrained(folder, device="cpu", quantize="int8")
     codes = model.generate_tokens(PROMPTS, duration=0.1, top_k=1)
     assert codes.shape == (2, 4, 5)
+    lm = model.model.decoder
+    if not cpu_step.available():
+        return
+    assert lm.cpu_step is not None and lm.cpu_step.sizes[3] == 0
+    cond = model.condition(PROMPTS)
+    a, b = (lm.new_cache(4, 6, cond.states, cond.mask) for _ in range(2))
+    assert a.layers[0].self_k.dtype == torch.float16
+    with torch.inference_mode():
+        for _ in range(5):
+            tokens = torch.randint(0, 2048, (4, 4, 1))
+            want, got = lm.decode(tokens, a), lm(tokens, b)
+            assert float((got - want).norm() / want.norm()) < 1e-3
 
 
 # --- chroma of a reference melody ------------------------------------------------------------

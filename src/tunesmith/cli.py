@@ -141,7 +141,8 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--compile",
         action="store_true",
-        help="torch.compile the decoder step (10-15%% faster; 30-60 s to compile the first time)",
+        help="GPU: compile the step into a CUDA graph; CPU float32: torch.compile it (30-60 s "
+        "to compile; int8 steps are one C++ call already and are not compiled)",
     )
     parser.add_argument(
         "--text-encoder",

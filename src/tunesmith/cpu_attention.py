@@ -15,21 +15,11 @@ covers it.
 
 from __future__ import annotations
 
-import functools
-
 import torch
 
-from . import cpu_int8
-
-_SOURCE = (
-    cpu_int8.VECTOR_MATH
-    + r"""
-#include <ATen/ATen.h>
-#include <ATen/Parallel.h>
-#include <torch/library.h>
-#include <vector>
-
-namespace {
+# One head's attention for one query (shared with `cpu_step`'s whole decoder step).
+HEAD_ATTENTION = r"""
+namespace attn {
 using vecmath::exp8;
 inline __m256 load8(const at::Half* p) {
   return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
@@ -42,7 +32,7 @@ inline float hsum(__m256 v) {
 }
 
 // Scores of 64-wide heads, four keys at a time (four independent FMA chains, one reduction).
-void scores64(const float* q, const at::Half* k, const float* mask, int64_t n, float* s) {
+inline void scores64(const float* q, const at::Half* k, const float* mask, int64_t n, float* s) {
   __m256 qv[8];
   for (int d = 0; d < 8; ++d) qv[d] = _mm256_loadu_ps(q + 8 * d);
   int64_t t = 0;
@@ -65,7 +55,7 @@ void scores64(const float* q, const at::Half* k, const float* mask, int64_t n, f
 }
 
 // out = sum_t p[t] v[t] for 64-wide heads, the 64 sums held in registers.
-void weighted64(const float* p, const at::Half* v, int64_t n, float* out) {
+inline void weighted64(const float* p, const at::Half* v, int64_t n, float* out) {
   __m256 o[8];
   for (int d = 0; d < 8; ++d) o[d] = _mm256_setzero_ps();
   for (int64_t t = 0; t < n; ++t) {
@@ -76,7 +66,7 @@ void weighted64(const float* p, const at::Half* v, int64_t n, float* out) {
 }
 
 // One head: q [hd] (already scaled) against n keys/values [n, hd] -> out [hd].
-void attend(const float* q, const at::Half* k, const at::Half* v, const float* mask,
+inline void attend(const float* q, const at::Half* k, const at::Half* v, const float* mask,
             int64_t n, int64_t hd, float* s, float* out) {
   const int64_t hv = hd - hd % 8;
   if (hd == 64) scores64(q, k, mask, n, s);
@@ -126,6 +116,11 @@ void attend(const float* q, const at::Half* k, const at::Half* v, const float* m
   for (int64_t d = 0; d < hd; ++d) out[d] *= inv;
 }
 
+}  // namespace attn
+"""
+
+OPS = r"""
+namespace {
 // q [B, H, 1, hd] float32; k, v [B, H, T, hd] float16 (only the first n frames are read);
 // mask: empty or [B, n] additive float32. -> [B, H, 1, hd] float32.
 at::Tensor attend_one(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
@@ -153,33 +148,34 @@ at::Tensor attend_one(const at::Tensor& q, const at::Tensor& k, const at::Tensor
     for (int64_t bh = h0; bh < h1; ++bh) {
       for (int64_t d = 0; d < hd; ++d) qs[d] = qp[bh * hd + d] * scale;
       const int64_t b = bh / H;
-      attend(qs.data(), kp + bh * T * hd, vp + bh * T * hd, mp ? mp + b * n : nullptr, n, hd,
-             s.data(), op + bh * hd);
+      attn::attend(qs.data(), kp + bh * T * hd, vp + bh * T * hd, mp ? mp + b * n : nullptr, n,
+                   hd, s.data(), op + bh * hd);
     }
   });
   return out;
 }
 }  // namespace
 
-TORCH_LIBRARY(tunesmith_attention, m) {
+TORCH_LIBRARY_FRAGMENT(tunesmith, m) {
   m.def("attend_one(Tensor q, Tensor k, Tensor v, SymInt n, Tensor mask) -> Tensor");
 }
-TORCH_LIBRARY_IMPL(tunesmith_attention, CPU, m) { m.impl("attend_one", &attend_one); }
+TORCH_LIBRARY_IMPL(tunesmith, CPU, m) { m.impl("attend_one", &attend_one); }
 """
-)
 
 
-@functools.cache
 def available() -> bool:
-    """Build and load the kernel once per process; False (with a warning) if that fails."""
-    if not cpu_int8.build("tunesmith_attention", _SOURCE, "float16 attention", ["-mf16c"]):
-        return False
+    """The kernel is built and loaded (see `cpu_kernels`)."""
+    from . import cpu_kernels  # it imports this module for the source
 
-    @torch.library.register_fake("tunesmith_attention::attend_one")
+    return cpu_kernels.available()
+
+
+def register_fakes() -> None:
+    """Output shapes for torch.compile's tracing (called once the ops are loaded)."""
+
+    @torch.library.register_fake("tunesmith::attend_one")
     def _(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, n: int, mask: torch.Tensor):
         return torch.empty_like(q, memory_format=torch.contiguous_format)
-
-    return True
 
 
 def attend_one(
@@ -189,4 +185,4 @@ def attend_one(
     float16, with an optional additive mask [B, n] float32 -> [B, H, 1, hd] float32.
     Needs `available()`."""
     empty = q.new_empty(0) if mask is None else mask
-    return torch.ops.tunesmith_attention.attend_one(q, k, v, n, empty)
+    return torch.ops.tunesmith.attend_one(q, k, v, n, empty)

@@ -14,8 +14,6 @@ temporary [out, in] copy for torch's GEMM, which is then the faster of the two.
 
 from __future__ import annotations
 
-import functools
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -24,13 +22,7 @@ from . import cpu_int8
 
 MAX_ROWS = 128  # above this torch's GEMM (on the unpacked weight) wins, 1 or 2 threads here
 
-_SOURCE = (
-    cpu_int8.VECTOR_MATH
-    + cpu_int8.BLOCK_SWEEP
-    + r"""
-#include <ATen/ATen.h>
-#include <torch/library.h>
-
+OPS = r"""
 namespace {
 constexpr int64_t kAhead = 1024;  // prefetch distance in floats (4 KiB), along the stream
 
@@ -90,20 +82,21 @@ TORCH_LIBRARY_FRAGMENT(tunesmith, m) {
 }
 TORCH_LIBRARY_IMPL(tunesmith, CPU, m) { m.impl("fp32_linear", &fp32_linear); }
 """
-)
 
 
-@functools.cache
 def available() -> bool:
-    """Build and load the kernel once per process; False (with a warning) if that fails."""
-    if not cpu_int8.build("tunesmith_fp32", _SOURCE, "float32"):
-        return False
+    """The kernel is built and loaded (see `cpu_kernels`)."""
+    from . import cpu_kernels  # it imports this module for the source
+
+    return cpu_kernels.available()
+
+
+def register_fakes() -> None:
+    """Output shapes for torch.compile's tracing (called once the ops are loaded)."""
 
     @torch.library.register_fake("tunesmith::fp32_linear")
     def _(x: torch.Tensor, packed: torch.Tensor, n: int, kc: int) -> torch.Tensor:
         return x.new_empty(x.shape[0], n)
-
-    return True
 
 
 def fp32_linear(x: torch.Tensor, packed: torch.Tensor, n: int, kc: int) -> torch.Tensor:

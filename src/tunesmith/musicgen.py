@@ -69,10 +69,11 @@ class MusicGen:
         (default float32 on CPU, float16 on GPUs). quantize: "int8" stores the decoder's
         linear layers as int8 with per-row scales (about a quarter of the memory traffic).
         text_encoder: for audiocraft folders (`state_dict.bin`), the hub id or folder holding
-        the T5 weights and tokenizer (default t5-base). compile: run decoder steps through
-        torch.compile, compiled here (~50 s the first time, ~20 s once inductor's disk
-        cache has it; 10-15% faster per int8 CPU step); on CUDA, compile the fixed-shape step
-        (on first use) and replay it as a CUDA graph (see `cuda_graphs`).
+        the T5 weights and tokenizer (default t5-base). compile: on CUDA, compile the
+        fixed-shape step (on first use) and replay it as a CUDA graph (see `cuda_graphs`); on
+        a CPU, run float32 decoder steps through torch.compile, compiled here (~50 s the first
+        time, ~20 s once inductor's disk cache has it; a few % faster). An int8 decoder on a
+        CPU already runs each step as one C++ call (`cpu_step`): nothing is compiled for it.
         """
         if quantize is not None and quantize not in QUANTIZE_MODES:
             raise InvalidOptionError(
@@ -88,7 +89,7 @@ class MusicGen:
         if compile and dev.type == "cuda":
             # Inductor's step, captured as a CUDA graph per KV cache; compiled on first use.
             model.decoder.compile_static_step().cuda_graphs = True
-        elif compile:
+        elif compile and model.decoder.cpu_step is None:
             from .compiled_step import warm_up
 
             warm_up(model.decoder.compile_steps())

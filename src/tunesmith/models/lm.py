@@ -22,6 +22,7 @@ from torch import nn
 from .. import cpu_attention
 from ..config import LMConfig
 from ..cpu_fp32 import PackedLinear
+from ..cpu_step import Int8Step
 from ..hugepages import move_to_huge_pages
 from ..quantize import Int8Linear
 
@@ -273,11 +274,13 @@ class MusicGenLM(nn.Module):
         self.cuda_graphs = False  # replay one-frame CUDA steps as graphs (see cuda_graphs)
         self.compiled_static_step: StaticStepFn | None = None  # set by compile_static_step()
         self.kv_dtype: torch.dtype | None = None  # KV cache dtype, if not the weights' (fuse)
+        self.cpu_step: Int8Step | None = None  # the whole int8 CPU step in C++ (fuse)
 
     def fuse(self) -> MusicGenLM:
         """Fuse each self-attention's q, k, v projections, and move int8 layers on a CPU to
-        the `cpu_int8` kernel (GELU applied in it, a float16 KV cache) and float32 ones to
-        `cpu_fp32`'s (inference speed; the same weights, repacked in place)."""
+        the `cpu_int8` kernel (GELU applied in it, a float16 KV cache, one-frame steps in
+        `cpu_step`) and float32 ones to `cpu_fp32`'s (inference speed; the same weights,
+        repacked in place)."""
         for layer in self.layers:
             cast(DecoderLayer, layer).self_attn.fuse_qkv()
         # By name, not a list of modules: that list would keep every replaced layer's float32
@@ -302,6 +305,7 @@ class MusicGenLM(nn.Module):
             or isinstance(module, PackedLinear)
         ]
         move_to_huge_pages(streamed)  # read every step: fewer TLB misses in 2 MiB pages
+        self.cpu_step = Int8Step.for_decoder(self)  # after the move: it holds the weights
         return self
 
     def new_cache(
@@ -367,6 +371,12 @@ class MusicGenLM(nn.Module):
             from ..cuda_graphs import graphed_step
 
             return graphed_step(self, tokens, cache)
+        if (
+            self.cpu_step is not None
+            and tokens.shape[-1] == 1
+            and is_half_on_cpu(cache.layers[0].self_k)  # the step's cache (kv_dtype)
+        ):
+            return self.cpu_step_decode(tokens, cache)
         compiled = self._compiled_decode
         # torch.compile specializes integers 0 and 1: the steps at positions 0 and 1 would each
         # cost a compile of their own; from 2 on, one graph serves every position.
@@ -424,12 +434,30 @@ class MusicGenLM(nn.Module):
         h = self.layer_norm(x)
         return torch.stack([head(h) for head in self.lm_heads], dim=1).float()
 
+    def cpu_step_decode(self, tokens: torch.Tensor, cache: LMCache) -> torch.Tensor:
+        """One frame tokens [B, K, 1] through `cpu_step` (an int8 decoder on a CPU) -> logits
+        [B, K, 1, V]; the same result as `decode`, in one C++ call."""
+        assert self.cpu_step is not None
+        start = cache.length
+        self._check_room(cache, start + 1)
+        if cache.positions is None:  # the positional rows of the whole buffer, once a cache
+            frames = torch.arange(cache.layers[0].self_k.shape[2])
+            cache.positions = sinusoidal_positions(frames, self.cfg.hidden_size)
+        x = self.embed(tokens)[:, 0] + cache.positions[start]
+        logits = self.cpu_step(x, start, cache)
+        cache.length = start + 1
+        return logits[:, :, None]
+
+    @staticmethod
+    def _check_room(cache: LMCache, end: int) -> None:
+        if end > cache.capacity:
+            raise RuntimeError(f"KV cache holds {cache.capacity} frames; asked for {end}")
+
     def decode(self, tokens: torch.Tensor, cache: LMCache) -> torch.Tensor:
         """The eager forward (what `forward` runs unless steps are compiled)."""
         t = tokens.shape[-1]
         start = cache.length
-        if start + t > cache.capacity:
-            raise RuntimeError(f"KV cache holds {cache.capacity} frames; asked for {start + t}")
+        self._check_room(cache, start + t)
         x = self.embed(tokens)
         pos = sinusoidal_positions(
             torch.arange(start, start + t, device=tokens.device), x.shape[-1]

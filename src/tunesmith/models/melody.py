@@ -79,11 +79,12 @@ class MelodyLM(MusicGenLM):
             empty = prefix.new_zeros(batch - n, length - chroma.shape[1], d)
             prefix = torch.cat([prefix, torch.cat([chroma, empty], dim=1)])
         shape = (batch, cfg.num_heads, length + capacity, cfg.head_dim)
-        none = torch.zeros(batch, cfg.num_heads, 0, cfg.head_dim, device=p.device, dtype=p.dtype)
+        kv_dtype = self.kv_dtype or p.dtype  # float16 for int8 on a CPU (see MusicGenLM.fuse)
+        none = torch.zeros(batch, cfg.num_heads, 0, cfg.head_dim, device=p.device, dtype=kv_dtype)
         layers = [
             LayerCache(
-                self_k=torch.zeros(shape, device=p.device, dtype=p.dtype),
-                self_v=torch.zeros(shape, device=p.device, dtype=p.dtype),
+                self_k=torch.zeros(shape, device=p.device, dtype=kv_dtype),
+                self_v=torch.zeros(shape, device=p.device, dtype=kv_dtype),
                 cross_k=none,
                 cross_v=none,
             )

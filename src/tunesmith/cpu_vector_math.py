@@ -1,0 +1,92 @@
+"""C++ pieces that several of the CPU kernels' sources share (see `cpu_kernels`).
+
+`VECTOR_MATH`: e^x, GELU and a four-way horizontal sum on AVX2 + FMA registers.
+`BLOCK_SWEEP`: the walk over the packed weight layout that the matrix kernels share.
+"""
+
+from __future__ import annotations
+
+# Vector math shared by the kernels' sources (AVX2 + FMA).
+VECTOR_MATH = r"""
+#include <immintrin.h>
+
+namespace vecmath {
+// e^x for 8 floats (Cephes' polynomial), relative error ~2e-7; inputs clamped to [-87, 88].
+inline __m256 exp8(__m256 x) {
+  x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.0f)), _mm256_set1_ps(88.0f));
+  const __m256 fx = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(0.693359375f), x);
+  x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(-2.12194440e-4f), x);
+  __m256 y = _mm256_set1_ps(1.9875691500e-4f);
+  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.3981999507e-3f));
+  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(8.3334519073e-3f));
+  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(4.1665795894e-2f));
+  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.6666665459e-1f));
+  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(5.0000001201e-1f));
+  y = _mm256_fmadd_ps(y, _mm256_mul_ps(x, x), _mm256_add_ps(x, _mm256_set1_ps(1.0f)));
+  const __m256i e = _mm256_slli_epi32(
+      _mm256_add_epi32(_mm256_cvtps_epi32(fx), _mm256_set1_epi32(127)), 23);
+  return _mm256_mul_ps(y, _mm256_castsi256_ps(e));
+}
+
+// GELU, 0.5 x (1 + erf(x / sqrt 2)), erf by Abramowitz & Stegun 7.1.26 (error < 1.5e-7).
+inline __m256 gelu8(__m256 x) {
+  const __m256 sign = _mm256_set1_ps(-0.0f);
+  const __m256 z = _mm256_andnot_ps(sign, _mm256_mul_ps(x, _mm256_set1_ps(0.70710678118654752f)));
+  const __m256 one = _mm256_set1_ps(1.0f);
+  const __m256 t = _mm256_div_ps(one, _mm256_fmadd_ps(_mm256_set1_ps(0.3275911f), z, one));
+  __m256 poly = _mm256_set1_ps(1.061405429f);
+  poly = _mm256_fmadd_ps(poly, t, _mm256_set1_ps(-1.453152027f));
+  poly = _mm256_fmadd_ps(poly, t, _mm256_set1_ps(1.421413741f));
+  poly = _mm256_fmadd_ps(poly, t, _mm256_set1_ps(-0.284496736f));
+  poly = _mm256_fmadd_ps(poly, t, _mm256_set1_ps(0.254829592f));
+  poly = _mm256_mul_ps(poly, t);
+  const __m256 tail = _mm256_mul_ps(poly, exp8(_mm256_sub_ps(_mm256_setzero_ps(), _mm256_mul_ps(z, z))));
+  const __m256 erf_abs = _mm256_sub_ps(one, tail);
+  const __m256 erf = _mm256_or_ps(erf_abs, _mm256_and_ps(x, sign));  // erf(-z) = -erf(z)
+  return _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(0.5f), x), _mm256_add_ps(one, erf));
+}
+
+inline __m128 gelu4(__m128 x) {
+  return _mm256_castps256_ps128(gelu8(_mm256_castps128_ps256(x)));
+}
+
+// The four horizontal sums of a, b, c, d.
+inline __m128 reduce4(__m256 a, __m256 b, __m256 c, __m256 d) {
+  __m256 t = _mm256_hadd_ps(_mm256_hadd_ps(a, b), _mm256_hadd_ps(c, d));
+  return _mm_add_ps(_mm256_castps256_ps128(t), _mm256_extractf128_ps(t, 1));
+}
+}  // namespace vecmath
+"""
+
+# The walk over the packed layout [K/kc][N/4][kc/16][4][16] that the matrix kernels share:
+# threads split the N/4 blocks, K-chunk by K-chunk, and each block serves the input rows two
+# at a time while it is in L1. `block(c, b, m, rows, sums)` fills sums[0..rows) with the 4
+# outputs of block b over chunk c for rows m..; `store(c, b, row, sums)` writes them.
+# `sweep_blocks` is one thread's share (blocks b0..b1), `sweep` splits them over torch's threads.
+BLOCK_SWEEP = r"""
+#include <ATen/Parallel.h>
+
+namespace vecmath {
+template <typename Block, typename Store>
+inline void sweep_blocks(int64_t b0, int64_t b1, int64_t M, int64_t chunks, const Block& block,
+                         const Store& store) {
+  for (int64_t c = 0; c < chunks; ++c)
+    for (int64_t b = b0; b < b1; ++b)
+      for (int64_t m = 0; m < M; m += 2) {
+        __m128 sums[2];
+        const int rows = M - m >= 2 ? 2 : 1;
+        block(c, b, m, rows, sums);
+        for (int i = 0; i < rows; ++i) store(c, b, m + i, sums[i]);
+      }
+}
+
+template <typename Block, typename Store>
+inline void sweep(int64_t M, int64_t N, int64_t chunks, const Block& block, const Store& store) {
+  at::parallel_for(0, N / 4, 8, [&](int64_t b0, int64_t b1) {
+    sweep_blocks(b0, b1, M, chunks, block, store);
+  });
+}
+}  // namespace vecmath
+"""
