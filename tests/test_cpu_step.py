@@ -150,3 +150,11 @@ def test_copied_decoder_steps_with_its_own_weights() -> None:
     with torch.inference_mode():
         tokens = torch.ones(2, 4, 1, dtype=torch.long)
         assert not torch.equal(lm(tokens, cache_a), twin(tokens, cache_b))
+
+
+@needs_kernel
+def test_compile_leaves_int8_cpu_steps_to_the_step(tiny_checkpoint: Path) -> None:
+    """compile=True has nothing to do for an int8 decoder on a CPU (no ~50 s compile)."""
+    model = MusicGen.from_pretrained(tiny_checkpoint, device="cpu", quantize="int8", compile=True)
+    lm = model.model.decoder
+    assert lm.cpu_step is not None and lm._compiled_decode is None

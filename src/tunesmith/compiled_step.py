@@ -2,9 +2,11 @@
 
 A step runs ~25 small operations per layer on 2 rows; eager, each costs dispatcher and
 Python time. Inductor fuses the layer norms, residual adds, GELU and layout changes into a
-few C++ loops around the matrix products (which stay calls to their kernels: `cpu_int8`'s
-custom op and `cpu_attention`'s). At musicgen-small sizes on 2 cores that takes ~1-3 ms off
-an int8 step of ~20 ms (benchmarks/bench_step.py); what is left is mostly reading weights.
+few C++ loops around the matrix products (which stay calls to their kernels: `cpu_fp32`'s,
+`cpu_int8`'s and `cpu_attention`'s custom ops). At musicgen-small sizes on 2 cores that took
+~1-3 ms off an int8 step of ~20 ms (benchmarks/bench_step.py). An int8 decoder on a CPU now
+runs its steps in `cpu_step` instead (one C++ call, faster still), so this serves float32
+steps, and int8 ones where that step does not apply.
 
 Choices, measured on 2 CPU cores:
 - `dynamic=True`: the attended length grows by one frame per step. Marked dynamic from the

@@ -62,6 +62,28 @@ def add_linear_(x: torch.Tensor, linear: nn.Module, h: torch.Tensor) -> None:
         x += linear(h)
 
 
+def self_kv_buffers(
+    layers: int, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Zeroed self-attention keys and values of `shape` for each layer.
+
+    A float16 cache on a CPU (the int8 decoder's, read through raw pointers by `cpu_step`) is
+    one allocation, viewed per layer: glibc maps a block that large on its own and unmaps it
+    when the generation ends, where 48 blocks of ~2 MB would stay in its heap afterwards
+    (~0.1 GB at 10 s, under the codec decode's own peak). Other caches are one tensor each:
+    views at offsets into one block would give torch.compile's guards more to check."""
+    if dtype == torch.float16 and device.type == "cpu":
+        block = torch.zeros(layers, 2, *shape, device=device, dtype=dtype)
+        return [(block[i, 0], block[i, 1]) for i in range(layers)]
+    return [
+        (
+            torch.zeros(shape, device=device, dtype=dtype),
+            torch.zeros(shape, device=device, dtype=dtype),
+        )
+        for _ in range(layers)
+    ]
+
+
 def is_half_on_cpu(kv: torch.Tensor) -> bool:
     """A float16 KV cache on a CPU (the int8 decoder's): attended by `cpu_attention`."""
     return kv.dtype == torch.float16 and kv.device.type == "cpu"
@@ -342,12 +364,13 @@ class MusicGenLM(nn.Module):
             cross_mask = torch.zeros(mask.shape, device=p.device, dtype=p.dtype)
             cross_mask = cross_mask.masked_fill(~mask, float("-inf"))[:, None, None, :]
         layers = []
-        for layer in self.layers:
+        buffers = self_kv_buffers(len(self.layers), shape, kv_dtype, p.device)
+        for layer, (keys, values) in zip(self.layers, buffers, strict=True):
             xattn = cast(DecoderLayer, layer).encoder_attn
             layers.append(
                 LayerCache(
-                    self_k=torch.zeros(shape, device=p.device, dtype=kv_dtype),
-                    self_v=torch.zeros(shape, device=p.device, dtype=kv_dtype),
+                    self_k=keys,
+                    self_v=values,
                     cross_k=xattn.split_heads(xattn.k_proj(text)).to(kv_dtype).contiguous(),
                     cross_v=xattn.split_heads(xattn.v_proj(text)).to(kv_dtype).contiguous(),
                 )

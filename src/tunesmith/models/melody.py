@@ -25,7 +25,14 @@ from torch import nn
 
 from ..config import LMConfig, MelodyConfig, MusicGenConfig
 from .encodec import EncodecModel
-from .lm import DecoderLayer, LayerCache, LMCache, MusicGenLM, sinusoidal_positions
+from .lm import (
+    DecoderLayer,
+    LayerCache,
+    LMCache,
+    MusicGenLM,
+    self_kv_buffers,
+    sinusoidal_positions,
+)
 from .musicgen import MusicGenModel
 from .t5 import T5Encoder
 
@@ -82,13 +89,8 @@ class MelodyLM(MusicGenLM):
         kv_dtype = self.kv_dtype or p.dtype  # float16 for int8 on a CPU (see MusicGenLM.fuse)
         none = torch.zeros(batch, cfg.num_heads, 0, cfg.head_dim, device=p.device, dtype=kv_dtype)
         layers = [
-            LayerCache(
-                self_k=torch.zeros(shape, device=p.device, dtype=kv_dtype),
-                self_v=torch.zeros(shape, device=p.device, dtype=kv_dtype),
-                cross_k=none,
-                cross_v=none,
-            )
-            for _ in self.layers
+            LayerCache(self_k=keys, self_v=values, cross_k=none, cross_v=none)
+            for keys, values in self_kv_buffers(len(self.layers), shape, kv_dtype, p.device)
         ]
         cache = LMCache(
             layers=layers,
