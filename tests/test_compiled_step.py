@@ -15,6 +15,13 @@ from tunesmith.compiled_step import warm_up
 pytestmark = pytest.mark.slow
 
 
+@pytest.fixture(autouse=True)
+def fresh_dynamo() -> None:
+    """Each test starts without earlier tests' graphs: dynamo keeps at most 8 variants of one
+    function per process, and MusicGenLM.decode is the same function in every test."""
+    torch._dynamo.reset()
+
+
 def compiled_twin(model: MusicGen) -> MusicGen:
     """A copy whose one-frame steps run compiled (int8 ones too, which would otherwise run in
     `cpu_step`)."""
@@ -88,3 +95,21 @@ def test_a_step_its_skipped_guards_would_miss_falls_back_to_guards(tiny_checkpoi
         want, got = lm(tokens[..., t : t + 1], want_cache), twin(tokens[..., t : t + 1], got_cache)
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
     assert step.trusted is None
+
+
+@torch.inference_mode()
+def test_steps_run_eagerly_once_dynamo_compiles_no_more_variants(tiny_checkpoint: Path) -> None:
+    """Past dynamo's recompile limit a fullgraph compile fails outright: the step falls back
+    to the eager one (same logits), with a warning, instead of failing the generation."""
+    model = MusicGen.from_pretrained(tiny_checkpoint, device="cpu")
+    lm = model.model.decoder
+    twin = copy.deepcopy(lm).compile_steps()
+    warm_up(twin)  # one graph: the guided kind, one text row
+    text = model.condition(["jazz", "a slow ballad"])  # another kind: two text rows, padded
+    tokens = torch.randint(0, 2048, (4, 4, 4))
+    want_cache, got_cache = (m.new_cache(4, 4, text.states, text.mask) for m in (lm, twin))
+    with torch._dynamo.config.patch(recompile_limit=1), pytest.warns(UserWarning, match="eager"):
+        for t in range(4):
+            want = lm(tokens[..., t : t + 1], want_cache)
+            got = twin(tokens[..., t : t + 1], got_cache)
+            torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)

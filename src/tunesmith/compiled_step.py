@@ -27,6 +27,7 @@ at load time rather than in the first generation.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
@@ -38,7 +39,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 def compile_decode(fn: F) -> F:
     """`fn` (MusicGenLM.decode, taking the module as its first argument, so that copies of a
     module keep calling their own weights) compiled for one-frame steps."""
-    return cast(F, CompiledStep(torch.compile(fn, fullgraph=True, dynamic=True)))
+    return cast(F, CompiledStep(torch.compile(fn, fullgraph=True, dynamic=True), fn))
 
 
 class CompiledStep:
@@ -49,11 +50,35 @@ class CompiledStep:
     Python-level branches of a step depend only on what `step_kind` compares; every other
     call runs the guards as usual (and compiles again where they fail)."""
 
-    def __init__(self, compiled: Callable[..., torch.Tensor]) -> None:
+    def __init__(
+        self, compiled: Callable[..., torch.Tensor], eager: Callable[..., torch.Tensor]
+    ) -> None:
         self.compiled = compiled
+        self.eager = eager  # what runs once dynamo will compile no more variants
+        self.exhausted = False
         self.trusted: tuple[object, ...] | None = None  # the warm-up's step_kind
 
     def __call__(self, lm: torch.nn.Module, tokens: torch.Tensor, cache: Any) -> torch.Tensor:
+        if self.exhausted:
+            return self.eager(lm, tokens, cache)
+        try:
+            return self._compiled(lm, tokens, cache)
+        except Exception as error:
+            # dynamo keeps at most `recompile_limit` (8) graphs of one function per process;
+            # with fullgraph=True the next variant is an error, raised before the step runs.
+            # Many kinds of call in one process (tests, a server with many batch shapes) can
+            # get there: the eager step gives the same result.
+            if "recompile" not in f"{error} {error.__cause__}".lower():
+                raise
+            warnings.warn(
+                f"compiled decoder step: {error.__class__.__name__} (too many compiled "
+                "variants in this process); running steps eagerly from now on",
+                stacklevel=2,
+            )
+            self.exhausted = True
+            return self.eager(lm, tokens, cache)
+
+    def _compiled(self, lm: torch.nn.Module, tokens: torch.Tensor, cache: Any) -> torch.Tensor:
         if step_kind(tokens, cache) == self.trusted:
             try:
                 with torch.compiler.set_stance("default", skip_guard_eval_unsafe=True):

@@ -63,18 +63,18 @@ def add_linear_(x: torch.Tensor, linear: nn.Module, h: torch.Tensor) -> None:
 
 
 def self_kv_buffers(
-    layers: int, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device
+    layers: int, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device, block: bool
 ) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Zeroed self-attention keys and values of `shape` for each layer.
 
-    A float16 cache on a CPU (the int8 decoder's, read through raw pointers by `cpu_step`) is
-    one allocation, viewed per layer: glibc maps a block that large on its own and unmaps it
-    when the generation ends, where 48 blocks of ~2 MB would stay in its heap afterwards
-    (~0.1 GB at 10 s, under the codec decode's own peak). Other caches are one tensor each:
-    views at offsets into one block would give torch.compile's guards more to check."""
-    if dtype == torch.float16 and device.type == "cpu":
-        block = torch.zeros(layers, 2, *shape, device=device, dtype=dtype)
-        return [(block[i, 0], block[i, 1]) for i in range(layers)]
+    With `block` (a decoder stepping in `cpu_step`, which reads the cache through raw
+    pointers) they are one allocation, viewed per layer: glibc maps a block that large on its
+    own and unmaps it when the generation ends, where 48 blocks of ~2 MB would stay in its heap
+    afterwards (~0.1 GB at 10 s, under the codec decode's own peak). Otherwise one tensor
+    each: views at offsets into one block make torch.compile recompile more."""
+    if block:
+        whole = torch.zeros(layers, 2, *shape, device=device, dtype=dtype)
+        return [(whole[i, 0], whole[i, 1]) for i in range(layers)]
     return [
         (
             torch.zeros(shape, device=device, dtype=dtype),
@@ -364,7 +364,8 @@ class MusicGenLM(nn.Module):
             cross_mask = torch.zeros(mask.shape, device=p.device, dtype=p.dtype)
             cross_mask = cross_mask.masked_fill(~mask, float("-inf"))[:, None, None, :]
         layers = []
-        buffers = self_kv_buffers(len(self.layers), shape, kv_dtype, p.device)
+        block = self.cpu_step is not None
+        buffers = self_kv_buffers(len(self.layers), shape, kv_dtype, p.device, block)
         for layer, (keys, values) in zip(self.layers, buffers, strict=True):
             xattn = cast(DecoderLayer, layer).encoder_attn
             layers.append(

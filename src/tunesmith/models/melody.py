@@ -90,7 +90,9 @@ class MelodyLM(MusicGenLM):
         none = torch.zeros(batch, cfg.num_heads, 0, cfg.head_dim, device=p.device, dtype=kv_dtype)
         layers = [
             LayerCache(self_k=keys, self_v=values, cross_k=none, cross_v=none)
-            for keys, values in self_kv_buffers(len(self.layers), shape, kv_dtype, p.device)
+            for keys, values in self_kv_buffers(
+                len(self.layers), shape, kv_dtype, p.device, self.cpu_step is not None
+            )
         ]
         cache = LMCache(
             layers=layers,
