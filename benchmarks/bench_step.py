@@ -31,19 +31,19 @@ from tunesmith.models.lm import MusicGenLM
 from tunesmith.quantize import Int8Linear
 
 
-def with_torch_int8(lm: MusicGenLM) -> MusicGenLM:
-    """A copy of an int8 decoder that uses torch's kernel (the weights unpacked)."""
-    twin = copy.deepcopy(lm)
-    for module in twin.modules():
-        if isinstance(module, Int8Linear) and module.chunk is not None:
-            module.weight, module.chunk, module.scales_f32 = module.unpacked_weight(), None, None
-    return twin
-
-
 def without_step(lm: MusicGenLM) -> MusicGenLM:
     """A copy of an int8 decoder that runs its steps module by module (not `cpu_step`)."""
     twin = copy.deepcopy(lm)
     twin.cpu_step = None
+    return twin
+
+
+def with_torch_int8(lm: MusicGenLM) -> MusicGenLM:
+    """A copy of an int8 decoder that uses torch's kernel (the weights unpacked)."""
+    twin = without_step(lm)
+    for module in twin.modules():
+        if isinstance(module, Int8Linear) and module.chunk is not None:
+            module.weight, module.chunk, module.scales_f32 = module.unpacked_weight(), None, None
     return twin
 
 
