@@ -33,10 +33,9 @@ PROMPTS = [
     "heavy metal riff with double kick",
     "reggae groove with offbeat organ",
 ]
-# int8 steps run as one C++ call (tunesmith.cpu_step), which compiling would not change:
-# "compiled" is float32 through torch.compile (not in the default run).
-IMPLEMENTATIONS = ["transformers", "tunesmith", "tunesmith-int8", "tunesmith-compiled"]
-DEFAULT = IMPLEMENTATIONS[:3]
+# No compiled variant: on a CPU tunesmith's steps run as one C++ call (tunesmith.cpu_step),
+# which `compile=True` leaves as it is.
+IMPLEMENTATIONS = ["transformers", "tunesmith", "tunesmith-int8"]
 
 
 def peak_rss_mb() -> float:
@@ -68,21 +67,11 @@ def worker(kind: str, folder: str, threads: int) -> None:
         ours = MusicGen.from_pretrained(
             folder, device="cpu", quantize="int8" if "int8" in kind else None
         )
-        if kind.endswith("compiled"):
-            from tunesmith.compiled_step import warm_up
-
-            start = time.perf_counter()
-            warm_up(ours.model.decoder.compile_steps())
-            print(f"{kind}: compile warm-up {time.perf_counter() - start:.1f} s", file=sys.stderr)
     print("ready", flush=True)
-    seen: set[int] = set()
     for line in sys.stdin:
         _, seconds_s, batch_s = line.split()
         seconds, batch = float(seconds_s), int(batch_s)
         prompts = PROMPTS[:batch]
-        if kind.endswith("compiled") and batch not in seen:
-            ours.generate_tokens(prompts, 0.2, seed=0)  # untimed: compiles this batch's graph
-        seen.add(batch)
         frames = round(seconds * 50)
         reset_peak()
         with torch.inference_mode():
@@ -133,7 +122,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--no-batch", action="store_true", help="skip the 8-prompt batch row")
-    parser.add_argument("--only", nargs="*", default=DEFAULT, choices=IMPLEMENTATIONS)
+    parser.add_argument("--only", nargs="*", default=IMPLEMENTATIONS, choices=IMPLEMENTATIONS)
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--folder", help="an existing checkpoint folder (default: build one)")
     args = parser.parse_args()

@@ -9,7 +9,8 @@ by round, so a busy machine slows them alike; the table gives each variant's med
 rounds. Variants: int8 with torch's `_weight_int8pack_mm` (bfloat16 activations), int8 with
 tunesmith's `cpu_int8` kernel module by module, the same compiled (`compile_steps`), int8
 as tunesmith runs it (`cpu_step`: the whole step in one C++ call), and float32 with
-torch's F.linear or with tunesmith's `cpu_fp32` kernel (`--fp32-only`: just those two).
+torch's F.linear, with tunesmith's `cpu_fp32` kernel module by module, and in `cpu_step`
+(`--fp32-only`: just those three).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from tunesmith.quantize import Int8Linear
 
 
 def without_step(lm: MusicGenLM) -> MusicGenLM:
-    """A copy of an int8 decoder that runs its steps module by module (not `cpu_step`)."""
+    """A copy of a decoder that runs its steps module by module (not `cpu_step`)."""
     twin = copy.deepcopy(lm)
     twin.cpu_step = None
     return twin
@@ -49,7 +50,7 @@ def with_torch_int8(lm: MusicGenLM) -> MusicGenLM:
 
 def with_torch_fp32(lm: MusicGenLM) -> MusicGenLM:
     """A copy of a float32 decoder that uses torch's F.linear (the weights unpacked)."""
-    twin = copy.deepcopy(lm)
+    twin = without_step(lm)
     for name, module in list(twin.named_modules()):
         if isinstance(module, PackedLinear):
             linear = torch.nn.Linear(module.in_features, module.out_features, bias=False)
@@ -109,7 +110,10 @@ def main() -> None:
             variants["int8, cpu_int8 kernel, compiled"] = compiled
         if not args.no_fp32:
             variants["float32, torch F.linear"] = with_torch_fp32(fp32.model.decoder)
-            variants["float32, cpu_fp32 kernel"] = fp32.model.decoder
+            variants["float32, cpu_fp32 kernel, module by module"] = without_step(
+                fp32.model.decoder
+            )
+            variants["float32, cpu_step (the whole step in C++)"] = fp32.model.decoder
 
     runs: dict[str, list[float]] = {name: [] for name in variants}
     for r in range(args.rounds):

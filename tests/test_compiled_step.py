@@ -23,8 +23,8 @@ def fresh_dynamo() -> None:
 
 
 def compiled_twin(model: MusicGen) -> MusicGen:
-    """A copy whose one-frame steps run compiled (int8 ones too, which would otherwise run in
-    `cpu_step`)."""
+    """A copy whose one-frame steps run compiled (not in `cpu_step`, where they would run
+    otherwise)."""
     twin = MusicGen(copy.deepcopy(model.model), model.tokenizer, name=model.name)
     twin.model.decoder.cpu_step = None
     twin.model.decoder.compile_steps()
@@ -56,7 +56,9 @@ def test_compiled_greedy_tokens_equal_eager(tiny_checkpoint: Path, quantize: str
 def test_compiled_steps_match_eager_logits(tiny_checkpoint: Path) -> None:
     model = MusicGen.from_pretrained(tiny_checkpoint, device="cpu")
     lm = model.model.decoder
-    twin = copy.deepcopy(lm).compile_steps()
+    twin = copy.deepcopy(lm)
+    twin.cpu_step = None  # steps compiled, not in cpu_step
+    twin.compile_steps()
     text = model.condition(["jazz"])
     tokens = torch.randint(0, 2048, (2, 4, 12))
     with torch.inference_mode():
@@ -79,7 +81,9 @@ def test_a_step_its_skipped_guards_would_miss_falls_back_to_guards(tiny_checkpoi
 
     model = MusicGen.from_pretrained(tiny_checkpoint, device="cpu")
     lm = model.model.decoder
-    twin = copy.deepcopy(lm).compile_steps()
+    twin = copy.deepcopy(lm)
+    twin.cpu_step = None  # steps compiled, not in cpu_step
+    twin.compile_steps()
     warm_up(twin)
     step = twin._compiled_decode
     assert isinstance(step, CompiledStep) and step.trusted is not None
@@ -103,7 +107,9 @@ def test_steps_run_eagerly_once_dynamo_compiles_no_more_variants(tiny_checkpoint
     to the eager one (same logits), with a warning, instead of failing the generation."""
     model = MusicGen.from_pretrained(tiny_checkpoint, device="cpu")
     lm = model.model.decoder
-    twin = copy.deepcopy(lm).compile_steps()
+    twin = copy.deepcopy(lm)
+    twin.cpu_step = None  # steps compiled, not in cpu_step
+    twin.compile_steps()
     warm_up(twin)  # one graph: the guided kind, one text row
     text = model.condition(["jazz", "a slow ballad"])  # another kind: two text rows, padded
     tokens = torch.randint(0, 2048, (4, 4, 4))

@@ -1,5 +1,6 @@
-"""The int8 decoder's whole step in one C++ call (`cpu_step`): the same decoder run module by
-module (`MusicGenLM.decode`, the same int8 and attention kernels) is the reference."""
+"""A decoder's whole one-frame step in one C++ call (`cpu_step`), int8 or float32: the same
+decoder run module by module (`MusicGenLM.decode`, the same product and attention kernels)
+is the reference."""
 
 from __future__ import annotations
 
@@ -23,15 +24,17 @@ def relative_error(got: torch.Tensor, want: torch.Tensor) -> float:
     return ((got - want).norm() / want.norm()).item()
 
 
-def int8_decoder(cfg: LMConfig, seed: int = 0) -> MusicGenLM:
-    """A random int8 decoder, fused as loading fuses it."""
+def decoder(cfg: LMConfig, int8: bool = True, seed: int = 0) -> MusicGenLM:
+    """A random decoder (int8 or float32), fused as loading fuses it."""
     torch.manual_seed(seed)
     lm = MusicGenLM(cfg)
     for module in lm.modules():  # non-trivial norms, so that their parameters are tested
         if isinstance(module, torch.nn.LayerNorm):
             torch.nn.init.normal_(module.weight, 1.0, 0.2)
             torch.nn.init.normal_(module.bias, 0.0, 0.2)
-    return quantize_linears(lm, "int8").eval().fuse()
+    if int8:
+        quantize_linears(lm, "int8")
+    return lm.eval().fuse()
 
 
 def caches(
@@ -72,50 +75,57 @@ def compare_steps(lm: MusicGenLM, a: LMCache, b: LMCache, steps: int) -> float:
 
 
 @needs_kernel
-def test_int8_loading_gives_the_step(tiny_checkpoint: Path) -> None:
-    lm = MusicGen.from_pretrained(tiny_checkpoint, device="cpu", quantize="int8").model.decoder
+def test_loading_gives_the_step(tiny_checkpoint: Path) -> None:
+    int8 = MusicGen.from_pretrained(tiny_checkpoint, device="cpu", quantize="int8").model.decoder
     fp32 = MusicGen.from_pretrained(tiny_checkpoint, device="cpu").model.decoder
-    assert lm.cpu_step is not None and fp32.cpu_step is None
+    assert int8.cpu_step is not None and int8.cpu_step.kv_dtype == torch.float16
+    assert fp32.cpu_step is not None and fp32.cpu_step.kv_dtype == torch.float32
 
 
 @needs_kernel
+@pytest.mark.parametrize("quantize", ["int8", None])
 @pytest.mark.parametrize(
     ("rows", "text_rows", "padded"), [(4, 2, True), (2, 1, False), (3, 3, False)]
 )
 def test_step_matches_modules_tiny(
-    tiny_checkpoint: Path, rows: int, text_rows: int, padded: bool
+    tiny_checkpoint: Path, quantize: str | None, rows: int, text_rows: int, padded: bool
 ) -> None:
     """hd 12 (the general attention path), guided and unguided batches, padded text."""
-    lm = MusicGen.from_pretrained(tiny_checkpoint, device="cpu", quantize="int8").model.decoder
+    model = MusicGen.from_pretrained(tiny_checkpoint, device="cpu", quantize=quantize)
+    lm = model.model.decoder
     a, b = caches(lm, rows, text_rows, 7, padded)
     assert compare_steps(lm, a, b, 12) < 1e-3
 
 
 @needs_kernel
-def test_step_matches_modules_at_musicgen_head_size() -> None:
+@pytest.mark.parametrize("int8", [True, False])
+def test_step_matches_modules_at_musicgen_head_size(int8: bool) -> None:
     """64-wide heads (musicgen's), an fc2 wider than one 1024-column chunk, an odd batch."""
     cfg = LMConfig(vocab_size=64, hidden_size=128, num_layers=2, num_heads=2, ffn_dim=2048)
-    lm = int8_decoder(cfg)
+    lm = decoder(cfg, int8)
     assert lm.cpu_step is not None
     a, b = caches(lm, 5, 3, 9, True)
     assert compare_steps(lm, a, b, 10) < 1e-3
 
 
 @needs_kernel
-def test_threads_split_the_same_sums() -> None:
+@pytest.mark.parametrize("int8", [True, False])
+def test_threads_split_the_same_sums(int8: bool) -> None:
     """Each output is one thread's sum whatever the split: 1 and 2 threads agree exactly."""
-    lm = int8_decoder(
-        LMConfig(vocab_size=64, hidden_size=64, num_layers=2, num_heads=2, ffn_dim=128)
+    lm = decoder(
+        LMConfig(vocab_size=64, hidden_size=64, num_layers=2, num_heads=2, ffn_dim=128), int8
     )
+    # The same cache twice (torch's own products in its set-up may split sums by threads).
+    a, b = caches(lm, 2, 1, 5, False)
+    with torch.inference_mode():
+        lm(torch.zeros(2, 4, 2, dtype=torch.long), a)
+        lm(torch.zeros(2, 4, 2, dtype=torch.long), b)
     threads = torch.get_num_threads()
     out = []
-    for n in (1, 2):
+    for n, cache in ((1, a), (2, b)):
         torch.set_num_threads(n)
         try:
-            torch.manual_seed(1)  # the same text both times
-            cache = caches(lm, 2, 1, 5, False)[0]
             with torch.inference_mode():
-                lm(torch.zeros(2, 4, 2, dtype=torch.long), cache)
                 out.append(lm(torch.ones(2, 4, 1, dtype=torch.long), cache))
         finally:
             torch.set_num_threads(threads)
@@ -124,9 +134,7 @@ def test_threads_split_the_same_sums() -> None:
 
 @needs_kernel
 def test_full_cache_is_an_error_not_a_write_past_it() -> None:
-    lm = int8_decoder(
-        LMConfig(vocab_size=64, hidden_size=64, num_layers=1, num_heads=2, ffn_dim=128)
-    )
+    lm = decoder(LMConfig(vocab_size=64, hidden_size=64, num_layers=1, num_heads=2, ffn_dim=128))
     cache = caches(lm, 2, 1, 5, False, capacity=2)[0]
     with torch.inference_mode():
         lm(torch.zeros(2, 4, 1, dtype=torch.long), cache)
@@ -137,9 +145,7 @@ def test_full_cache_is_an_error_not_a_write_past_it() -> None:
 
 @needs_kernel
 def test_copied_decoder_steps_with_its_own_weights() -> None:
-    lm = int8_decoder(
-        LMConfig(vocab_size=64, hidden_size=64, num_layers=1, num_heads=2, ffn_dim=128)
-    )
+    lm = decoder(LMConfig(vocab_size=64, hidden_size=64, num_layers=1, num_heads=2, ffn_dim=128))
     twin = copy.deepcopy(lm)
     assert twin.cpu_step is not None and lm.cpu_step is not None
     qkv = twin.layers[0].self_attn.qkv_proj
@@ -153,8 +159,9 @@ def test_copied_decoder_steps_with_its_own_weights() -> None:
 
 
 @needs_kernel
-def test_compile_leaves_int8_cpu_steps_to_the_step(tiny_checkpoint: Path) -> None:
-    """compile=True has nothing to do for an int8 decoder on a CPU (no ~50 s compile)."""
-    model = MusicGen.from_pretrained(tiny_checkpoint, device="cpu", quantize="int8", compile=True)
+@pytest.mark.parametrize("quantize", ["int8", None])
+def test_compile_leaves_cpu_steps_to_the_step(tiny_checkpoint: Path, quantize: str | None) -> None:
+    """compile=True has nothing to do for a decoder stepping in `cpu_step` (no ~50 s compile)."""
+    model = MusicGen.from_pretrained(tiny_checkpoint, device="cpu", quantize=quantize, compile=True)
     lm = model.model.decoder
     assert lm.cpu_step is not None and lm._compiled_decode is None

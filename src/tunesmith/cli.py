@@ -141,8 +141,8 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--compile",
         action="store_true",
-        help="GPU: compile the step into a CUDA graph; CPU float32: torch.compile it (30-60 s "
-        "to compile; int8 steps are one C++ call already and are not compiled)",
+        help="GPU: compile the step into a CUDA graph (~45 s on first use); CPU: only where "
+        "tunesmith's C++ kernels cannot be built, torch.compile the step (30-60 s)",
     )
     parser.add_argument(
         "--text-encoder",

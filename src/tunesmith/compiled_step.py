@@ -4,9 +4,9 @@ A step runs ~25 small operations per layer on 2 rows; eager, each costs dispatch
 Python time. Inductor fuses the layer norms, residual adds, GELU and layout changes into a
 few C++ loops around the matrix products (which stay calls to their kernels: `cpu_fp32`'s,
 `cpu_int8`'s and `cpu_attention`'s custom ops). At musicgen-small sizes on 2 cores that took
-~1-3 ms off an int8 step of ~20 ms (benchmarks/bench_step.py). An int8 decoder on a CPU now
-runs its steps in `cpu_step` instead (one C++ call, faster still), so this serves float32
-steps, and int8 ones where that step does not apply.
+~1-3 ms off an int8 step of ~20 ms (benchmarks/bench_step.py). Decoders on an x86-64 CPU
+now run their steps in `cpu_step` instead (one C++ call, faster still), so this serves
+where that step does not apply (no AVX2 or no compiler for our kernels).
 
 Choices, measured on 2 CPU cores:
 - `dynamic=True`: the attended length grows by one frame per step. Marked dynamic from the

@@ -21,9 +21,11 @@ import torch
 HEAD_ATTENTION = r"""
 namespace attn {
 using vecmath::exp8;
+// Keys and values are float16 (the int8 decoder's cache) or float32 (the float32 one's).
 inline __m256 load8(const at::Half* p) {
   return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
 }
+inline __m256 load8(const float* p) { return _mm256_loadu_ps(p); }
 
 inline float hsum(__m256 v) {
   __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -32,12 +34,13 @@ inline float hsum(__m256 v) {
 }
 
 // Scores of 64-wide heads, four keys at a time (four independent FMA chains, one reduction).
-inline void scores64(const float* q, const at::Half* k, const float* mask, int64_t n, float* s) {
+template <typename T>
+inline void scores64(const float* q, const T* k, const float* mask, int64_t n, float* s) {
   __m256 qv[8];
   for (int d = 0; d < 8; ++d) qv[d] = _mm256_loadu_ps(q + 8 * d);
   int64_t t = 0;
   for (; t + 4 <= n; t += 4) {
-    const at::Half* kt = k + t * 64;
+    const T* kt = k + t * 64;
     __m256 a[4];
     for (int j = 0; j < 4; ++j) a[j] = _mm256_mul_ps(qv[0], load8(kt + 64 * j));
     for (int d = 1; d < 8; ++d)
@@ -55,7 +58,8 @@ inline void scores64(const float* q, const at::Half* k, const float* mask, int64
 }
 
 // out = sum_t p[t] v[t] for 64-wide heads, the 64 sums held in registers.
-inline void weighted64(const float* p, const at::Half* v, int64_t n, float* out) {
+template <typename T>
+inline void weighted64(const float* p, const T* v, int64_t n, float* out) {
   __m256 o[8];
   for (int d = 0; d < 8; ++d) o[d] = _mm256_setzero_ps();
   for (int64_t t = 0; t < n; ++t) {
@@ -66,12 +70,13 @@ inline void weighted64(const float* p, const at::Half* v, int64_t n, float* out)
 }
 
 // One head: q [hd] (already scaled) against n keys/values [n, hd] -> out [hd].
-inline void attend(const float* q, const at::Half* k, const at::Half* v, const float* mask,
+template <typename T>
+inline void attend(const float* q, const T* k, const T* v, const float* mask,
             int64_t n, int64_t hd, float* s, float* out) {
   const int64_t hv = hd - hd % 8;
   if (hd == 64) scores64(q, k, mask, n, s);
   else for (int64_t t = 0; t < n; ++t) {
-    const at::Half* kt = k + t * hd;
+    const T* kt = k + t * hd;
     __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
     int64_t d = 0;
     for (; d + 16 <= hv; d += 16) {
@@ -106,7 +111,7 @@ inline void attend(const float* q, const at::Half* k, const at::Half* v, const f
   }
   for (int64_t t = 0; t < n && hd != 64; ++t) {
     const __m256 p = _mm256_set1_ps(s[t]);
-    const at::Half* vt = v + t * hd;
+    const T* vt = v + t * hd;
     int64_t d = 0;
     for (; d < hv; d += 8)
       _mm256_storeu_ps(out + d, _mm256_fmadd_ps(p, load8(vt + d), _mm256_loadu_ps(out + d)));

@@ -22,8 +22,9 @@ from . import cpu_int8
 
 MAX_ROWS = 128  # above this torch's GEMM (on the unpacked weight) wins, 1 or 2 threads here
 
-OPS = r"""
-namespace {
+# The float32 product itself, shared by the one-product op below and `cpu_step`'s whole step.
+FP32_PRODUCT = r"""
+namespace f32k {
 constexpr int64_t kAhead = 1024;  // prefetch distance in floats (4 KiB), along the stream
 
 // Adds (w . x) for 4 rows and M (1 or 2) inputs over one chunk; the block is [kc/16][4][16].
@@ -51,6 +52,32 @@ inline void block(const float* x, int64_t ldx, const float* w, int64_t kc, __m12
     sums[m] = vecmath::reduce4(acc[m][0], acc[m][1], acc[m][2], acc[m][3]);
 }
 
+// Blocks b0..b1 (output columns 4 b0 .. 4 b1) of out [M, ldo] = epilogue(x [M, K] @ w.T),
+// w [N, K] packed as [K/kc][N/4][kc/16][4][16]. Sums over earlier K-chunks wait in acc
+// [M, N], which may be `out` itself unless adding.
+template <vecmath::Epilogue E>
+void product_blocks(const float* w, int64_t N, int64_t K, int64_t kc, const float* x, int64_t M,
+                    float* acc, float* out, int64_t ldo, int64_t b0, int64_t b1) {
+  const int64_t chunks = K / kc;
+  vecmath::sweep_blocks(
+      b0, b1, M, chunks,
+      [&](int64_t c, int64_t b, int64_t m, int rows, __m128* sums) {
+        const float* wb = w + (c * (N / 4) + b) * 4 * kc;
+        if (rows == 2) block<2>(x + m * K + c * kc, K, wb, kc, sums);
+        else block<1>(x + m * K + c * kc, K, wb, kc, sums);
+      },
+      [&](int64_t c, int64_t b, int64_t row, __m128 sum) {
+        float* a = acc + row * N + 4 * b;
+        const __m128 v = c == 0 ? sum : _mm_add_ps(_mm_loadu_ps(a), sum);
+        if (c < chunks - 1) _mm_storeu_ps(a, v);
+        else vecmath::finish<E>(out + row * ldo + 4 * b, v);
+      });
+}
+}  // namespace f32k
+"""
+
+OPS = r"""
+namespace {
 // out [M, N] = x [M, K] @ w.T, w packed as [K/kc][N/4][kc/16][4][16].
 at::Tensor fp32_linear(const at::Tensor& x, const at::Tensor& packed, int64_t n, int64_t kc) {
   TORCH_CHECK(x.dim() == 2 && x.scalar_type() == at::kFloat && x.is_contiguous());
@@ -61,18 +88,9 @@ at::Tensor fp32_linear(const at::Tensor& x, const at::Tensor& packed, int64_t n,
   const float* xp = x.data_ptr<float>();
   const float* wp = packed.data_ptr<float>();
   float* op = out.data_ptr<float>();
-  const int64_t chunks = K / kc;
-  vecmath::sweep(
-      M, N, chunks,
-      [&](int64_t c, int64_t b, int64_t m, int rows, __m128* sums) {
-        const float* w = wp + (c * (N / 4) + b) * 4 * kc;
-        if (rows == 2) block<2>(xp + m * K + c * kc, K, w, kc, sums);
-        else block<1>(xp + m * K + c * kc, K, w, kc, sums);
-      },
-      [&](int64_t c, int64_t b, int64_t row, __m128 sum) {
-        float* o = op + row * N + 4 * b;
-        _mm_storeu_ps(o, c == 0 ? sum : _mm_add_ps(_mm_loadu_ps(o), sum));
-      });
+  at::parallel_for(0, N / 4, 8, [&](int64_t b0, int64_t b1) {
+    f32k::product_blocks<vecmath::Epilogue::Store>(wp, N, K, kc, xp, M, op, op, N, b0, b1);
+  });
   return out;
 }
 }  // namespace

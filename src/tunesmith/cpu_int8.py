@@ -84,8 +84,7 @@ inline void quantize_rows16(const float* x, int64_t M, int64_t K, int16_t* q, fl
   }
 }
 
-// What a product does with its finished outputs s: out = s, out = GELU(s), or out += s.
-enum class Epilogue { Store, Gelu, Add };
+using vecmath::Epilogue;
 
 // Blocks b0..b1 (output columns 4 b0 .. 4 b1) of out [M, ldo] = epilogue((xq * xs) @ w.T *
 // scales) for xq [M, K] int16 with row scales xs, w [N, K] packed as [K/kc][N/4][kc/16][4][16].
@@ -110,11 +109,7 @@ void product_blocks(const int8_t* w, const float* scales, int64_t N, int64_t K, 
           _mm_storeu_ps(a, v);
           return;
         }
-        const __m128 s = _mm_mul_ps(v, _mm_loadu_ps(scales + 4 * b));
-        float* o = out + row * ldo + 4 * b;
-        if constexpr (E == Epilogue::Gelu) _mm_storeu_ps(o, vecmath::gelu4(s));
-        else if constexpr (E == Epilogue::Add) _mm_storeu_ps(o, _mm_add_ps(_mm_loadu_ps(o), s));
-        else _mm_storeu_ps(o, s);
+        vecmath::finish<E>(out + row * ldo + 4 * b, _mm_mul_ps(v, _mm_loadu_ps(scales + 4 * b)));
       });
 }
 }  // namespace int8k

@@ -41,6 +41,7 @@ def source() -> str:
             VECTOR_MATH,
             BLOCK_SWEEP,
             cpu_int8.INT8_PRODUCT,
+            cpu_fp32.FP32_PRODUCT,
             cpu_attention.HEAD_ATTENTION,
             cpu_int8.OPS,
             cpu_fp32.OPS,

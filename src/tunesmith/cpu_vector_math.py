@@ -82,6 +82,16 @@ inline void sweep_blocks(int64_t b0, int64_t b1, int64_t M, int64_t chunks, cons
       }
 }
 
+// What a product does with its finished outputs s: out = s, out = GELU(s), or out += s.
+enum class Epilogue { Store, Gelu, Add };
+
+template <Epilogue E>
+inline void finish(float* out, __m128 s) {
+  if constexpr (E == Epilogue::Gelu) _mm_storeu_ps(out, gelu4(s));
+  else if constexpr (E == Epilogue::Add) _mm_storeu_ps(out, _mm_add_ps(_mm_loadu_ps(out), s));
+  else _mm_storeu_ps(out, s);
+}
+
 template <typename Block, typename Store>
 inline void sweep(int64_t M, int64_t N, int64_t chunks, const Block& block, const Store& store) {
   at::parallel_for(0, N / 4, 8, [&](int64_t b0, int64_t b1) {

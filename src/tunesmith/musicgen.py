@@ -70,10 +70,10 @@ class MusicGen:
         linear layers as int8 with per-row scales (about a quarter of the memory traffic).
         text_encoder: for audiocraft folders (`state_dict.bin`), the hub id or folder holding
         the T5 weights and tokenizer (default t5-base). compile: on CUDA, compile the
-        fixed-shape step (on first use) and replay it as a CUDA graph (see `cuda_graphs`); on
-        a CPU, run float32 decoder steps through torch.compile, compiled here (~50 s the first
-        time, ~20 s once inductor's disk cache has it; a few % faster). An int8 decoder on a
-        CPU already runs each step as one C++ call (`cpu_step`): nothing is compiled for it.
+        fixed-shape step (on first use) and replay it as a CUDA graph (see `cuda_graphs`). On
+        an x86-64 CPU decoder steps already run as one C++ call each (`cpu_step`) and nothing
+        is compiled; where our CPU kernels cannot be built (no AVX2 or no compiler), steps
+        run through torch.compile instead, compiled here (~50 s the first time).
         """
         if quantize is not None and quantize not in QUANTIZE_MODES:
             raise InvalidOptionError(

@@ -22,7 +22,7 @@ from torch import nn
 from .. import cpu_attention
 from ..config import LMConfig
 from ..cpu_fp32 import PackedLinear
-from ..cpu_step import Int8Step
+from ..cpu_step import CpuStep
 from ..hugepages import move_to_huge_pages
 from ..quantize import Int8Linear
 
@@ -296,13 +296,13 @@ class MusicGenLM(nn.Module):
         self.cuda_graphs = False  # replay one-frame CUDA steps as graphs (see cuda_graphs)
         self.compiled_static_step: StaticStepFn | None = None  # set by compile_static_step()
         self.kv_dtype: torch.dtype | None = None  # KV cache dtype, if not the weights' (fuse)
-        self.cpu_step: Int8Step | None = None  # the whole int8 CPU step in C++ (fuse)
+        self.cpu_step: CpuStep | None = None  # the whole one-frame CPU step in C++ (fuse)
 
     def fuse(self) -> MusicGenLM:
         """Fuse each self-attention's q, k, v projections, and move int8 layers on a CPU to
-        the `cpu_int8` kernel (GELU applied in it, a float16 KV cache, one-frame steps in
-        `cpu_step`) and float32 ones to `cpu_fp32`'s (inference speed; the same weights,
-        repacked in place)."""
+        the `cpu_int8` kernel (GELU applied in it, a float16 KV cache) and float32 ones to
+        `cpu_fp32`'s, one-frame steps then running in `cpu_step` (inference speed; the same
+        weights, repacked in place)."""
         for layer in self.layers:
             cast(DecoderLayer, layer).self_attn.fuse_qkv()
         # By name, not a list of modules: that list would keep every replaced layer's float32
@@ -327,7 +327,7 @@ class MusicGenLM(nn.Module):
             or isinstance(module, PackedLinear)
         ]
         move_to_huge_pages(streamed)  # read every step: fewer TLB misses in 2 MiB pages
-        self.cpu_step = Int8Step.for_decoder(self)  # after the move: it holds the weights
+        self.cpu_step = CpuStep.for_decoder(self)  # after the move: it holds the weights
         return self
 
     def new_cache(
@@ -395,12 +395,11 @@ class MusicGenLM(nn.Module):
             from ..cuda_graphs import graphed_step
 
             return graphed_step(self, tokens, cache)
-        if (
-            self.cpu_step is not None
-            and tokens.shape[-1] == 1
-            and is_half_on_cpu(cache.layers[0].self_k)  # the step's cache (kv_dtype)
-        ):
-            return self.cpu_step_decode(tokens, cache)
+        step = self.cpu_step
+        if step is not None and tokens.shape[-1] == 1:
+            keys = cache.layers[0].self_k
+            if keys.dtype == step.kv_dtype and keys.device.type == "cpu":  # the step's cache
+                return self.cpu_step_decode(tokens, cache)
         compiled = self._compiled_decode
         # torch.compile specializes integers 0 and 1: the steps at positions 0 and 1 would each
         # cost a compile of their own; from 2 on, one graph serves every position.
@@ -459,7 +458,7 @@ class MusicGenLM(nn.Module):
         return torch.stack([head(h) for head in self.lm_heads], dim=1).float()
 
     def cpu_step_decode(self, tokens: torch.Tensor, cache: LMCache) -> torch.Tensor:
-        """One frame tokens [B, K, 1] through `cpu_step` (an int8 decoder on a CPU) -> logits
+        """One frame tokens [B, K, 1] through `cpu_step` (a decoder on a CPU) -> logits
         [B, K, 1, V]; the same result as `decode`, in one C++ call."""
         assert self.cpu_step is not None
         start = cache.length
