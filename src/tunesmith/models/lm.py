@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import cpu_attention
+from ..anon_mapping import mapped_zeros
 from ..config import LMConfig
 from ..cpu_fp32 import PackedLinear
 from ..cpu_step import CpuStep
@@ -68,12 +69,13 @@ def self_kv_buffers(
     """Zeroed self-attention keys and values of `shape` for each layer.
 
     With `block` (a decoder stepping in `cpu_step`, which reads the cache through raw
-    pointers) they are one allocation, viewed per layer: glibc maps a block that large on its
-    own and unmaps it when the generation ends, where 48 blocks of ~2 MB would stay in its heap
-    afterwards (~0.1 GB at 10 s, under the codec decode's own peak). Otherwise one tensor
-    each: views at offsets into one block make torch.compile recompile more."""
-    if block:
-        whole = torch.zeros(layers, 2, *shape, device=device, dtype=dtype)
+    pointers) they are one anonymous mapping on a CPU, viewed per layer (`anon_mapping`):
+    its pages are taken as frames are written and given back when the generation ends,
+    where heap blocks would stay resident afterwards, under the codec decode's own peak
+    (~0.1-0.2 GB at 10 s). Otherwise one tensor each: views at offsets into one block make
+    torch.compile recompile more."""
+    if block and device.type == "cpu":
+        whole = mapped_zeros((layers, 2, *shape), dtype)
         return [(whole[i, 0], whole[i, 1]) for i in range(layers)]
     return [
         (

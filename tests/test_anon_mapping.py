@@ -1,0 +1,24 @@
+"""Zeroed tensors in an anonymous mapping of their own (the CPU step's KV caches)."""
+
+from __future__ import annotations
+
+import gc
+
+import torch
+
+from tunesmith.anon_mapping import mapped_zeros
+
+
+def test_mapped_zeros_read_as_zeros_and_take_writes() -> None:
+    t = mapped_zeros((3, 2, 5), torch.float16)
+    assert t.shape == (3, 2, 5) and t.dtype == torch.float16 and t.is_contiguous()
+    assert torch.equal(t, torch.zeros(3, 2, 5, dtype=torch.float16))
+    t[1, 0] = 2.5
+    view = t[1]
+    del t
+    gc.collect()
+    assert float(view[0, 4]) == 2.5  # a view keeps the mapping alive
+
+
+def test_empty_shapes_need_no_mapping() -> None:
+    assert mapped_zeros((0, 4), torch.float32).shape == (0, 4)
