@@ -11,11 +11,8 @@ or hub id (`text_encoder=`, default t5-base).
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import json
 import os
-import sys
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -36,6 +33,7 @@ from .hub import (  # noqa: F401 (re-exported: the names callers know from this 
     resolve_text_encoder,
     weight_files,
 )
+from .memory import release_freed_memory
 from .models.melody import MusicGenMelodyModel
 from .models.musicgen import MusicGenModel
 from .quantize import (
@@ -173,16 +171,8 @@ def fill_model(
     model.load_state_dict(state, strict=True, assign=True)
     state.clear()  # the model holds the tensors now
     model.decoder.fuse()
-    _release_freed_memory()
+    release_freed_memory()  # the loading transients (the float32 checkpoint it read)
     return model.eval()
-
-
-def _release_freed_memory() -> None:
-    """Hand the loading transients back to the OS (glibc keeps freed heap otherwise, and the
-    process would look as large as the float32 checkpoint it read)."""
-    if sys.platform.startswith("linux"):
-        with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to trim
-            ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def _check_shape(name: str, tensor: torch.Tensor, want: torch.Tensor) -> None:

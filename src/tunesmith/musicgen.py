@@ -22,6 +22,7 @@ from .devices import default_dtype, resolve_device
 from .errors import InvalidOptionError
 from .generation import TextCondition, iter_frames, plan_windows, steps_for
 from .loading import DEFAULT_MODEL, load_model, load_tokenizer, read_config, resolve_checkpoint
+from .memory import release_freed_memory
 from .models.melody import MusicGenMelodyModel
 from .models.musicgen import MusicGenModel
 from .options import MAX_DURATION, GenerationOptions
@@ -319,9 +320,11 @@ class MusicGen:
             )
         hop = self.config.audio_encoder.hop_length
         window = self.frames_for(self.max_duration)
-        return decode_in_chunks(
+        wav = decode_in_chunks(
             self._decode_window, codes, hop, chunk=window, context=DECODE_CONTEXT
         )
+        release_freed_memory()  # the decode's transients, before the next generation's cache
+        return wav
 
     @torch.inference_mode()
     def _decode_window(self, codes: torch.Tensor) -> torch.Tensor:

@@ -20,11 +20,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import cpu_attention
-from ..anon_mapping import mapped_zeros
 from ..config import LMConfig
 from ..cpu_fp32 import PackedLinear
 from ..cpu_step import CpuStep
 from ..hugepages import move_to_huge_pages
+from ..memory import mapped_zeros
 from ..quantize import Int8Linear
 
 # Projections of the text, run once per generation on many rows: not worth packing.
@@ -69,7 +69,7 @@ def self_kv_buffers(
     """Zeroed self-attention keys and values of `shape` for each layer.
 
     With `block` (a decoder stepping in `cpu_step`, which reads the cache through raw
-    pointers) they are one anonymous mapping on a CPU, viewed per layer (`anon_mapping`):
+    pointers) they are one anonymous mapping on a CPU, viewed per layer (`memory`):
     its pages are taken as frames are written and given back when the generation ends,
     where heap blocks would stay resident afterwards, under the codec decode's own peak
     (~0.1-0.2 GB at 10 s). Otherwise one tensor each: views at offsets into one block make
