@@ -29,6 +29,7 @@ HEADERS = r"""
 #include <omp.h>
 #include <algorithm>
 #include <cmath>
+#include <type_traits>
 #include <vector>
 """
 

@@ -263,30 +263,18 @@ class Decoder {
       auto product = [&](const Linear& l, int64_t rows, float* dst, int64_t ldo, Epilogue e,
                          float* partial, bool wait) {
         share(l.n / 4, t, nt, lo, hi);
-        const int8_t* w8 = static_cast<const int8_t*>(l.w);
-        const float* w32 = static_cast<const float*>(l.w);
-        if (e == Epilogue::Add) {
+        auto blocks = [&](auto epilogue) {  // the epilogue as a compile-time constant
+          constexpr Epilogue E = decltype(epilogue)::value;
           if (int8_)
-            int8k::product_blocks<Epilogue::Add>(w8, l.scales, l.n, l.k, l.kc, hq, hs, rows,
-                                                 partial, dst, ldo, lo, hi);
+            int8k::product_blocks<E>(static_cast<const int8_t*>(l.w), l.scales, l.n, l.k, l.kc,
+                                     hq, hs, rows, partial, dst, ldo, lo, hi);
           else
-            f32k::product_blocks<Epilogue::Add>(w32, l.n, l.k, l.kc, act, rows, partial, dst,
-                                                ldo, lo, hi);
-        } else if (e == Epilogue::Gelu) {
-          if (int8_)
-            int8k::product_blocks<Epilogue::Gelu>(w8, l.scales, l.n, l.k, l.kc, hq, hs, rows,
-                                                  partial, dst, ldo, lo, hi);
-          else
-            f32k::product_blocks<Epilogue::Gelu>(w32, l.n, l.k, l.kc, act, rows, partial, dst,
-                                                 ldo, lo, hi);
-        } else {
-          if (int8_)
-            int8k::product_blocks<Epilogue::Store>(w8, l.scales, l.n, l.k, l.kc, hq, hs, rows,
-                                                   partial, dst, ldo, lo, hi);
-          else
-            f32k::product_blocks<Epilogue::Store>(w32, l.n, l.k, l.kc, act, rows, partial, dst,
-                                                  ldo, lo, hi);
-        }
+            f32k::product_blocks<E>(static_cast<const float*>(l.w), l.n, l.k, l.kc, act, rows,
+                                    partial, dst, ldo, lo, hi);
+        };
+        if (e == Epilogue::Add) blocks(std::integral_constant<Epilogue, Epilogue::Add>{});
+        else if (e == Epilogue::Gelu) blocks(std::integral_constant<Epilogue, Epilogue::Gelu>{});
+        else blocks(std::integral_constant<Epilogue, Epilogue::Store>{});
         if (wait) {
 #pragma omp barrier
         }
