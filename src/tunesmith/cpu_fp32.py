@@ -88,7 +88,7 @@ at::Tensor fp32_linear(const at::Tensor& x, const at::Tensor& packed, int64_t n,
   const float* xp = x.data_ptr<float>();
   const float* wp = packed.data_ptr<float>();
   float* op = out.data_ptr<float>();
-  at::parallel_for(0, N / 4, 8, [&](int64_t b0, int64_t b1) {
+  vecmath::parallel_blocks(N, [&](int64_t b0, int64_t b1) {
     f32k::product_blocks<vecmath::Epilogue::Store>(wp, N, K, kc, xp, M, op, op, N, b0, b1);
   });
   return out;

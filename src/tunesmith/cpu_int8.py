@@ -136,7 +136,7 @@ at::Tensor int8_linear(const at::Tensor& x, const at::Tensor& packed, const at::
   const int8_t* wp = packed.data_ptr<int8_t>();
   const float* sp = scales.data_ptr<float>();
   float* op = out.data_ptr<float>();
-  at::parallel_for(0, N / 4, 8, [&](int64_t b0, int64_t b1) {
+  vecmath::parallel_blocks(N, [&](int64_t b0, int64_t b1) {
     if (gelu)
       int8k::product_blocks<int8k::Epilogue::Gelu>(wp, sp, N, K, kc, xp, xsp, M, op, op, N, b0, b1);
     else

@@ -79,7 +79,7 @@ def available() -> bool:
     except Exception as error:  # no compiler, no ninja, read-only cache...
         warnings.warn(f"tunesmith's CPU kernels unavailable, using torch's: {error}", stacklevel=2)
         return False
-    for module in (cpu_int8, cpu_fp32, cpu_attention, cpu_step):
+    for module in (cpu_int8, cpu_fp32, cpu_attention):  # ops a compiled step traces
         module.register_fakes()
     return True
 

@@ -108,34 +108,34 @@ class Decoder {
   // with empty scales. dims: each product's (outputs, K-chunk), in the same order. sizes:
   // (layers, heads, codebooks, cross).
   Decoder(at::TensorList tensors, at::IntArrayRef dims, at::IntArrayRef sizes, double eps)
-      : keep_(tensors), eps_(static_cast<float>(eps)) {
+      : eps_(static_cast<float>(eps)) {
     TORCH_CHECK(sizes.size() == 4, "step: sizes are (layers, heads, codebooks, cross)");
     const int64_t layers = sizes[0], codebooks = sizes[2];
     heads_ = sizes[1];
     cross_ = sizes[3] != 0;
     const int64_t products = layers * (cross_ ? 6 : 4) + codebooks;
-    TORCH_CHECK(static_cast<int64_t>(keep_.size()) == layers * (cross_ ? 18 : 12) + 2 + 2 * codebooks,
+    TORCH_CHECK(static_cast<int64_t>(tensors.size()) == layers * (cross_ ? 18 : 12) + 2 + 2 * codebooks,
                 "step: wrong number of tensors");
     TORCH_CHECK(static_cast<int64_t>(dims.size()) == 2 * products, "step: wrong number of dims");
-    int8_ = keep_[2].scalar_type() == at::kChar;
+    int8_ = tensors[2].scalar_type() == at::kChar;
     size_t at = 0, product = 0;
     auto norm = [&]() {
-      Norm n{vec(keep_[at]), vec(keep_[at + 1])};
+      Norm n{vec(tensors[at]), vec(tensors[at + 1])};
       at += 2;
       return n;
     };
     auto linear = [&]() {
-      const at::Tensor& w = keep_[at];
+      const at::Tensor& w = tensors[at];
       TORCH_CHECK(w.scalar_type() == (int8_ ? at::kChar : at::kFloat) && w.is_contiguous(),
                   "step: packed weights, all int8 or all float32");
-      Linear l{w.data_ptr(), int8_ ? vec(keep_[at + 1]) : nullptr, dims[2 * product],
+      Linear l{w.data_ptr(), int8_ ? vec(tensors[at + 1]) : nullptr, dims[2 * product],
                0, dims[2 * product + 1]};
       ++product;
       l.k = l.n > 0 ? w.numel() / l.n : 0;
       TORCH_CHECK(l.n > 0 && l.n * l.k == w.numel() && l.n % 4 == 0 && l.kc % 16 == 0 &&
                   l.kc <= 1024 && l.k % l.kc == 0,
                   "step: a product's shape does not fit the kernel");
-      TORCH_CHECK(!int8_ || keep_[at + 1].numel() == l.n, "step: one scale per output");
+      TORCH_CHECK(!int8_ || tensors[at + 1].numel() == l.n, "step: one scale per output");
       at += 2;
       return l;
     };
@@ -343,7 +343,6 @@ class Decoder {
     return t.data_ptr<float>();
   }
 
-  at::TensorList keep_;  // the weights the pointers below read (alive for the call)
   std::vector<Layer> layers_;
   std::vector<Linear> lm_heads_;
   Norm final_;
@@ -353,6 +352,8 @@ class Decoder {
   float eps_;
 };
 
+// The weights are parsed again on every call (a few us against a ~10 ms step): holding them
+// in a TorchScript class instead would about double the extension's build time.
 at::Tensor decoder_step(at::TensorList weights, at::IntArrayRef dims, at::IntArrayRef sizes,
                         double eps, const at::Tensor& x, int64_t position, at::TensorList kv,
                         const at::Tensor& mask, int64_t cross_rows) {
@@ -373,24 +374,6 @@ def available() -> bool:
     from . import cpu_kernels  # it imports this module for the source
 
     return cpu_kernels.available()
-
-
-def register_fakes() -> None:
-    """Output shapes for torch.compile's tracing (called once the ops are loaded)."""
-
-    @torch.library.register_fake("tunesmith::decoder_step")
-    def _(
-        weights: list[torch.Tensor],
-        dims: list[int],
-        sizes: list[int],
-        eps: float,
-        x: torch.Tensor,
-        position: int,
-        kv: list[torch.Tensor],
-        mask: torch.Tensor,
-        cross_rows: int,
-    ) -> torch.Tensor:
-        return x.new_empty(x.shape[0], sizes[2], dims[-2])
 
 
 @dataclass
@@ -414,6 +397,7 @@ class CpuStep:
         tensors: list[torch.Tensor] = []
         dims: list[int] = []
         kinds: set[type] = set()  # Int8Linear or PackedLinear: one kind for the whole step
+        eps: set[float] = set()  # the norms' epsilons: one for the whole step
         empty = torch.empty(0)
 
         def norm(module: LayerNorm) -> bool:
@@ -421,6 +405,7 @@ class CpuStep:
             if w is None or b is None or w.dtype != torch.float32 or b.dtype != torch.float32:
                 return False
             tensors.extend([w.detach(), b.detach()])
+            eps.add(module.eps)
             return True
 
         def linear(module: object) -> bool:
@@ -436,28 +421,23 @@ class CpuStep:
 
         layers = [cast("DecoderLayer", layer) for layer in lm.layers]
         cross = all(hasattr(layer, "encoder_attn") for layer in layers)  # not in melody's
-        norms = [lm.layer_norm]
         for layer in layers:
             parts = [
                 norm(layer.self_attn_layer_norm),
                 linear(layer.self_attn.qkv_proj),
                 linear(layer.self_attn.out_proj),
             ]
-            norms.append(layer.self_attn_layer_norm)
             if cross:
                 parts += [
                     norm(layer.encoder_attn_layer_norm),
                     linear(layer.encoder_attn.q_proj),
                     linear(layer.encoder_attn.out_proj),
                 ]
-                norms.append(layer.encoder_attn_layer_norm)
             parts += [norm(layer.final_layer_norm), linear(layer.fc1), linear(layer.fc2)]
-            norms.append(layer.final_layer_norm)
             if not all(parts):
                 return None
         if not norm(lm.layer_norm) or not all([linear(head) for head in lm.lm_heads]):
             return None
-        eps = {norm_.eps for norm_ in norms}
         # int8 weights step on the float16 cache `fuse` gives them, float32 ones on float32.
         kv_dtype = torch.float16 if kinds == {Int8Linear} else torch.float32
         if len(eps) != 1 or len(kinds) != 1 or (lm.kv_dtype or torch.float32) != kv_dtype:

@@ -64,7 +64,8 @@ inline __m128 reduce4(__m256 a, __m256 b, __m256 c, __m256 d) {
 # threads split the N/4 blocks, K-chunk by K-chunk, and each block serves the input rows two
 # at a time while it is in L1. `block(c, b, m, rows, sums)` fills sums[0..rows) with the 4
 # outputs of block b over chunk c for rows m..; `store(c, b, row, sums)` writes them.
-# `sweep_blocks` is one thread's share (blocks b0..b1), `sweep` splits them over torch's threads.
+# `sweep_blocks` is one thread's share (blocks b0..b1); `parallel_blocks` splits them over
+# torch's threads (the one-product ops; `cpu_step` splits them over its own parallel region).
 BLOCK_SWEEP = r"""
 #include <ATen/Parallel.h>
 
@@ -92,11 +93,10 @@ inline void finish(float* out, __m128 s) {
   else _mm_storeu_ps(out, s);
 }
 
-template <typename Block, typename Store>
-inline void sweep(int64_t M, int64_t N, int64_t chunks, const Block& block, const Store& store) {
-  at::parallel_for(0, N / 4, 8, [&](int64_t b0, int64_t b1) {
-    sweep_blocks(b0, b1, M, chunks, block, store);
-  });
+// Splits a product's N/4 output blocks over torch's threads: f(b0, b1) on each share.
+template <typename F>
+inline void parallel_blocks(int64_t N, const F& f) {
+  at::parallel_for(0, N / 4, 8, f);
 }
 }  // namespace vecmath
 """

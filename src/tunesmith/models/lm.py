@@ -414,14 +414,21 @@ class MusicGenLM(nn.Module):
         whole buffer (once per cache, not a dozen small kernels every step), and a text mask
         even where there is no padding (all zeros), so that a compiled step has one shape."""
         p = next(self.parameters())
-        if cache.positions is None:
-            frames = torch.arange(cache.layers[0].self_k.shape[2], device=p.device)
-            cache.positions = sinusoidal_positions(frames, self.cfg.hidden_size).to(p.dtype)
+        self.buffer_positions(cache)
         if cache.cross_mask is None and cache.cross_rows:
             words = cache.layers[0].cross_k.shape[2]
             cache.cross_mask = torch.zeros(
                 cache.cross_rows, 1, 1, words, device=p.device, dtype=p.dtype
             )
+
+    def buffer_positions(self, cache: LMCache) -> torch.Tensor:
+        """The positional rows of the cache's whole buffer, computed once per cache (not a
+        dozen small kernels every step)."""
+        if cache.positions is None:
+            p = next(self.parameters())
+            frames = torch.arange(cache.layers[0].self_k.shape[2], device=p.device)
+            cache.positions = sinusoidal_positions(frames, self.cfg.hidden_size).to(p.dtype)
+        return cache.positions
 
     def compile_static_step(self) -> MusicGenLM:
         """Run `static_step` through torch.compile (inductor fuses the norms, residual adds
@@ -465,10 +472,7 @@ class MusicGenLM(nn.Module):
         assert self.cpu_step is not None
         start = cache.length
         self._check_room(cache, start + 1)
-        if cache.positions is None:  # the positional rows of the whole buffer, once a cache
-            frames = torch.arange(cache.layers[0].self_k.shape[2])
-            cache.positions = sinusoidal_positions(frames, self.cfg.hidden_size)
-        x = self.embed(tokens)[:, 0] + cache.positions[start]
+        x = self.embed(tokens)[:, 0] + self.buffer_positions(cache)[start]
         logits = self.cpu_step(x, start, cache)
         cache.length = start + 1
         return logits[:, :, None]
