@@ -57,7 +57,7 @@ def worker(kind: str, folder: str, threads: int) -> None:
     if kind == "transformers":
         from transformers import MusicgenForConditionalGeneration
 
-        from tunesmith.tokenizer import TextTokenizer
+        from tunesmith.checkpoints.tokenizer import TextTokenizer
 
         model = MusicgenForConditionalGeneration.from_pretrained(folder).eval()
         tokenizer = TextTokenizer.from_file(Path(folder) / "tokenizer.json")
@@ -133,7 +133,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = args.folder
         if folder is None:
-            from tunesmith.testing import build_checkpoint
+            from tunesmith.testing.checkpoints import build_checkpoint
 
             print("building a random checkpoint at musicgen-small sizes...", file=sys.stderr)
             folder = str(build_checkpoint(Path(tmp) / "small", "small"))

@@ -43,7 +43,7 @@ def runners(
     from transformers import MusicgenForConditionalGeneration
 
     from tunesmith import MusicGen
-    from tunesmith.tokenizer import TextTokenizer
+    from tunesmith.checkpoints.tokenizer import TextTokenizer
 
     reference = MusicgenForConditionalGeneration.from_pretrained(folder, dtype=dtype)
     reference = reference.to(device).eval()
@@ -99,7 +99,7 @@ def breakdown(model: object, prompts: list[str], seconds: float, device: torch.d
     parts.append(f"codec {time.perf_counter() - start:.4f} s")
     lm = model.model.decoder
     if lm.cuda_graphs and device.type == "cuda":
-        from tunesmith.cuda_graphs import StepGraph
+        from tunesmith.engine.cuda_graphs import StepGraph
 
         with torch.inference_mode():
             cache = lm.new_cache(2 * len(prompts), steps, *_text(model, prompts))
@@ -148,7 +148,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         folder = Path(args.folder or Path(scratch) / "ckpt")
         if not args.folder:
-            from tunesmith.testing import build_checkpoint
+            from tunesmith.testing.checkpoints import build_checkpoint
 
             print(f"building a random {args.size} checkpoint...", file=sys.stderr)
             build_checkpoint(folder, args.size, seed=0)

@@ -26,10 +26,10 @@ from pathlib import Path
 import torch
 
 from tunesmith import MusicGen
-from tunesmith.compiled_step import warm_up
-from tunesmith.cpu_fp32 import PackedLinear
+from tunesmith.engine.compiled_step import warm_up
+from tunesmith.engine.int8 import Int8Linear
+from tunesmith.kernels.cpu.fp32 import PackedLinear
 from tunesmith.models.lm import MusicGenLM
-from tunesmith.quantize import Int8Linear
 
 
 def without_step(lm: MusicGenLM) -> MusicGenLM:
@@ -90,7 +90,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = args.folder
         if folder is None:
-            from tunesmith.testing import build_checkpoint
+            from tunesmith.testing.checkpoints import build_checkpoint
 
             print("building a random checkpoint at musicgen-small sizes...", file=sys.stderr)
             folder = str(build_checkpoint(Path(tmp) / "small", "small"))

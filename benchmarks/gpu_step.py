@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from tunesmith import MusicGen
-from tunesmith.cuda_graphs import StepGraph
+from tunesmith.engine.cuda_graphs import StepGraph
 
 
 def replay_ms(model: MusicGen, rows: int, frames: int) -> float:
@@ -84,7 +84,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch, torch.inference_mode():
         folder = Path(args.folder or Path(scratch) / "ckpt")
         if not args.folder:
-            from tunesmith.testing import build_checkpoint
+            from tunesmith.testing.checkpoints import build_checkpoint
 
             build_checkpoint(folder, "small", seed=0)
         plain = MusicGen.from_pretrained(folder, device="cuda")

@@ -39,7 +39,7 @@ def load(args: argparse.Namespace, scratch: Path) -> Any:
 
     if args.model:
         return MusicGen.from_pretrained(args.model, device=args.device)
-    from tunesmith.testing import build_checkpoint
+    from tunesmith.testing.checkpoints import build_checkpoint
 
     folder = Path(args.checkpoint_dir or scratch / f"ckpt-{args.size}")
     if not (folder / "model.safetensors").is_file():

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tunesmith.testing import build_checkpoint
+from tunesmith.testing.checkpoints import build_checkpoint
 
 
 @pytest.fixture(scope="session")

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from tunesmith import MusicGen
-from tunesmith.delay import apply_delay, delays, undo_delay
-from tunesmith.testing import FAMILY, build_family_model, save_checkpoint, save_sharded
+from tunesmith.generation.delay import apply_delay, delays, undo_delay
+from tunesmith.testing.checkpoints import FAMILY, build_family_model, save_checkpoint, save_sharded
 
 PROMPTS = ["lofi hip hop beat with soft piano", "epic orchestral music"]
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from tunesmith import MusicGen
-from tunesmith.testing import build_hf_model, save_checkpoint
+from tunesmith.testing.checkpoints import build_hf_model, save_checkpoint
 
 pytestmark = pytest.mark.slow
 
@@ -96,7 +96,7 @@ def test_encode_matches(pair) -> None:
 @torch.no_grad()
 def test_int8_quality_guard(pair) -> None:
     """Teacher-forced logits of the int8 decoder stay within 3% relative error of fp32."""
-    from tunesmith.quantize import quantize_linears
+    from tunesmith.engine.int8 import quantize_linears
 
     _, model = pair
     text = model.condition(PROMPTS)

@@ -8,13 +8,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.test_family import PROMPTS, reference_generate
 from tunesmith import MusicGen
-from tunesmith.generation import TextCondition, generate_codes
+from tunesmith.generation.loop import TextCondition, generate_codes
 from tunesmith.models.melody import MusicGenMelodyModel
 from tunesmith.options import GenerationOptions
-from tunesmith.testing import build_melody_model, save_checkpoint
-
-from .test_family import PROMPTS, reference_generate
+from tunesmith.testing.checkpoints import build_melody_model, save_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +87,7 @@ def test_teacher_forced_logits_match_reference(pair) -> None:
 def test_int8_melody_loads_and_runs(pair, tmp_path: Path) -> None:
     """int8 melody: a float16 cache and (where the kernels build) one-frame steps in
     `cpu_step`, without cross-attention, as close to the layers run one by one as ever."""
-    from tunesmith import cpu_step
+    from tunesmith.engine import cpu_step
 
     reference, _ = pair
     folder = save_checkpoint(reference, tmp_path / "m")
@@ -116,7 +115,7 @@ def test_chroma_filter_bank_is_transformers_one() -> None:
     import numpy as np
     from transformers.audio_utils import chroma_filter_bank as reference
 
-    from tunesmith.chroma import chroma_filter_bank
+    from tunesmith.audio.chroma import chroma_filter_bank
 
     want = reference(num_frequency_bins=16384, num_chroma=12, sampling_rate=32000, tuning=0)
     np.testing.assert_allclose(chroma_filter_bank(32000), want, rtol=0, atol=1e-12)
@@ -127,7 +126,7 @@ def test_power_spectrogram_is_centred_hann_stft() -> None:
     out with numpy: reflect-pad by n_fft / 2, periodic Hann, |rfft|^2 / sum(w^2)."""
     import numpy as np
 
-    from tunesmith.chroma import power_spectrogram
+    from tunesmith.audio.chroma import power_spectrogram
 
     n_fft, hop = 64, 16
     wav = torch.randn(1, 200, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
@@ -141,7 +140,7 @@ def test_power_spectrogram_is_centred_hann_stft() -> None:
 
 @pytest.mark.parametrize(("hz", "pitch_class"), [(261.63, 0), (392.0, 7), (440.0, 9)])
 def test_chroma_of_a_pure_tone(hz: float, pitch_class: int) -> None:
-    from tunesmith.chroma import chroma_features, chroma_frames
+    from tunesmith.audio.chroma import chroma_features, chroma_frames
 
     t = torch.arange(3 * 32000) / 32000
     chroma = chroma_features(torch.sin(2 * torch.pi * hz * t))
@@ -160,7 +159,7 @@ def test_generate_with_a_melody_file(pair, tmp_path: Path) -> None:
     transformers does with the same chroma as input_features."""
     import soundfile as sf
 
-    from tunesmith.chroma import chroma_features
+    from tunesmith.audio.chroma import chroma_features
 
     reference, model = pair
     t = torch.arange(2 * 32000) / 32000
@@ -192,7 +191,7 @@ def test_cli_melody_file(pair, tmp_path: Path) -> None:
     the same clip as the API with melody=FILE; a text-only checkpoint refuses it in one line."""
     import soundfile as sf
 
-    from tunesmith.cli import main
+    from tunesmith.cli.main import main
 
     reference, model = pair
     t = torch.arange(32000) / 32000
@@ -213,7 +212,7 @@ def test_cli_melody_file(pair, tmp_path: Path) -> None:
 def test_cli_melody_on_text_model_is_one_line(tiny_checkpoint: Path, tmp_path: Path, capsys):
     import soundfile as sf
 
-    from tunesmith.cli import main
+    from tunesmith.cli.main import main
 
     melody = tmp_path / "tune.wav"
     sf.write(melody, torch.zeros(8000).numpy(), 32000)

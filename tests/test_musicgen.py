@@ -94,7 +94,7 @@ def test_sampling_matches_reference_with_same_random_stream(tiny_model, tiny_ref
     want, _ = reference_generate(
         tiny_reference, tiny_model, PROMPTS, frames, do_sample=True, top_k=50, temperature=1.3
     )
-    from tunesmith.generation import generate_codes
+    from tunesmith.generation.loop import generate_codes
     from tunesmith.options import GenerationOptions
 
     torch.manual_seed(5)

@@ -13,22 +13,28 @@ from typing import Any
 
 import torch
 
-from .audio import match_channels, read_audio, resample
-from .chroma import melody_chroma
-from .codec_chunks import StreamDecoder, decode_in_chunks
+from .audio.chroma import melody_chroma
+from .audio.files import match_channels, read_audio, resample
+from .checkpoints.loading import (
+    DEFAULT_MODEL,
+    load_model,
+    load_tokenizer,
+    read_config,
+    resolve_checkpoint,
+)
+from .checkpoints.tokenizer import TextTokenizer
 from .config import MusicGenConfig
-from .delay import delays
-from .devices import default_dtype, resolve_device
+from .engine.devices import default_dtype, resolve_device
+from .engine.int8 import QUANTIZE_MODES
+from .engine.memory import release_freed_memory
 from .errors import InvalidOptionError
-from .generation import TextCondition, iter_frames, plan_windows, steps_for
-from .loading import DEFAULT_MODEL, load_model, load_tokenizer, read_config, resolve_checkpoint
-from .memory import release_freed_memory
+from .generation.codec_chunks import StreamDecoder, decode_in_chunks
+from .generation.delay import delays
+from .generation.loop import TextCondition, iter_frames, plan_windows, steps_for
+from .generation.progress import Progress, StepCallback, progress_callback
 from .models.melody import MusicGenMelodyModel
-from .models.musicgen import MusicGenModel
+from .models.network import MusicGenModel
 from .options import MAX_DURATION, GenerationOptions
-from .progress import Progress, StepCallback, progress_callback
-from .quantize import QUANTIZE_MODES
-from .tokenizer import TextTokenizer
 
 Prompts = str | None | Sequence[str | None]
 AudioPrompt = torch.Tensor | str | Path
@@ -91,7 +97,7 @@ class MusicGen:
             # Inductor's step, captured as a CUDA graph per KV cache; compiled on first use.
             model.decoder.compile_static_step().cuda_graphs = True
         elif compile and model.decoder.cpu_step is None:
-            from .compiled_step import warm_up
+            from .engine.compiled_step import warm_up
 
             warm_up(model.decoder.compile_steps())
         return cls(model, tokenizer, name=str(name_or_path))

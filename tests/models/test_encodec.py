@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import torch
 
-from tunesmith.checkpoint_keys import fold_weight_norm, hf_to_tunesmith, strip_prefix
+from tunesmith.checkpoints.hub_keys import fold_weight_norm, hf_to_tunesmith, strip_prefix
 from tunesmith.config import EncodecConfig
 from tunesmith.models.encodec import TAIL_CHUNK, EncodecModel
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tunesmith.checkpoint_keys import hf_to_tunesmith, strip_prefix
+from tunesmith.checkpoints.hub_keys import hf_to_tunesmith, strip_prefix
 from tunesmith.config import LMConfig
 from tunesmith.models.lm import MusicGenLM, sinusoidal_positions
-from tunesmith.testing import build_hf_model
+from tunesmith.testing.checkpoints import build_hf_model
 
 
 @pytest.fixture(scope="module")

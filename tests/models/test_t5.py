@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tunesmith.checkpoint_keys import hf_to_tunesmith, strip_prefix
+from tunesmith.checkpoints.hub_keys import hf_to_tunesmith, strip_prefix
 from tunesmith.config import T5Config
 from tunesmith.models.t5 import T5Encoder, relative_position_buckets
 

@@ -19,13 +19,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import cpu_attention
 from ..config import LMConfig
-from ..cpu_fp32 import PackedLinear
-from ..cpu_step import CpuStep
-from ..hugepages import move_to_huge_pages
-from ..memory import mapped_zeros
-from ..quantize import Int8Linear
+from ..engine.cpu_step import CpuStep
+from ..engine.hugepages import move_to_huge_pages
+from ..engine.int8 import Int8Linear
+from ..engine.memory import mapped_zeros
+from ..kernels.cpu import attention as cpu_attention
+from ..kernels.cpu.fp32 import PackedLinear
 
 # Projections of the text, run once per generation on many rows: not worth packing.
 _ONCE_PER_CALL = ("encoder_attn.k_proj", "encoder_attn.v_proj")
@@ -383,7 +383,7 @@ class MusicGenLM(nn.Module):
     def compile_steps(self) -> MusicGenLM:
         """Run one-frame decoder steps through torch.compile from now on (opt-in; see
         `compiled_step`). Prefill and the first two steps stay eager."""
-        from ..compiled_step import compile_decode
+        from ..engine.compiled_step import compile_decode
 
         self._compiled_decode = compile_decode(MusicGenLM.decode)
         return self
@@ -394,7 +394,7 @@ class MusicGenLM(nn.Module):
         Advances cache.length by T.
         """
         if self.cuda_graphs and tokens.shape[-1] == 1 and tokens.is_cuda:
-            from ..cuda_graphs import graphed_step
+            from ..engine.cuda_graphs import graphed_step
 
             return graphed_step(self, tokens, cache)
         step = self.cpu_step

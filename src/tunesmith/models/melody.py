@@ -33,7 +33,7 @@ from .lm import (
     self_kv_buffers,
     sinusoidal_positions,
 )
-from .musicgen import MusicGenModel
+from .network import MusicGenModel
 from .t5 import T5Encoder
 
 

@@ -39,7 +39,7 @@ def unavailable_reason(fmt: str) -> str | None:
 
 def write(path: str, wav: torch.Tensor, sample_rate: int) -> None:
     """Write [C, N] float audio; the format follows the extension (WAV is 16-bit PCM)."""
-    from ..audio import write_audio
+    from ..audio.files import write_audio
 
     write_audio(path, wav, sample_rate)
 

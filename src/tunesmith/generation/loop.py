@@ -1,0 +1,210 @@
+"""The decode loop: prefill the known frames, then one decoder step per delayed position.
+
+One window holds at most `max_duration` seconds. Longer pieces slide the window
+(audiocraft's `extend_stride` scheme): each new window is prompted with the last
+`window - stride` frames of what exists and adds up to `stride` new frames.
+
+Everything is a generator of newly completed frames, so callers can stream audio, show
+progress, or stop and keep what exists. Classifier-free guidance runs the conditional and
+unconditional rows as one batch of 2B and mixes their logits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import torch
+
+from ..models.lm import MusicGenLM
+from ..options import GenerationOptions
+from .delay import apply_delay, delays, valid_mask
+from .sampling import cfg_mix, sample
+
+StepCallback = Callable[[int, int], None]  # (steps done, steps in all)
+
+
+@dataclass(frozen=True)
+class TextCondition:
+    """Projected text states [B, S, D] and mask [B, S]; an all-zero row is unconditional."""
+
+    states: torch.Tensor
+    mask: torch.Tensor
+
+    @property
+    def batch(self) -> int:
+        return self.states.shape[0]
+
+
+@dataclass(frozen=True)
+class Window:
+    """One decoder window: `context` frames given (prompt or previous output), `frames` in all."""
+
+    context: int
+    frames: int
+
+
+def make_generator(seed: int | None, device: torch.device) -> torch.Generator:
+    """A private random stream for one call: the same seed gives the same draws on a machine."""
+    generator = torch.Generator(device=device)
+    if seed is None:
+        generator.seed()
+    else:
+        generator.manual_seed(seed)
+    return generator
+
+
+def plan_windows(prompt: int, new: int, window: int, stride: int) -> list[Window]:
+    """Windows that add `new` frames after a `prompt` of frames (prompt < window).
+
+    >>> plan_windows(0, 3750, 1500, 900)  # 75 s at 50 Hz, 30 s window, 18 s stride
+    [Window(context=0, frames=1500), Window(context=600, frames=1500), Window(context=600, frames=1500), Window(context=600, frames=1050)]
+    """
+    if not 0 < stride <= window:
+        raise ValueError(f"stride must be in (0, window]: got {stride} for a window of {window}")
+    if prompt >= window:
+        raise ValueError(f"prompt of {prompt} frames does not fit a {window}-frame window")
+    windows = [Window(prompt, min(window, prompt + new))]
+    done = windows[0].frames - prompt
+    keep = window - stride
+    while done < new:
+        context = min(keep, prompt + done)
+        add = min(window - context, new - done)
+        windows.append(Window(context, context + add))
+        done += add
+    return windows
+
+
+def steps_for(windows: list[Window], max_delay: int) -> int:
+    """Decoder steps the windows take in all (each window pays the delay tail once)."""
+    return sum(w.frames - w.context + max_delay for w in windows)
+
+
+@torch.inference_mode()
+def iter_window(
+    lm: MusicGenLM,
+    text: TextCondition,
+    frames: int,
+    options: GenerationOptions,
+    generator: torch.Generator,
+    prompt: torch.Tensor | None = None,
+) -> Iterator[torch.Tensor]:
+    """Sample one window; yield each newly completed frame as codes [B, K, 1].
+
+    `prompt` [B, K, P] frames are given (not yielded); frames counts them too (P < frames).
+    One decoder step per iteration (the first `max_delay` steps complete no frame).
+    """
+    cfg = lm.cfg
+    device = text.states.device
+    b, k = text.batch, cfg.num_codebooks
+    shifts = delays(k, cfg.audio_channels)
+    max_delay = max(shifts)
+    length = 1 + frames + max_delay  # start frame + frames + the delay tail
+    p = 0 if prompt is None else prompt.shape[-1]
+    if p >= frames:
+        raise ValueError(f"prompt has {p} frames; asked for {frames} in all")
+
+    codes = torch.zeros(b, k, frames, dtype=torch.long, device=device)
+    if prompt is not None:
+        codes[:, :, :p] = prompt
+    seq = apply_delay(codes, cfg.special_token, cfg.audio_channels)  # [B, K, length]
+    # Positions to sample: real frames (not the delay's special padding) past the prompt.
+    pos = torch.arange(length)[None, :]
+    shift = torch.tensor(shifts)[:, None]
+    writable = (valid_mask(k, length, cfg.audio_channels) & (pos >= 1 + shift + p)).to(device)
+    gather = torch.tensor(shifts, device=device)[None, :, None]  # frame t of k is at t + 1 + d_k
+
+    use_cfg = options.cfg_scale != 1.0
+    rows = 2 * b if use_cfg else b
+    cache = lm.new_cache(rows, length, text.states, text.mask)
+
+    first = p + 1  # first position with anything to sample (codebook 0 right after the prompt)
+    feed = seq[:, :, :first]
+    for position in range(first, length):
+        inputs = torch.cat([feed, feed]) if use_cfg else feed
+        logits = lm(inputs, cache)[:, :, -1]  # [rows, K, V]
+        if use_cfg:
+            logits = cfg_mix(logits, options.cfg_scale)
+        tokens = sample(
+            logits,
+            top_k=options.top_k,
+            top_p=options.top_p,
+            temperature=options.temperature,
+            generator=generator,
+        )
+        seq[:, :, position] = torch.where(writable[:, position], tokens, seq[:, :, position])
+        feed = seq[:, :, position : position + 1]
+        frame = position - 1 - max_delay  # the frame whose last codebook was just written
+        if frame >= p:
+            yield torch.gather(seq, 2, (frame + 1 + gather).expand(b, k, 1))
+        else:
+            yield seq.new_empty(b, k, 0)
+
+
+def iter_frames(
+    lm: MusicGenLM,
+    text: TextCondition,
+    new_frames: int,
+    options: GenerationOptions,
+    *,
+    window: int,
+    stride: int,
+    prompt: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+    on_step: StepCallback | None = None,
+) -> Iterator[torch.Tensor]:
+    """Yield `new_frames` new frames in order (blocks [B, K, n], n >= 0), across as many windows
+    as it takes, continuing `prompt` codes [B, K, P] if given."""
+    device = text.states.device
+    generator = generator if generator is not None else make_generator(options.seed, device)
+    p = 0 if prompt is None else prompt.shape[-1]
+    windows = plan_windows(p, new_frames, window, stride)
+    max_delay = max(delays(lm.cfg.num_codebooks, lm.cfg.audio_channels))
+    total, done = steps_for(windows, max_delay), 0
+    keep = window - stride
+    # The last frames so far (prompt included): what the next window is prompted with.
+    history = prompt if prompt is not None else text.states.new_zeros(0, dtype=torch.long)
+    for w in windows:
+        context = history[:, :, history.shape[-1] - w.context :] if w.context else None
+        made = []
+        for block in iter_window(lm, text, w.frames, options, generator, prompt=context):
+            made.append(block)
+            done += 1
+            if on_step is not None:
+                on_step(done, total)
+            yield block
+        if keep:
+            history = torch.cat([h for h in (context, *made) if h is not None], dim=2)[:, :, -keep:]
+
+
+def generate_codes(
+    lm: MusicGenLM,
+    text: TextCondition,
+    frames: int,
+    options: GenerationOptions,
+    *,
+    prompt: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+    on_step: StepCallback | None = None,
+    window: int | None = None,
+    stride: int | None = None,
+) -> torch.Tensor:
+    """Sample codes [B, K, frames]; with a prompt [B, K, P] the result starts with it (P < frames).
+
+    Without `window`, everything happens in one window (frames must fit the model's cache).
+    """
+    p = 0 if prompt is None else prompt.shape[-1]
+    window = window or frames
+    blocks = iter_frames(
+        lm,
+        text,
+        frames - p,
+        options,
+        window=window,
+        stride=stride or window,
+        prompt=prompt,
+        generator=generator,
+        on_step=on_step,
+    )
+    parts = ([] if prompt is None else [prompt]) + list(blocks)
+    return torch.cat(parts, dim=2)

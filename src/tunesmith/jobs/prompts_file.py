@@ -1,0 +1,280 @@
+"""Prompts files for batch jobs: .txt, .csv or .jsonl -> validated rows.
+
+- .txt: one prompt a line; blank lines and lines starting with `#` are skipped.
+- .csv: a header naming `prompt` and any of the optional columns below; empty cells take the
+  command line's value.
+- .jsonl: one JSON object a line with the same keys (blank and `#` lines skipped).
+
+Optional columns: duration, seed, top_k, top_p, temperature, cfg, file, format. `file` is a
+name inside the output folder (default `NNN-words-of-the-prompt.wav`); its extension picks the
+format, else `format`, else the command line's `--format`, else wav.
+
+A file that cannot be read, or that names unknown columns, raises BatchFileError; a row with a
+bad value becomes a Row with `error` set, recorded as failed while the job goes on.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import datetime
+import io
+import json
+import math
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .. import __version__
+from ..errors import TunesmithError
+
+COLUMNS = ("prompt", "duration", "seed", "top_k", "top_p", "temperature", "cfg", "file", "format")
+FORMATS = ("wav", "flac", "mp3", "ogg")
+Entry = dict[str, Any]
+
+
+class BatchFileError(TunesmithError):
+    """A prompts file that cannot be read or does not have the expected shape."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Sampling settings shared by the rows of one batch (seeds are per row or per batch)."""
+
+    duration: float = 8.0
+    top_k: int = 250
+    top_p: float = 0.0
+    temperature: float = 1.0
+    cfg: float = 3.0
+    stride: float = 18.0
+
+    def generate_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for `MusicGen.generate` (duration and seed apart)."""
+        return dict(
+            top_k=self.top_k, top_p=self.top_p, temperature=self.temperature,
+            cfg_scale=self.cfg, stride=self.stride,
+        )  # fmt: skip
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> Settings:
+        """From a manifest's `settings` (extra keys such as `seed` are ignored)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in record.items() if k in names})
+
+
+@dataclass(frozen=True)
+class Row:
+    """One output to make: row number (1-based, in file order), prompt, settings, file."""
+
+    number: int
+    prompt: str | None
+    settings: Settings | None
+    seed: int | None
+    file: str
+    format: str
+    error: str | None = None
+
+    def settings_record(self, seed: int | None) -> dict[str, Any]:
+        """Settings as the manifest stores them, with the seed actually used."""
+        record = dataclasses.asdict(self.settings) if self.settings else {}
+        return {"duration": record.pop("duration", None), "seed": seed, **record}
+
+    def entry(
+        self,
+        base: Entry,
+        *,
+        seed: int | None = None,
+        error: str | None = None,
+        subtype: str | None = None,
+        batch: dict[str, Any] | None = None,
+        seconds: float | None = None,
+    ) -> Entry:
+        """The manifest line for this row: done unless `error` is given."""
+        return {
+            "row": self.number,
+            "prompt": self.prompt,
+            "status": "failed" if error else "done",
+            "error": error,
+            "file": self.file,
+            "format": self.format,
+            "subtype": subtype,
+            **base,
+            "settings": self.settings_record(seed) if self.settings else None,
+            "seed_from": "row" if self.seed is not None else "drawn",
+            "batch": batch,
+            "seconds_taken": None if seconds is None else round(seconds, 3),
+            "tunesmith": __version__,
+            "finished_at": datetime.datetime.now(datetime.timezone.utc).isoformat(" ", "seconds"),
+        }
+
+
+def read_prompts(
+    path: str | os.PathLike[str], defaults: Settings, default_format: str | None = None
+) -> list[Row]:
+    """Every row of a prompts file, validated (see the module docstring)."""
+    source = Path(path)
+    kind = source.suffix.lower()
+    if kind not in (".txt", ".csv", ".jsonl"):
+        raise BatchFileError(f"prompts file {str(source)!r} must end in .txt, .csv or .jsonl")
+    try:
+        text = source.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as err:
+        raise BatchFileError(f"cannot read prompts file {str(source)!r}: {err}") from None
+    raw = _csv(text, source) if kind == ".csv" else _lines(text, source, kind == ".jsonl")
+    if not raw:
+        raise BatchFileError(f"prompts file {str(source)!r} has no prompts")
+    width = max(3, len(str(len(raw))))
+    rows = [_row(i, fields, defaults, default_format, width) for i, fields in enumerate(raw, 1)]
+    return _refuse_shared_files(rows)
+
+
+def _lines(text: str, source: Path, is_json: bool) -> list[dict[str, Any]]:
+    rows = []
+    for number, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if not is_json:
+            rows.append({"prompt": line})
+            continue
+        try:
+            fields = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise BatchFileError(f"{source} line {number}: not valid JSON ({err.msg})") from None
+        if not isinstance(fields, dict):
+            raise BatchFileError(f"{source} line {number}: expected a JSON object")
+        _check_columns(fields, source, f" line {number}")
+        rows.append(fields)
+    return rows
+
+
+def _csv(text: str, source: Path) -> list[dict[str, Any]]:
+    reader = csv.reader(io.StringIO(text, newline=""))
+    header = [name.strip().lower() for name in next(reader, [])]
+    if "prompt" not in header:
+        raise BatchFileError(f"{source}: the CSV header must name a 'prompt' column")
+    _check_columns(dict.fromkeys(header), source, "")
+    rows = []
+    for cells in reader:
+        if not any(cell.strip() for cell in cells):
+            continue
+        pairs = zip(header, cells, strict=False)  # short rows: missing cells are empty
+        fields: dict[str, Any] = {k: v.strip() for k, v in pairs if v.strip()}
+        fields.setdefault("prompt", "")
+        if len(cells) > len(header):
+            fields["_error"] = f"{len(cells)} cells for {len(header)} columns"
+        rows.append(fields)
+    return rows
+
+
+def _check_columns(fields: dict[str, Any], source: Path, where: str) -> None:
+    unknown = [str(k) for k in fields if k not in COLUMNS]
+    if unknown:
+        raise BatchFileError(
+            f"{source}{where}: unknown column(s) {', '.join(map(repr, unknown))}"
+            f" (known: {', '.join(COLUMNS)})"
+        )
+
+
+def _row(
+    number: int, fields: dict[str, Any], defaults: Settings, default_format: str | None, width: int
+) -> Row:
+    prompt = fields.get("prompt")
+    try:
+        if "_error" in fields:
+            raise ValueError(fields["_error"])
+        if prompt is not None and not isinstance(prompt, str):
+            raise ValueError(f"prompt must be text, got {prompt!r}")
+        changes: dict[str, Any] = {k: _number(fields[k], k) for k in ("duration", "top_p", "temperature", "cfg")
+                                   if k in fields}  # fmt: skip
+        if "top_k" in fields:
+            changes["top_k"] = _integer(fields["top_k"], "top_k")
+        seed = _integer(fields["seed"], "seed") if fields.get("seed") is not None else None
+        settings = dataclasses.replace(defaults, **changes)
+        _validate(settings, seed)
+        file, fmt = output_name(number, prompt, fields.get("file"), fields.get("format"),
+                                default_format, width)  # fmt: skip
+    except (ValueError, TunesmithError) as err:
+        file, fmt = f"{number:0{width}d}-failed", "wav"
+        return Row(number, prompt, None, None, file, fmt, error=str(err))
+    return Row(number, prompt, settings, seed, file, fmt)
+
+
+def _validate(settings: Settings, seed: int | None) -> None:
+    from ..options import MAX_DURATION, GenerationOptions
+
+    GenerationOptions(
+        duration=settings.duration, top_k=settings.top_k, top_p=settings.top_p,
+        temperature=settings.temperature, cfg_scale=settings.cfg, seed=seed,
+        stride=settings.stride,
+    ).validate(max_duration=MAX_DURATION)  # fmt: skip
+
+
+def output_name(
+    number: int,
+    prompt: str | None,
+    file: Any,
+    fmt: Any,
+    default_format: str | None,
+    width: int = 3,
+) -> tuple[str, str]:
+    """(file name inside the output folder, format) for a row; ValueError when they clash."""
+    if fmt is not None and str(fmt).lower().lstrip(".") not in FORMATS:
+        raise ValueError(f"unknown format {fmt!r} (choose from {', '.join(FORMATS)})")
+    fmt = str(fmt).lower().lstrip(".") if fmt is not None else None
+    if file is None:
+        slug = re.sub(r"[^a-z0-9]+", "-", (prompt or "unconditional").lower())[:40].strip("-")
+        file = f"{number:0{width}d}-{slug or 'clip'}"
+    name = Path(str(file))
+    if name.is_absolute() or ".." in name.parts or not name.name:
+        raise ValueError(f"file {str(file)!r} must be a name inside the output folder")
+    suffix = name.suffix.lower().lstrip(".")
+    if suffix in FORMATS:
+        if fmt is not None and fmt != suffix:
+            raise ValueError(f"file {str(file)!r} does not match format {fmt!r}")
+        fmt = suffix
+    else:
+        fmt = fmt or default_format or "wav"
+        name = name.with_name(f"{name.name}.{fmt}")
+    from ..audio.files import file_format
+
+    file_format(name)  # this libsndfile can write it (MP3 needs 1.1+)
+    return name.as_posix(), fmt
+
+
+def _refuse_shared_files(rows: list[Row]) -> list[Row]:
+    owner: dict[str, int] = {}
+    out = []
+    for row in rows:
+        first = owner.setdefault(row.file, row.number) if row.error is None else row.number
+        if first != row.number:
+            row = dataclasses.replace(
+                row, settings=None, seed=None, error=f"file {row.file!r} is row {first}'s too"
+            )
+        out.append(row)
+    return out
+
+
+def _number(value: Any, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ValueError(f"{name} must be a number, got {value!r}")
+    try:
+        number = float(value)
+    except ValueError:
+        raise ValueError(f"{name} must be a number, got {value!r}") from None
+    if math.isnan(number):
+        raise ValueError(f"{name} must be a number, got {value!r}")
+    return number
+
+
+def _integer(value: Any, name: str) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and re.fullmatch(r"[+-]?\d+", value.strip()):
+        return int(value)
+    number = _number(value, name)
+    if not number.is_integer():
+        raise ValueError(f"{name} must be a whole number, got {value!r}")
+    return int(number)

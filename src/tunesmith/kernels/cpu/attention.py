@@ -1,0 +1,193 @@
+"""A CPU kernel for one query's attention over a float16 KV cache, built on first use.
+
+In an int8 decoder step the weights are a quarter of their float32 size, and the KV cache
+becomes a large part of what a step reads: at 10 s of audio, float32 keys and values are
+~0.2 GB per step by the end of the piece. Stored as float16 they are half that, but torch's
+CPU attention is several times slower on half tensors than on float32 ones. This kernel reads
+the float16 cache directly (F16C conversion, AVX2 + FMA arithmetic, float32 softmax and
+accumulation) for the one-query case of a decoder step; prefills of many frames go through
+torch's attention on a float32 copy instead.
+
+float16 holds keys and values to ~3 significant digits with a range of +-65504, as on GPUs,
+where MusicGen runs in float16 altogether. The int8 quality guard (tests/test_int8_full_size.py)
+covers it.
+"""
+
+from __future__ import annotations
+
+import torch
+
+# One head's attention for one query (shared with `cpu_step`'s whole decoder step).
+HEAD_ATTENTION = r"""
+namespace attn {
+using vecmath::exp8;
+// Keys and values are float16 (the int8 decoder's cache) or float32 (the float32 one's).
+inline __m256 load8(const at::Half* p) {
+  return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+}
+inline __m256 load8(const float* p) { return _mm256_loadu_ps(p); }
+
+inline float hsum(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  return _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
+}
+
+// Scores of 64-wide heads, four keys at a time (four independent FMA chains, one reduction).
+template <typename T>
+inline void scores64(const float* q, const T* k, const float* mask, int64_t n, float* s) {
+  __m256 qv[8];
+  for (int d = 0; d < 8; ++d) qv[d] = _mm256_loadu_ps(q + 8 * d);
+  int64_t t = 0;
+  for (; t + 4 <= n; t += 4) {
+    const T* kt = k + t * 64;
+    __m256 a[4];
+    for (int j = 0; j < 4; ++j) a[j] = _mm256_mul_ps(qv[0], load8(kt + 64 * j));
+    for (int d = 1; d < 8; ++d)
+      for (int j = 0; j < 4; ++j) a[j] = _mm256_fmadd_ps(qv[d], load8(kt + 64 * j + 8 * d), a[j]);
+    __m256 h = _mm256_hadd_ps(_mm256_hadd_ps(a[0], a[1]), _mm256_hadd_ps(a[2], a[3]));
+    __m128 four = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+    if (mask) four = _mm_add_ps(four, _mm_loadu_ps(mask + t));
+    _mm_storeu_ps(s + t, four);
+  }
+  for (; t < n; ++t) {
+    __m256 a = _mm256_setzero_ps();
+    for (int d = 0; d < 8; ++d) a = _mm256_fmadd_ps(qv[d], load8(k + t * 64 + 8 * d), a);
+    s[t] = hsum(a) + (mask ? mask[t] : 0.0f);
+  }
+}
+
+// out = sum_t p[t] v[t] for 64-wide heads, the 64 sums held in registers.
+template <typename T>
+inline void weighted64(const float* p, const T* v, int64_t n, float* out) {
+  __m256 o[8];
+  for (int d = 0; d < 8; ++d) o[d] = _mm256_setzero_ps();
+  for (int64_t t = 0; t < n; ++t) {
+    const __m256 w = _mm256_set1_ps(p[t]);
+    for (int d = 0; d < 8; ++d) o[d] = _mm256_fmadd_ps(w, load8(v + t * 64 + 8 * d), o[d]);
+  }
+  for (int d = 0; d < 8; ++d) _mm256_storeu_ps(out + 8 * d, o[d]);
+}
+
+// One head: q [hd] (already scaled) against n keys/values [n, hd] -> out [hd].
+template <typename T>
+inline void attend(const float* q, const T* k, const T* v, const float* mask,
+            int64_t n, int64_t hd, float* s, float* out) {
+  const int64_t hv = hd - hd % 8;
+  if (hd == 64) scores64(q, k, mask, n, s);
+  else for (int64_t t = 0; t < n; ++t) {
+    const T* kt = k + t * hd;
+    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+    int64_t d = 0;
+    for (; d + 16 <= hv; d += 16) {
+      a0 = _mm256_fmadd_ps(_mm256_loadu_ps(q + d), load8(kt + d), a0);
+      a1 = _mm256_fmadd_ps(_mm256_loadu_ps(q + d + 8), load8(kt + d + 8), a1);
+    }
+    for (; d < hv; d += 8) a0 = _mm256_fmadd_ps(_mm256_loadu_ps(q + d), load8(kt + d), a0);
+    float dot = hsum(_mm256_add_ps(a0, a1));
+    for (; d < hd; ++d) dot += q[d] * static_cast<float>(kt[d]);
+    s[t] = mask ? dot + mask[t] : dot;
+  }
+  float top = s[0];
+  for (int64_t t = 1; t < n; ++t) top = s[t] > top ? s[t] : top;
+  __m256 total = _mm256_setzero_ps();
+  int64_t t = 0;
+  for (; t + 8 <= n; t += 8) {
+    const __m256 e = exp8(_mm256_sub_ps(_mm256_loadu_ps(s + t), _mm256_set1_ps(top)));
+    _mm256_storeu_ps(s + t, e);
+    total = _mm256_add_ps(total, e);
+  }
+  float sum = hsum(total);
+  for (; t < n; ++t) {
+    float tail[8] = {s[t] - top, -87.0f, -87.0f, -87.0f, -87.0f, -87.0f, -87.0f, -87.0f};
+    _mm256_storeu_ps(tail, exp8(_mm256_loadu_ps(tail)));
+    s[t] = tail[0];
+    sum += tail[0];
+  }
+  if (hd == 64) {
+    weighted64(s, v, n, out);
+  } else {
+    for (int64_t d = 0; d < hd; ++d) out[d] = 0.0f;
+  }
+  for (int64_t t = 0; t < n && hd != 64; ++t) {
+    const __m256 p = _mm256_set1_ps(s[t]);
+    const T* vt = v + t * hd;
+    int64_t d = 0;
+    for (; d < hv; d += 8)
+      _mm256_storeu_ps(out + d, _mm256_fmadd_ps(p, load8(vt + d), _mm256_loadu_ps(out + d)));
+    for (; d < hd; ++d) out[d] += s[t] * static_cast<float>(vt[d]);
+  }
+  const float inv = 1.0f / sum;
+  for (int64_t d = 0; d < hd; ++d) out[d] *= inv;
+}
+
+}  // namespace attn
+"""
+
+OPS = r"""
+namespace {
+// q [B, H, 1, hd] float32; k, v [B, H, T, hd] float16 (only the first n frames are read);
+// mask: empty or [B, n] additive float32. -> [B, H, 1, hd] float32.
+at::Tensor attend_one(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                      int64_t n, const at::Tensor& mask) {
+  TORCH_CHECK(q.dim() == 4 && q.size(2) == 1 && q.scalar_type() == at::kFloat);
+  TORCH_CHECK(k.scalar_type() == at::kHalf && v.scalar_type() == at::kHalf);
+  TORCH_CHECK(k.is_contiguous() && v.is_contiguous() && k.sizes() == v.sizes());
+  const int64_t B = q.size(0), H = q.size(1), hd = q.size(3), T = k.size(2);
+  TORCH_CHECK(k.size(0) == B && k.size(1) == H && k.size(3) == hd && n >= 1 && n <= T);
+  const bool masked = mask.numel() > 0;
+  if (masked) {
+    TORCH_CHECK(mask.scalar_type() == at::kFloat && mask.is_contiguous());
+    TORCH_CHECK(mask.dim() == 2 && mask.size(0) == B && mask.size(1) == n);
+  }
+  const at::Tensor qc = q.contiguous();
+  auto out = at::empty({B, H, 1, hd}, q.options());
+  const float* qp = qc.data_ptr<float>();
+  const at::Half* kp = k.data_ptr<at::Half>();
+  const at::Half* vp = v.data_ptr<at::Half>();
+  const float* mp = masked ? mask.data_ptr<float>() : nullptr;
+  float* op = out.data_ptr<float>();
+  const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+  at::parallel_for(0, B * H, 1, [&](int64_t h0, int64_t h1) {
+    std::vector<float> s(n), qs(hd);
+    for (int64_t bh = h0; bh < h1; ++bh) {
+      for (int64_t d = 0; d < hd; ++d) qs[d] = qp[bh * hd + d] * scale;
+      const int64_t b = bh / H;
+      attn::attend(qs.data(), kp + bh * T * hd, vp + bh * T * hd, mp ? mp + b * n : nullptr, n,
+                   hd, s.data(), op + bh * hd);
+    }
+  });
+  return out;
+}
+}  // namespace
+
+TORCH_LIBRARY_FRAGMENT(tunesmith, m) {
+  m.def("attend_one(Tensor q, Tensor k, Tensor v, SymInt n, Tensor mask) -> Tensor");
+}
+TORCH_LIBRARY_IMPL(tunesmith, CPU, m) { m.impl("attend_one", &attend_one); }
+"""
+
+
+def available() -> bool:
+    """The kernel is built and loaded (see `cpu_kernels`)."""
+    from . import build as cpu_kernels  # it imports this module for the source
+
+    return cpu_kernels.available()
+
+
+def register_fakes() -> None:
+    """Output shapes for torch.compile's tracing (called once the ops are loaded)."""
+
+    @torch.library.register_fake("tunesmith::attend_one")
+    def _(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, n: int, mask: torch.Tensor):
+        return torch.empty_like(q, memory_format=torch.contiguous_format)
+
+
+def attend_one(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, n: int, mask: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Attention of q [B, H, 1, hd] float32 over the first n frames of k, v [B, H, T, hd]
+    float16, with an optional additive mask [B, n] float32 -> [B, H, 1, hd] float32.
+    Needs `available()`."""
+    empty = q.new_empty(0) if mask is None else mask
+    return torch.ops.tunesmith.attend_one(q, k, v, n, empty)

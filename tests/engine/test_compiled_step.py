@@ -1,0 +1,121 @@
+"""The compiled decoder step against its eager twin: same greedy tokens, close logits."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import torch
+
+from tunesmith import MusicGen
+from tunesmith.engine.compiled_step import warm_up
+
+# Each case compiles the tiny decoder once (~20-40 s on 2 cores).
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(autouse=True)
+def fresh_dynamo() -> None:
+    """Each test starts without earlier tests' graphs: dynamo keeps at most 8 variants of one
+    function per process, and MusicGenLM.decode is the same function in every test."""
+    torch._dynamo.reset()
+
+
+def compiled_twin(model: MusicGen) -> MusicGen:
+    """A copy whose one-frame steps run compiled (not in `cpu_step`, where they would run
+    otherwise)."""
+    twin = MusicGen(copy.deepcopy(model.model), model.tokenizer, name=model.name)
+    twin.model.decoder.cpu_step = None
+    twin.model.decoder.compile_steps()
+    return twin
+
+
+@pytest.mark.parametrize("quantize", [None, "int8"])
+def test_compiled_greedy_tokens_equal_eager(tiny_checkpoint: Path, quantize: str | None) -> None:
+    eager = MusicGen.from_pretrained(tiny_checkpoint, device="cpu", quantize=quantize)
+    compiled = compiled_twin(eager)
+    warm_up(compiled.model.decoder)
+    prompts = ["lofi beat with warm piano"]
+    want = eager.generate_tokens(prompts, duration=0.6, top_k=1)
+    got = compiled.generate_tokens(prompts, duration=0.6, top_k=1)
+    assert torch.equal(got, want)
+    # Padded prompts of two lengths, sampled: another graph (text mask, 2 text rows), same draws.
+    prompts = ["lofi beat", "epic orchestral music with strings and brass"]
+    want = eager.generate_tokens(prompts, duration=0.4, seed=3)
+    got = compiled.generate_tokens(prompts, duration=0.4, seed=3)
+    assert torch.equal(got, want)
+    # The warmed-up kind again (its guards skipped, now among two graphs), then a one-token
+    # text (unconditional: a size-1 dimension, another graph).
+    for prompt in ["a slow ballad on a piano", ""]:
+        want = eager.generate_tokens([prompt], duration=0.4, seed=5)
+        got = compiled.generate_tokens([prompt], duration=0.4, seed=5)
+        assert torch.equal(got, want)
+
+
+def test_compiled_steps_match_eager_logits(tiny_checkpoint: Path) -> None:
+    model = MusicGen.from_pretrained(tiny_checkpoint, device="cpu")
+    lm = model.model.decoder
+    twin = copy.deepcopy(lm)
+    twin.cpu_step = None  # steps compiled, not in cpu_step
+    twin.compile_steps()
+    text = model.condition(["jazz"])
+    tokens = torch.randint(0, 2048, (2, 4, 12))
+    with torch.inference_mode():
+        a, b = (
+            lm.new_cache(2, 12, text.states, text.mask),
+            twin.new_cache(2, 12, text.states, text.mask),
+        )
+        for t in range(12):
+            want, got = lm(tokens[..., t : t + 1], a), twin(tokens[..., t : t + 1], b)
+            torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+        assert a.length == b.length == 12
+
+
+@torch.inference_mode()
+def test_a_step_its_skipped_guards_would_miss_falls_back_to_guards(tiny_checkpoint: Path) -> None:
+    """The warmed-up kind of call with something step_kind does not compare (keys and values
+    that are views at an offset into a larger buffer): it recompiles with guards instead of
+    failing, and gives the eager logits."""
+    from tunesmith.engine.compiled_step import CompiledStep
+
+    model = MusicGen.from_pretrained(tiny_checkpoint, device="cpu")
+    lm = model.model.decoder
+    twin = copy.deepcopy(lm)
+    twin.cpu_step = None  # steps compiled, not in cpu_step
+    twin.compile_steps()
+    warm_up(twin)
+    step = twin._compiled_decode
+    assert isinstance(step, CompiledStep) and step.trusted is not None
+    text = model.condition(["jazz"])
+    tokens = torch.randint(0, 2048, (2, 4, 4))
+    want_cache, got_cache = (m.new_cache(2, 4, text.states, text.mask) for m in (lm, twin))
+    for layer in got_cache.layers:
+        for name in ("self_k", "self_v"):
+            old = getattr(layer, name)
+            wider = torch.zeros(old.numel() + 7, dtype=old.dtype)
+            setattr(layer, name, wider[7:].view(old.shape))
+    for t in range(4):
+        want, got = lm(tokens[..., t : t + 1], want_cache), twin(tokens[..., t : t + 1], got_cache)
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+    assert step.trusted is None
+
+
+@torch.inference_mode()
+def test_steps_run_eagerly_once_dynamo_compiles_no_more_variants(tiny_checkpoint: Path) -> None:
+    """Past dynamo's recompile limit a fullgraph compile fails outright: the step falls back
+    to the eager one (same logits), with a warning, instead of failing the generation."""
+    model = MusicGen.from_pretrained(tiny_checkpoint, device="cpu")
+    lm = model.model.decoder
+    twin = copy.deepcopy(lm)
+    twin.cpu_step = None  # steps compiled, not in cpu_step
+    twin.compile_steps()
+    warm_up(twin)  # one graph: the guided kind, one text row
+    text = model.condition(["jazz", "a slow ballad"])  # another kind: two text rows, padded
+    tokens = torch.randint(0, 2048, (4, 4, 4))
+    want_cache, got_cache = (m.new_cache(4, 4, text.states, text.mask) for m in (lm, twin))
+    with torch._dynamo.config.patch(recompile_limit=1), pytest.warns(UserWarning, match="eager"):
+        for t in range(4):
+            want = lm(tokens[..., t : t + 1], want_cache)
+            got = twin(tokens[..., t : t + 1], got_cache)
+            torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)

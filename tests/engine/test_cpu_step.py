@@ -1,0 +1,168 @@
+"""A decoder's whole one-frame step in one C++ call (`cpu_step`), int8 or float32: the same
+decoder run module by module (`MusicGenLM.decode`, the same product and attention kernels)
+is the reference."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import torch
+
+from tunesmith import MusicGen
+from tunesmith.config import LMConfig
+from tunesmith.engine import cpu_step
+from tunesmith.engine.int8 import quantize_linears
+from tunesmith.models.lm import LMCache, MusicGenLM
+
+needs_kernel = pytest.mark.skipif(
+    not cpu_step.available(), reason="no CPU kernels here (needs x86-64 AVX2 and a compiler)"
+)
+
+
+def relative_error(got: torch.Tensor, want: torch.Tensor) -> float:
+    return ((got - want).norm() / want.norm()).item()
+
+
+def decoder(cfg: LMConfig, int8: bool = True, seed: int = 0) -> MusicGenLM:
+    """A random decoder (int8 or float32), fused as loading fuses it."""
+    torch.manual_seed(seed)
+    lm = MusicGenLM(cfg)
+    for module in lm.modules():  # non-trivial norms, so that their parameters are tested
+        if isinstance(module, torch.nn.LayerNorm):
+            torch.nn.init.normal_(module.weight, 1.0, 0.2)
+            torch.nn.init.normal_(module.bias, 0.0, 0.2)
+    if int8:
+        quantize_linears(lm, "int8")
+    return lm.eval().fuse()
+
+
+def caches(
+    lm: MusicGenLM, rows: int, text_rows: int, words: int, padded: bool, capacity: int = 24
+) -> tuple[LMCache, LMCache]:
+    """Two identical caches: guided batches have text in their first `text_rows` rows."""
+    text = torch.randn(text_rows, words, lm.cfg.hidden_size)
+    mask = torch.ones(text_rows, words)
+    if padded:
+        mask[0, words // 2 :] = 0
+    return lm.new_cache(rows, capacity, text, mask), lm.new_cache(rows, capacity, text, mask)
+
+
+def compare_steps(lm: MusicGenLM, a: LMCache, b: LMCache, steps: int) -> float:
+    """Worst relative error of the step's logits against the module path over `steps` steps
+    (first a 3-frame prefill, as generation starts), and the caches written alike."""
+    rows, k = a.layers[0].self_k.shape[0], lm.cfg.num_codebooks
+    worst = 0.0
+    with torch.inference_mode():
+        prefill = torch.randint(0, lm.cfg.vocab_size + 1, (rows, k, 3))
+        lm(prefill, a), lm(prefill, b)
+        for _ in range(steps):
+            tokens = torch.randint(0, lm.cfg.vocab_size + 1, (rows, k, 1))
+            want = lm.decode(tokens, a)
+            got = lm(tokens, b)
+            assert got.shape == want.shape == (rows, k, 1, lm.cfg.vocab_size)
+            worst = max(worst, relative_error(got, want))
+    assert a.length == b.length == 3 + steps
+    for la, lb in zip(a.layers, b.layers, strict=True):
+        written = slice(0, a.length)
+        keys_a, keys_b = la.self_k[:, :, written].float(), lb.self_k[:, :, written].float()
+        assert relative_error(keys_b, keys_a) < 1e-3
+        assert (
+            relative_error(lb.self_v[:, :, written].float(), la.self_v[:, :, written].float())
+            < 1e-3
+        )
+    return worst
+
+
+@needs_kernel
+def test_loading_gives_the_step(tiny_checkpoint: Path) -> None:
+    int8 = MusicGen.from_pretrained(tiny_checkpoint, device="cpu", quantize="int8").model.decoder
+    fp32 = MusicGen.from_pretrained(tiny_checkpoint, device="cpu").model.decoder
+    assert int8.cpu_step is not None and int8.cpu_step.kv_dtype == torch.float16
+    assert fp32.cpu_step is not None and fp32.cpu_step.kv_dtype == torch.float32
+
+
+@needs_kernel
+@pytest.mark.parametrize("quantize", ["int8", None])
+@pytest.mark.parametrize(
+    ("rows", "text_rows", "padded"), [(4, 2, True), (2, 1, False), (3, 3, False)]
+)
+def test_step_matches_modules_tiny(
+    tiny_checkpoint: Path, quantize: str | None, rows: int, text_rows: int, padded: bool
+) -> None:
+    """hd 12 (the general attention path), guided and unguided batches, padded text."""
+    model = MusicGen.from_pretrained(tiny_checkpoint, device="cpu", quantize=quantize)
+    lm = model.model.decoder
+    a, b = caches(lm, rows, text_rows, 7, padded)
+    assert compare_steps(lm, a, b, 12) < 1e-3
+
+
+@needs_kernel
+@pytest.mark.parametrize("int8", [True, False])
+def test_step_matches_modules_at_musicgen_head_size(int8: bool) -> None:
+    """64-wide heads (musicgen's), an fc2 wider than one 1024-column chunk, an odd batch."""
+    cfg = LMConfig(vocab_size=64, hidden_size=128, num_layers=2, num_heads=2, ffn_dim=2048)
+    lm = decoder(cfg, int8)
+    assert lm.cpu_step is not None
+    a, b = caches(lm, 5, 3, 9, True)
+    assert compare_steps(lm, a, b, 10) < 1e-3
+
+
+@needs_kernel
+@pytest.mark.parametrize("int8", [True, False])
+def test_threads_split_the_same_sums(int8: bool) -> None:
+    """Each output is one thread's sum whatever the split: 1 and 2 threads agree exactly."""
+    lm = decoder(
+        LMConfig(vocab_size=64, hidden_size=64, num_layers=2, num_heads=2, ffn_dim=128), int8
+    )
+    # The same cache twice (torch's own products in its set-up may split sums by threads).
+    a, b = caches(lm, 2, 1, 5, False)
+    with torch.inference_mode():
+        lm(torch.zeros(2, 4, 2, dtype=torch.long), a)
+        lm(torch.zeros(2, 4, 2, dtype=torch.long), b)
+    threads = torch.get_num_threads()
+    out = []
+    for n, cache in ((1, a), (2, b)):
+        torch.set_num_threads(n)
+        try:
+            with torch.inference_mode():
+                out.append(lm(torch.ones(2, 4, 1, dtype=torch.long), cache))
+        finally:
+            torch.set_num_threads(threads)
+    assert torch.equal(out[0], out[1])
+
+
+@needs_kernel
+def test_full_cache_is_an_error_not_a_write_past_it() -> None:
+    lm = decoder(LMConfig(vocab_size=64, hidden_size=64, num_layers=1, num_heads=2, ffn_dim=128))
+    cache = caches(lm, 2, 1, 5, False, capacity=2)[0]
+    with torch.inference_mode():
+        lm(torch.zeros(2, 4, 1, dtype=torch.long), cache)
+        lm(torch.zeros(2, 4, 1, dtype=torch.long), cache)
+        with pytest.raises(RuntimeError, match="holds 2 frames"):
+            lm(torch.zeros(2, 4, 1, dtype=torch.long), cache)
+
+
+@needs_kernel
+def test_copied_decoder_steps_with_its_own_weights() -> None:
+    lm = decoder(LMConfig(vocab_size=64, hidden_size=64, num_layers=1, num_heads=2, ffn_dim=128))
+    twin = copy.deepcopy(lm)
+    assert twin.cpu_step is not None and lm.cpu_step is not None
+    qkv = twin.layers[0].self_attn.qkv_proj
+    assert twin.cpu_step.tensors[2] is qkv.weight and lm.cpu_step.tensors[2] is not qkv.weight
+    with torch.no_grad():
+        qkv.weight.zero_()  # the copy changes; the original must not
+    cache_a, cache_b = caches(lm, 2, 1, 5, False)
+    with torch.inference_mode():
+        tokens = torch.ones(2, 4, 1, dtype=torch.long)
+        assert not torch.equal(lm(tokens, cache_a), twin(tokens, cache_b))
+
+
+@needs_kernel
+@pytest.mark.parametrize("quantize", ["int8", None])
+def test_compile_leaves_cpu_steps_to_the_step(tiny_checkpoint: Path, quantize: str | None) -> None:
+    """compile=True has nothing to do for a decoder stepping in `cpu_step` (no ~50 s compile)."""
+    model = MusicGen.from_pretrained(tiny_checkpoint, device="cpu", quantize=quantize, compile=True)
+    lm = model.model.decoder
+    assert lm.cpu_step is not None and lm._compiled_decode is None
