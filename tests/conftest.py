@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from tunesmith.models.lm import MusicGenLM
 from tunesmith.testing.checkpoints import build_checkpoint
 
 
@@ -37,6 +38,20 @@ def tiny_model(tiny_checkpoint: Path):
     from tunesmith import MusicGen
 
     return MusicGen.from_pretrained(tiny_checkpoint, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def decoder_pair() -> tuple[object, MusicGenLM]:
+    """transformers' tiny MusicGen decoder and ours with the same weights."""
+    from tunesmith.checkpoints.hub_keys import hf_to_tunesmith, strip_prefix
+    from tunesmith.config import LMConfig
+    from tunesmith.testing.checkpoints import build_hf_model
+
+    hf = build_hf_model("tiny", seed=3)
+    ours = MusicGenLM(LMConfig.from_hf(hf.config.decoder.to_dict()))
+    state = strip_prefix(hf_to_tunesmith(hf.state_dict()), "decoder.")
+    ours.load_state_dict(state, strict=True)
+    return hf.decoder, ours.eval()
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:

@@ -59,7 +59,7 @@ def test_melody_conditioned_generation_matches_reference(pair, chroma_frames: in
     with torch.inference_mode():
         states = model.model.encode_text(ids, mask, chroma=chroma)
     options = GenerationOptions(duration=frames / 50, top_k=1)
-    codes = generate_codes(model.model.decoder, TextCondition(states, mask), frames, options)
+    codes = generate_codes(model.step, TextCondition(states, mask), frames, options)
     assert torch.equal(codes, want_codes)
     # The melody matters: without it the tokens differ.
     assert not torch.equal(codes, model.generate_tokens(PROMPTS, duration=frames / 50, top_k=1))
@@ -86,25 +86,28 @@ def test_teacher_forced_logits_match_reference(pair) -> None:
 
 def test_int8_melody_loads_and_runs(pair, tmp_path: Path) -> None:
     """int8 melody: a float16 cache and (where the kernels build) one-frame steps in
-    `cpu_step`, without cross-attention, as close to the layers run one by one as ever."""
-    from tunesmith.engine import cpu_step
+    C++ (`CpuKernelStep`), without cross-attention, as close to the layers run one by one as
+    ever."""
+    from tunesmith.engine.cpu_step import CpuKernelStep
+    from tunesmith.kernels.cpu import build
 
     reference, _ = pair
     folder = save_checkpoint(reference, tmp_path / "m")
     model = MusicGen.from_pretrained(folder, device="cpu", quantize="int8")
     codes = model.generate_tokens(PROMPTS, duration=0.1, top_k=1)
     assert codes.shape == (2, 4, 5)
-    lm = model.model.decoder
-    if not cpu_step.available():
+    lm, step = model.model.decoder, model.step
+    if not build.available():
         return
-    assert lm.cpu_step is not None and lm.cpu_step.sizes[3] == 0
+    assert isinstance(step, CpuKernelStep) and step.kernel is not None
+    assert step.kernel.sizes[3] == 0
     cond = model.condition(PROMPTS)
-    a, b = (lm.new_cache(4, 6, cond.states, cond.mask) for _ in range(2))
+    a, b = (step.new_cache(4, 6, cond.states, cond.mask) for _ in range(2))
     assert a.layers[0].self_k.dtype == torch.float16
     with torch.inference_mode():
         for _ in range(5):
             tokens = torch.randint(0, 2048, (4, 4, 1))
-            want, got = lm.decode(tokens, a), lm(tokens, b)
+            want, got = lm(tokens, a), step(tokens, b)
             assert float((got - want).norm() / want.norm()) < 1e-3
 
 

@@ -101,7 +101,7 @@ def test_sampling_matches_reference_with_same_random_stream(tiny_model, tiny_ref
     options = GenerationOptions(duration=frames / 50, top_k=50, temperature=1.3)
     text = tiny_model.condition(PROMPTS)
     gen = torch.default_generator
-    codes = generate_codes(tiny_model.model.decoder, text, frames, options, generator=gen)
+    codes = generate_codes(tiny_model.step, text, frames, options, generator=gen)
     assert torch.equal(codes, want)
 
 

@@ -25,8 +25,9 @@ from .checkpoints.loading import (
 from .checkpoints.tokenizer import TextTokenizer
 from .config import MusicGenConfig
 from .engine.devices import default_dtype, resolve_device
-from .engine.int8 import QUANTIZE_MODES
 from .engine.memory import release_freed_memory
+from .engine.prepare import build_step
+from .engine.step import EagerStep, Step
 from .errors import InvalidOptionError
 from .generation.codec_chunks import StreamDecoder, decode_in_chunks
 from .generation.delay import delays
@@ -34,7 +35,7 @@ from .generation.loop import TextCondition, iter_frames, plan_windows, steps_for
 from .generation.progress import Progress, StepCallback, progress_callback
 from .models.melody import MusicGenMelodyModel
 from .models.network import MusicGenModel
-from .options import MAX_DURATION, GenerationOptions
+from .options import MAX_DURATION, QUANTIZE_MODES, GenerationOptions
 
 Prompts = str | None | Sequence[str | None]
 AudioPrompt = torch.Tensor | str | Path
@@ -54,11 +55,14 @@ class MusicGen:
         model: MusicGenModel,
         tokenizer: TextTokenizer,
         name: str = "musicgen",
+        step: Step | None = None,
     ) -> None:
         self.model = model
         self.tokenizer = tokenizer
         self.name = name
         self.config: MusicGenConfig = model.cfg
+        # How the decoder's steps run (chosen once, at load time; see tunesmith.engine).
+        self.step: Step = step if step is not None else EagerStep(model.decoder)
 
     @classmethod
     def from_pretrained(
@@ -77,9 +81,9 @@ class MusicGen:
         linear layers as int8 with per-row scales (about a quarter of the memory traffic).
         text_encoder: for audiocraft folders (`state_dict.bin`), the hub id or folder holding
         the T5 weights and tokenizer (default t5-base). compile: on CUDA, compile the
-        fixed-shape step (on first use) and replay it as a CUDA graph (see `cuda_graphs`). On
-        an x86-64 CPU decoder steps already run as one C++ call each (`cpu_step`) and nothing
-        is compiled; where our CPU kernels cannot be built (no AVX2 or no compiler), steps
+        fixed-shape step (on first use) and replay it as a CUDA graph (`engine.cuda_graphs`).
+        On an x86-64 CPU decoder steps already run as one C++ call each (`engine.cpu_step`)
+        and nothing is compiled; where our CPU kernels cannot be built (no AVX2 or no compiler), steps
         run through torch.compile instead, compiled here (~50 s the first time).
         """
         if quantize is not None and quantize not in QUANTIZE_MODES:
@@ -93,14 +97,8 @@ class MusicGen:
         model = load_model(
             folder, config, dev, dtype or default_dtype(dev), quantize, text_encoder=text_encoder
         )
-        if compile and dev.type == "cuda":
-            # Inductor's step, captured as a CUDA graph per KV cache; compiled on first use.
-            model.decoder.compile_static_step().cuda_graphs = True
-        elif compile and model.decoder.cpu_step is None:
-            from .engine.compiled_step import warm_up
-
-            warm_up(model.decoder.compile_steps())
-        return cls(model, tokenizer, name=str(name_or_path))
+        step = build_step(model.decoder, compile=compile)
+        return cls(model, tokenizer, name=str(name_or_path), step=step)
 
     # --- facts about the checkpoint -------------------------------------------------------
 
@@ -257,10 +255,10 @@ class MusicGen:
         stride_frames = min(window, self.frames_for(options.stride))
         new = self.frames_for(options.duration)
         plan = plan_windows(0 if prompt is None else prompt.shape[-1], new, window, stride_frames)
-        lm = self.model.decoder
-        steps = steps_for(plan, max(delays(lm.cfg.num_codebooks, lm.cfg.audio_channels)))
+        lm = self.model.decoder.cfg
+        steps = steps_for(plan, max(delays(lm.num_codebooks, lm.audio_channels)))
         blocks = iter_frames(
-            lm, text, new, options, window=window, stride=stride_frames, prompt=prompt
+            self.step, text, new, options, window=window, stride=stride_frames, prompt=prompt
         )
         return TokenStream(blocks, prompt, progress, steps), prompt
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from .errors import InvalidOptionError
 
 MAX_DURATION = 3600.0  # seconds in one call: long form slides the 30 s window that far
+QUANTIZE_MODES = ("int8",)  # weight formats `quantize=` takes
 
 
 @dataclass(frozen=True)

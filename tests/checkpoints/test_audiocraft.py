@@ -18,6 +18,7 @@ from tunesmith import MusicGen
 from tunesmith.checkpoints import audiocraft_keys
 from tunesmith.checkpoints.loading import load_checkpoint
 from tunesmith.config import DECODER_PRESETS, EncodecConfig, LMConfig
+from tunesmith.engine.prepare import build_step
 from tunesmith.errors import CheckpointError, ModelNotFoundError
 from tunesmith.testing.checkpoints import (
     audiocraft_codec_state,
@@ -36,7 +37,7 @@ CPU = torch.device("cpu")
 
 def load_audiocraft(folder: Path, text_encoder: Path) -> MusicGen:
     model, tokenizer = load_checkpoint(folder, CPU, torch.float32, text_encoder=text_encoder)
-    return MusicGen(model, tokenizer)
+    return MusicGen(model, tokenizer, step=build_step(model.decoder))  # as from_pretrained
 
 
 @pytest.fixture(scope="module", params=["small", "stereo"])

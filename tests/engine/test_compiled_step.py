@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from tunesmith import MusicGen
-from tunesmith.engine.compiled_step import warm_up
+from tunesmith.engine.compiled_step import CompiledForward, TorchCompileStep, warm_up
 
 # Each case compiles the tiny decoder once (~20-40 s on 2 cores).
 pytestmark = pytest.mark.slow
@@ -18,24 +18,24 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(autouse=True)
 def fresh_dynamo() -> None:
     """Each test starts without earlier tests' graphs: dynamo keeps at most 8 variants of one
-    function per process, and MusicGenLM.decode is the same function in every test."""
+    function per process, and MusicGenLM.forward is the same function in every test."""
     torch._dynamo.reset()
 
 
 def compiled_twin(model: MusicGen) -> MusicGen:
-    """A copy whose one-frame steps run compiled (not in `cpu_step`, where they would run
+    """A copy whose one-frame steps run compiled (not in C++, where they would run
     otherwise)."""
-    twin = MusicGen(copy.deepcopy(model.model), model.tokenizer, name=model.name)
-    twin.model.decoder.cpu_step = None
-    twin.model.decoder.compile_steps()
-    return twin
+    copied = copy.deepcopy(model.model)
+    step = TorchCompileStep(copied.decoder)
+    return MusicGen(copied, model.tokenizer, name=model.name, step=step)
 
 
 @pytest.mark.parametrize("quantize", [None, "int8"])
 def test_compiled_greedy_tokens_equal_eager(tiny_checkpoint: Path, quantize: str | None) -> None:
     eager = MusicGen.from_pretrained(tiny_checkpoint, device="cpu", quantize=quantize)
     compiled = compiled_twin(eager)
-    warm_up(compiled.model.decoder)
+    assert isinstance(compiled.step, TorchCompileStep)
+    warm_up(compiled.step)
     prompts = ["lofi beat with warm piano"]
     want = eager.generate_tokens(prompts, duration=0.6, top_k=1)
     got = compiled.generate_tokens(prompts, duration=0.6, top_k=1)
@@ -55,10 +55,8 @@ def test_compiled_greedy_tokens_equal_eager(tiny_checkpoint: Path, quantize: str
 
 def test_compiled_steps_match_eager_logits(tiny_checkpoint: Path) -> None:
     model = MusicGen.from_pretrained(tiny_checkpoint, device="cpu")
-    lm = model.model.decoder
-    twin = copy.deepcopy(lm)
-    twin.cpu_step = None  # steps compiled, not in cpu_step
-    twin.compile_steps()
+    lm = model.step
+    twin = TorchCompileStep(copy.deepcopy(model.model.decoder))  # steps compiled, not in C++
     text = model.condition(["jazz"])
     tokens = torch.randint(0, 2048, (2, 4, 12))
     with torch.inference_mode():
@@ -77,16 +75,11 @@ def test_a_step_its_skipped_guards_would_miss_falls_back_to_guards(tiny_checkpoi
     """The warmed-up kind of call with something step_kind does not compare (keys and values
     that are views at an offset into a larger buffer): it recompiles with guards instead of
     failing, and gives the eager logits."""
-    from tunesmith.engine.compiled_step import CompiledStep
-
     model = MusicGen.from_pretrained(tiny_checkpoint, device="cpu")
-    lm = model.model.decoder
-    twin = copy.deepcopy(lm)
-    twin.cpu_step = None  # steps compiled, not in cpu_step
-    twin.compile_steps()
-    warm_up(twin)
-    step = twin._compiled_decode
-    assert isinstance(step, CompiledStep) and step.trusted is not None
+    lm = model.step
+    twin = warm_up(TorchCompileStep(copy.deepcopy(model.model.decoder)))
+    step = twin.compiled
+    assert isinstance(step, CompiledForward) and step.trusted is not None
     text = model.condition(["jazz"])
     tokens = torch.randint(0, 2048, (2, 4, 4))
     want_cache, got_cache = (m.new_cache(2, 4, text.states, text.mask) for m in (lm, twin))
@@ -106,11 +99,9 @@ def test_steps_run_eagerly_once_dynamo_compiles_no_more_variants(tiny_checkpoint
     """Past dynamo's recompile limit a fullgraph compile fails outright: the step falls back
     to the eager one (same logits), with a warning, instead of failing the generation."""
     model = MusicGen.from_pretrained(tiny_checkpoint, device="cpu")
-    lm = model.model.decoder
-    twin = copy.deepcopy(lm)
-    twin.cpu_step = None  # steps compiled, not in cpu_step
-    twin.compile_steps()
-    warm_up(twin)  # one graph: the guided kind, one text row
+    lm = model.step
+    twin = warm_up(TorchCompileStep(copy.deepcopy(model.model.decoder)))  # one graph: the
+    # guided kind, one text row
     text = model.condition(["jazz", "a slow ballad"])  # another kind: two text rows, padded
     tokens = torch.randint(0, 2048, (4, 4, 4))
     want_cache, got_cache = (m.new_cache(4, 4, text.states, text.mask) for m in (lm, twin))

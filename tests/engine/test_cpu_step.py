@@ -1,6 +1,6 @@
-"""A decoder's whole one-frame step in one C++ call (`cpu_step`), int8 or float32: the same
-decoder run module by module (`MusicGenLM.decode`, the same product and attention kernels)
-is the reference."""
+"""A decoder's whole one-frame step in one C++ call (`CpuKernelStep`), int8 or float32: the
+same decoder run module by module (its eager `forward`, the same product kernels, torch's
+attention over the same cache) is the reference."""
 
 from __future__ import annotations
 
@@ -12,12 +12,14 @@ import torch
 
 from tunesmith import MusicGen
 from tunesmith.config import LMConfig
-from tunesmith.engine import cpu_step
+from tunesmith.engine.cpu_step import CpuKernelStep
 from tunesmith.engine.int8 import quantize_linears
+from tunesmith.engine.prepare import build_step
+from tunesmith.kernels.cpu import build
 from tunesmith.models.lm import LMCache, MusicGenLM
 
 needs_kernel = pytest.mark.skipif(
-    not cpu_step.available(), reason="no CPU kernels here (needs x86-64 AVX2 and a compiler)"
+    not build.available(), reason="no CPU kernels here (needs x86-64 AVX2 and a compiler)"
 )
 
 
@@ -25,8 +27,8 @@ def relative_error(got: torch.Tensor, want: torch.Tensor) -> float:
     return ((got - want).norm() / want.norm()).item()
 
 
-def decoder(cfg: LMConfig, int8: bool = True, seed: int = 0) -> MusicGenLM:
-    """A random decoder (int8 or float32), fused as loading fuses it."""
+def decoder(cfg: LMConfig, int8: bool = True, seed: int = 0) -> CpuKernelStep:
+    """A random decoder (int8 or float32), fused as loading fuses it, and its step."""
     torch.manual_seed(seed)
     lm = MusicGenLM(cfg)
     for module in lm.modules():  # non-trivial norms, so that their parameters are tested
@@ -35,32 +37,35 @@ def decoder(cfg: LMConfig, int8: bool = True, seed: int = 0) -> MusicGenLM:
             torch.nn.init.normal_(module.bias, 0.0, 0.2)
     if int8:
         quantize_linears(lm, "int8")
-    return lm.eval().fuse()
+    step = build_step(lm.eval())
+    assert isinstance(step, CpuKernelStep)
+    return step
 
 
 def caches(
-    lm: MusicGenLM, rows: int, text_rows: int, words: int, padded: bool, capacity: int = 24
+    lm: CpuKernelStep, rows: int, text_rows: int, words: int, padded: bool, capacity: int = 24
 ) -> tuple[LMCache, LMCache]:
     """Two identical caches: guided batches have text in their first `text_rows` rows."""
-    text = torch.randn(text_rows, words, lm.cfg.hidden_size)
+    text = torch.randn(text_rows, words, lm.lm.cfg.hidden_size)
     mask = torch.ones(text_rows, words)
     if padded:
         mask[0, words // 2 :] = 0
     return lm.new_cache(rows, capacity, text, mask), lm.new_cache(rows, capacity, text, mask)
 
 
-def compare_steps(lm: MusicGenLM, a: LMCache, b: LMCache, steps: int) -> float:
+def compare_steps(step: CpuKernelStep, a: LMCache, b: LMCache, steps: int) -> float:
     """Worst relative error of the step's logits against the module path over `steps` steps
     (first a 3-frame prefill, as generation starts), and the caches written alike."""
+    lm: MusicGenLM = step.lm
     rows, k = a.layers[0].self_k.shape[0], lm.cfg.num_codebooks
     worst = 0.0
     with torch.inference_mode():
         prefill = torch.randint(0, lm.cfg.vocab_size + 1, (rows, k, 3))
-        lm(prefill, a), lm(prefill, b)
+        step(prefill, a), step(prefill, b)
         for _ in range(steps):
             tokens = torch.randint(0, lm.cfg.vocab_size + 1, (rows, k, 1))
-            want = lm.decode(tokens, a)
-            got = lm(tokens, b)
+            want = lm(tokens, a)
+            got = step(tokens, b)
             assert got.shape == want.shape == (rows, k, 1, lm.cfg.vocab_size)
             worst = max(worst, relative_error(got, want))
     assert a.length == b.length == 3 + steps
@@ -77,10 +82,11 @@ def compare_steps(lm: MusicGenLM, a: LMCache, b: LMCache, steps: int) -> float:
 
 @needs_kernel
 def test_loading_gives_the_step(tiny_checkpoint: Path) -> None:
-    int8 = MusicGen.from_pretrained(tiny_checkpoint, device="cpu", quantize="int8").model.decoder
-    fp32 = MusicGen.from_pretrained(tiny_checkpoint, device="cpu").model.decoder
-    assert int8.cpu_step is not None and int8.cpu_step.kv_dtype == torch.float16
-    assert fp32.cpu_step is not None and fp32.cpu_step.kv_dtype == torch.float32
+    int8 = MusicGen.from_pretrained(tiny_checkpoint, device="cpu", quantize="int8").step
+    fp32 = MusicGen.from_pretrained(tiny_checkpoint, device="cpu").step
+    assert isinstance(int8, CpuKernelStep) and isinstance(fp32, CpuKernelStep)
+    assert int8.kernel is not None and int8.kernel.kv_dtype == torch.float16
+    assert fp32.kernel is not None and fp32.kernel.kv_dtype == torch.float32
 
 
 @needs_kernel
@@ -93,7 +99,8 @@ def test_step_matches_modules_tiny(
 ) -> None:
     """hd 12 (the general attention path), guided and unguided batches, padded text."""
     model = MusicGen.from_pretrained(tiny_checkpoint, device="cpu", quantize=quantize)
-    lm = model.model.decoder
+    lm = model.step
+    assert isinstance(lm, CpuKernelStep)
     a, b = caches(lm, rows, text_rows, 7, padded)
     assert compare_steps(lm, a, b, 12) < 1e-3
 
@@ -104,7 +111,7 @@ def test_step_matches_modules_at_musicgen_head_size(int8: bool) -> None:
     """64-wide heads (musicgen's), an fc2 wider than one 1024-column chunk, an odd batch."""
     cfg = LMConfig(vocab_size=64, hidden_size=128, num_layers=2, num_heads=2, ffn_dim=2048)
     lm = decoder(cfg, int8)
-    assert lm.cpu_step is not None
+    assert lm.kernel is not None
     a, b = caches(lm, 5, 3, 9, True)
     assert compare_steps(lm, a, b, 10) < 1e-3
 
@@ -148,9 +155,9 @@ def test_full_cache_is_an_error_not_a_write_past_it() -> None:
 def test_copied_decoder_steps_with_its_own_weights() -> None:
     lm = decoder(LMConfig(vocab_size=64, hidden_size=64, num_layers=1, num_heads=2, ffn_dim=128))
     twin = copy.deepcopy(lm)
-    assert twin.cpu_step is not None and lm.cpu_step is not None
-    qkv = twin.layers[0].self_attn.qkv_proj
-    assert twin.cpu_step.tensors[2] is qkv.weight and lm.cpu_step.tensors[2] is not qkv.weight
+    assert twin.kernel is not None and lm.kernel is not None
+    qkv = twin.lm.layers[0].self_attn.qkv_proj
+    assert twin.kernel.tensors[2] is qkv.weight and lm.kernel.tensors[2] is not qkv.weight
     with torch.no_grad():
         qkv.weight.zero_()  # the copy changes; the original must not
     cache_a, cache_b = caches(lm, 2, 1, 5, False)
@@ -162,7 +169,6 @@ def test_copied_decoder_steps_with_its_own_weights() -> None:
 @needs_kernel
 @pytest.mark.parametrize("quantize", ["int8", None])
 def test_compile_leaves_cpu_steps_to_the_step(tiny_checkpoint: Path, quantize: str | None) -> None:
-    """compile=True has nothing to do for a decoder stepping in `cpu_step` (no ~50 s compile)."""
+    """compile=True has nothing to do for a decoder stepping in C++ (no ~50 s compile)."""
     model = MusicGen.from_pretrained(tiny_checkpoint, device="cpu", quantize=quantize, compile=True)
-    lm = model.model.decoder
-    assert lm.cpu_step is not None and lm._compiled_decode is None
+    assert isinstance(model.step, CpuKernelStep) and model.step.kernel is not None

@@ -11,7 +11,7 @@ from torch import nn
 
 from tunesmith import InvalidOptionError, MusicGen
 from tunesmith.engine.int8 import Int8Linear, quantize_linears, quantize_rows
-from tunesmith.kernels.cpu import int8 as cpu_int8
+from tunesmith.kernels.cpu import build, layout
 
 
 def relative_error(got: torch.Tensor, want: torch.Tensor) -> float:
@@ -63,13 +63,13 @@ def test_unknown_quantize_is_refused(tiny_checkpoint: Path) -> None:
 
 @pytest.mark.parametrize(("rows", "n", "k"), [(1, 8, 48), (2, 96, 1024), (3, 12, 2048), (5, 4, 16)])
 def test_cpu_kernel_matches_float64_product(rows: int, n: int, k: int) -> None:
-    if not cpu_int8.available():
+    if not build.available():
         pytest.skip("no int8 CPU kernel here (needs x86-64 AVX2 and a C++ compiler)")
     layer = Int8Linear.from_linear(nn.Linear(k, n, bias=False))
     x = torch.randn(rows, k)
     want = x.double() @ layer.weight.double().T * layer.scales.double()
-    assert layer.pack_for_cpu() and layer.chunk == min(k, cpu_int8.CHUNK)
-    assert torch.equal(layer.unpacked_weight(), cpu_int8.unpack(layer.weight, n, k, layer.chunk))
+    assert layer.pack_for_cpu() and layer.chunk == min(k, layout.CHUNK)
+    assert torch.equal(layer.unpacked_weight(), layout.unpack(layer.weight, n, k, layer.chunk))
     got = layer(x)
     assert got.dtype == torch.float32
     assert relative_error(got.double(), want) < 1e-4  # int16 activations: 15 bits per row
@@ -77,8 +77,8 @@ def test_cpu_kernel_matches_float64_product(rows: int, n: int, k: int) -> None:
 
 def test_packing_round_trips_and_skips_shapes_it_cannot_take() -> None:
     w = torch.randint(-127, 128, (8, 2048), dtype=torch.int8)
-    assert torch.equal(cpu_int8.unpack(cpu_int8.pack(w, 1024), 8, 2048, 1024), w)
-    assert cpu_int8.chunk_for(40) is None and cpu_int8.chunk_for(1040) is None
+    assert torch.equal(layout.unpack(layout.pack(w, 1024), 8, 2048, 1024), w)
+    assert layout.chunk_for(40) is None and layout.chunk_for(1040) is None
     assert not Int8Linear.from_linear(nn.Linear(40, 8, bias=False)).pack_for_cpu()
 
 
@@ -87,7 +87,7 @@ def test_packed_layers_fuse_and_match(tiny_checkpoint: Path) -> None:
     torch's kernel to its bfloat16 rounding."""
     q = MusicGen.from_pretrained(tiny_checkpoint, device="cpu", quantize="int8")
     layers = [m for m in q.model.decoder.modules() if isinstance(m, Int8Linear)]
-    if not cpu_int8.available():
+    if not build.available():
         assert all(m.chunk is None for m in layers)
         return
     assert all(m.chunk is not None for m in layers)
@@ -105,7 +105,7 @@ def test_packed_layers_fuse_and_match(tiny_checkpoint: Path) -> None:
 
 def test_cpu_kernel_applies_gelu() -> None:
     """fc1's GELU runs in the kernel (gelu=True): torch's exact GELU of the kernel's output."""
-    if not cpu_int8.available():
+    if not build.available():
         pytest.skip("no int8 CPU kernel here (needs x86-64 AVX2 and a C++ compiler)")
     plain = Int8Linear.from_linear(nn.Linear(1024, 256, bias=False))
     fused = copy.deepcopy(plain)

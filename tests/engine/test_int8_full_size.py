@@ -1,4 +1,4 @@
-"""The int8 decoder as loaded (`cpu_int8` kernel, steps in `cpu_step`) at musicgen-small sizes.
+"""The int8 decoder as loaded (int8 kernels, steps in C++) at musicgen-small sizes.
 
 test_full_size.py guards torch's int8 kernel; this guards what `from_pretrained(...,
 quantize="int8")` runs on a CPU with the packed kernel: `pytest -m slow`.
@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from tunesmith import MusicGen
-from tunesmith.kernels.cpu import int8 as cpu_int8
+from tunesmith.engine.cpu_step import CpuKernelStep
+from tunesmith.kernels.cpu import build
 from tunesmith.testing.checkpoints import build_checkpoint
 
 pytestmark = pytest.mark.slow
@@ -28,9 +29,9 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @torch.inference_mode()
 def test_packed_int8_quality_guard(folder: Path) -> None:
     """Teacher-forced logits of the loaded int8 decoder within 3% relative error of fp32:
-    30 frames at once, then 10 one at a time (the step path, `cpu_step`: float16 KV cache,
+    30 frames at once, then 10 one at a time (the step path, `CpuKernelStep`: float16 KV cache,
     our attention kernel, GELU in the int8 kernel), in all and those 10 steps alone."""
-    if not cpu_int8.available():
+    if not build.available():
         pytest.skip("no int8 CPU kernel here")
     fp32 = MusicGen.from_pretrained(folder, device="cpu")
     text = fp32.condition(PROMPTS)
@@ -38,9 +39,10 @@ def test_packed_int8_quality_guard(folder: Path) -> None:
     lm = fp32.model.decoder
     want = lm(tokens, lm.new_cache(2, 40, text.states, text.mask))
     del fp32, lm
-    q = MusicGen.from_pretrained(folder, device="cpu", quantize="int8").model.decoder
-    assert q.kv_dtype == torch.float16 and q.cpu_step is not None
+    q = MusicGen.from_pretrained(folder, device="cpu", quantize="int8").step
+    assert isinstance(q, CpuKernelStep) and q.kernel is not None
     cache = q.new_cache(2, 40, text.states, text.mask)
+    assert cache.layers[0].self_k.dtype == torch.float16
     steps = [q(tokens[:, :, :30], cache)] + [
         q(tokens[:, :, i : i + 1], cache) for i in range(30, 40)
     ]

@@ -29,9 +29,7 @@ def test_continuation_starts_exactly_after_prompt_codes(tiny_model: MusicGen) ->
     # The new frames are what the decoder makes when prompted with exactly those codes.
     text = tiny_model.condition(["jazz"])
     options = generation.GenerationOptions(duration=0.9, top_k=1)
-    want = generation.generate_codes(
-        tiny_model.model.decoder, text, 45, options, prompt=prompt_codes
-    )
+    want = generation.generate_codes(tiny_model.step, text, 45, options, prompt=prompt_codes)
     assert torch.equal(codes, want)
     new_only = tiny_model.generate_tokens(
         "jazz", duration=0.4, audio_prompt=wav, top_k=1, prompt_in_output=False
@@ -59,10 +57,10 @@ def test_75_seconds_run_through_three_windows_reusing_tokens(
     calls: list[tuple[torch.Tensor | None, list[torch.Tensor]]] = []
     real = generation.iter_window
 
-    def spy(lm, text, frames, options, generator, prompt=None):
+    def spy(step, text, frames, options, generator, prompt=None):
         made: list[torch.Tensor] = []
         calls.append((None if prompt is None else prompt.clone(), made))
-        for block in real(lm, text, frames, options, generator, prompt=prompt):
+        for block in real(step, text, frames, options, generator, prompt=prompt):
             made.append(block)
             yield block
 

@@ -170,7 +170,6 @@ def fill_model(
         )
     model.load_state_dict(state, strict=True, assign=True)
     state.clear()  # the model holds the tensors now
-    model.decoder.fuse()
     release_freed_memory()  # the loading transients (the float32 checkpoint it read)
     return model.eval()
 

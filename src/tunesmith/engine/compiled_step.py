@@ -1,11 +1,11 @@
-"""torch.compile for the one-frame decoder step (opt-in: `MusicGenLM.compile_steps()`).
+"""torch.compile for the one-frame decoder step (`TorchCompileStep`, opt-in with compile=True).
 
 A step runs ~25 small operations per layer on 2 rows; eager, each costs dispatcher and
 Python time. Inductor fuses the layer norms, residual adds, GELU and layout changes into a
 few C++ loops around the matrix products (which stay calls to their kernels: `cpu_fp32`'s,
 `cpu_int8`'s and `cpu_attention`'s custom ops). At musicgen-small sizes on 2 cores that took
 ~1-3 ms off an int8 step of ~20 ms (benchmarks/bench_step.py). Decoders on an x86-64 CPU
-now run their steps in `cpu_step` instead (one C++ call, faster still), so this serves
+run their steps in `cpu_step` instead (one C++ call, faster still), so this serves
 where that step does not apply (no AVX2 or no compiler for our kernels).
 
 Choices, measured on 2 CPU cores:
@@ -15,7 +15,7 @@ Choices, measured on 2 CPU cores:
   more); a static graph
   either recompiles per step or attends over the whole preallocated cache (masked), which
   reads up to twice the keys and values and was slower than eager.
-- The first two positions run eager (see `MusicGenLM.forward`): compile specializes the
+- The first two positions run eager (see `TorchCompileStep`): compile specializes the
   integers 0 and 1, and would compile twice more for them.
 - `fullgraph=True`: a graph break would silently bring back the per-op overhead.
 - No `cpp_wrapper`: it more than doubled compile time (~140 s) for a gain within noise.
@@ -29,21 +29,24 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
-from typing import Any, TypeVar, cast
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
-F = TypeVar("F", bound=Callable[..., Any])
+from ..models.lm import LMCache, MusicGenLM
+from .step import EagerStep
 
 
-def compile_decode(fn: F) -> F:
-    """`fn` (MusicGenLM.decode, taking the module as its first argument, so that copies of a
-    module keep calling their own weights) compiled for one-frame steps."""
-    return cast(F, CompiledStep(torch.compile(fn, fullgraph=True, dynamic=True), fn))
+def compile_forward() -> CompiledForward:
+    """`MusicGenLM.forward` compiled for one-frame steps: the unbound function, taking the
+    module as its first argument, so that copies of a module keep calling their own weights."""
+    eager = MusicGenLM.forward
+    return CompiledForward(torch.compile(eager, fullgraph=True, dynamic=True), eager)
 
 
-class CompiledStep:
-    """A compiled step that skips dynamo's guard checks for the one kind of call `warm_up`
+class CompiledForward:
+    """A compiled forward that skips dynamo's guard checks for the one kind of call `warm_up`
     compiled and checked: evaluating the guards (on every weight and cache tensor) took ~1 ms
     of a ~20 ms int8 step. Safe for that kind only because warm-up traced it with sizes no
     model dimension has (so the graph assumes no accidental equalities), and because the
@@ -106,8 +109,22 @@ def step_kind(tokens: torch.Tensor, cache: Any) -> tuple[object, ...]:
     )
 
 
+@dataclass
+class TorchCompileStep(EagerStep):
+    """One-frame steps from position 2 on through `compiled` (torch.compile specializes the
+    integers 0 and 1: the steps at positions 0 and 1 would each cost a compile of their own;
+    from 2 on, one graph serves every position); everything else eager."""
+
+    compiled: CompiledForward = field(default_factory=compile_forward)
+
+    def __call__(self, tokens: torch.Tensor, cache: LMCache) -> torch.Tensor:
+        if tokens.shape[-1] == 1 and cache.length >= 2:
+            return self.compiled(self.lm, tokens, cache)
+        return self.lm(tokens, cache)
+
+
 @torch.inference_mode()
-def warm_up(lm: torch.nn.Module, batch: int = 2, text_rows: int = 1) -> None:
+def warm_up(step: TorchCompileStep, batch: int = 2, text_rows: int = 1) -> TorchCompileStep:
     """Compile now rather than in the first generation: two steps over a throwaway cache
     shaped like a guided batch (`batch` rows, `text_rows` with text).
 
@@ -115,16 +132,13 @@ def warm_up(lm: torch.nn.Module, batch: int = 2, text_rows: int = 1) -> None:
     merges sizes that happen to be equal (a 4-frame cache with 4 codebooks would pin the
     cache to 4 frames), so the text, cache and position are odd sizes no model dimension has.
     """
-    from ..models.lm import MusicGenLM
-
-    assert isinstance(lm, MusicGenLM)
+    lm = step.lm
     p = next(lm.parameters())
     text = torch.zeros(text_rows, 9, lm.cfg.hidden_size, device=p.device, dtype=p.dtype)
-    cache = lm.new_cache(batch, 37, text, torch.ones(text_rows, 9, device=p.device))
+    cache = step.new_cache(batch, 37, text, torch.ones(text_rows, 9, device=p.device))
     cache.length = 29
     tokens = torch.zeros(batch, lm.cfg.num_codebooks, 1, dtype=torch.long, device=p.device)
     for _ in range(2):
-        lm(tokens, cache)
-    compiled = lm._compiled_decode
-    if isinstance(compiled, CompiledStep):
-        compiled.trusted = step_kind(tokens, cache)
+        step(tokens, cache)
+    step.compiled.trusted = step_kind(tokens, cache)
+    return step

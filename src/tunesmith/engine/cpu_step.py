@@ -1,379 +1,38 @@
-"""A decoder's one-frame step on a CPU as one C++ call, built on first use.
+"""A decoder's one-frame step on a CPU as one C++ call (`kernels/cpu/csrc/decoder.h`).
 
-Once the products read their weights at memory bandwidth (`cpu_int8`, `cpu_fp32`), what is
-left of a step is everything around them: ~24 x 15 small operations (norms, residual adds,
-cache writes, head splits), each a dispatch through torch and, for most, a parallel region
-whose thread start-up costs more than its work on 2 x 1024 values. Compiling the step
-(`compile_steps`) merges some of them but leaves several ms of loops and guards per step.
+Once the products read their weights at memory bandwidth, what is left of a step is
+everything around them: ~24 x 15 small operations (norms, residual adds, cache writes, head
+splits), each a dispatch through torch and, for most, a parallel region whose thread start-up
+costs more than its work on 2 x 1024 values. Compiling the step (`compiled_step`) merges some
+of them but leaves several ms of loops and guards per step. Here the whole step runs inside
+one OpenMP parallel region (the C++ file says how).
 
-Here the whole step (every layer's norms, products, attention and residual adds, the final
-norm and the K heads) runs inside one OpenMP parallel region: the threads split each
-product's output blocks and the attention heads, and meet at a barrier between dependent
-stages, so a step costs its weights' reading time plus a few hundred barriers. The
-arithmetic is the module-by-module path's: the same products (`cpu_int8.INT8_PRODUCT`,
-`cpu_fp32.FP32_PRODUCT`), the same one-query attention (`cpu_attention.HEAD_ATTENTION`),
-LayerNorm in float32 (two passes: mean, then variance), GELU as the int8 kernel computes it,
-keys and values rounded to float16 as torch rounds them (int8 decoders' caches).
-
-It applies to a decoder whose every product is packed for those kernels, all int8 with a
-float16 KV cache or all float32 (what `MusicGenLM.fuse` makes of a decoder on an x86-64
-CPU); other decoders, and prefills of many frames, run module by module.
+It applies to a decoder whose every product is packed for our kernels, all int8 with a
+float16 KV cache or all float32 (what `prepare.fuse` makes of a decoder on an x86-64 CPU);
+other decoders, and prefills of many frames, run module by module (`CpuKernelStep` hands them
+to the eager twin).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, cast
+from typing import cast
 
 import torch
 
-from ..kernels.cpu.fp32 import PackedLinear
+from ..kernels.cpu import build, ops
+from ..models.lm import (
+    CacheLayout,
+    DecoderLayer,
+    LayerNorm,
+    LMCache,
+    MusicGenLM,
+    check_room,
+)
 from .int8 import Int8Linear
-
-if TYPE_CHECKING:
-    from ..models.lm import DecoderLayer, LayerNorm, LMCache, MusicGenLM
-
-OPS = r"""
-namespace {
-using vecmath::Epilogue;
-
-// A packed weight [n, k]: int8 with a float32 scale per output, or float32 (no scales).
-struct Linear {
-  const void* w = nullptr;
-  const float* scales = nullptr;
-  int64_t n = 0, k = 0, kc = 0;
-};
-
-struct Norm {
-  const float* w = nullptr;
-  const float* b = nullptr;
-};
-
-struct Layer {
-  Norm self_norm, cross_norm, ffn_norm;
-  Linear qkv, out, cross_q, cross_out, fc1, fc2;
-};
-
-// Items lo..hi of n that thread t of `threads` takes (contiguous, sizes within one).
-inline void share(int64_t n, int t, int threads, int64_t& lo, int64_t& hi) {
-  lo = n * t / threads;
-  hi = n * (t + 1) / threads;
-}
-
-// y = LayerNorm(x) over d values (mean, then the variance around it, in float32).
-inline void layer_norm(const float* x, int64_t d, const Norm& norm, float eps, float* y) {
-  __m256 s = _mm256_setzero_ps();
-  int64_t i = 0;
-  for (; i + 8 <= d; i += 8) s = _mm256_add_ps(s, _mm256_loadu_ps(x + i));
-  float sum = attn::hsum(s);
-  for (; i < d; ++i) sum += x[i];
-  const float mean = sum / static_cast<float>(d);
-  const __m256 mv = _mm256_set1_ps(mean);
-  s = _mm256_setzero_ps();
-  for (i = 0; i + 8 <= d; i += 8) {
-    const __m256 c = _mm256_sub_ps(_mm256_loadu_ps(x + i), mv);
-    s = _mm256_fmadd_ps(c, c, s);
-  }
-  float sq = attn::hsum(s);
-  for (; i < d; ++i) sq += (x[i] - mean) * (x[i] - mean);
-  const float rstd = 1.0f / std::sqrt(sq / static_cast<float>(d) + eps);
-  const __m256 rv = _mm256_set1_ps(rstd);
-  for (i = 0; i + 8 <= d; i += 8) {
-    const __m256 c = _mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(x + i), mv), rv);
-    _mm256_storeu_ps(y + i, _mm256_fmadd_ps(c, _mm256_loadu_ps(norm.w + i),
-                                            _mm256_loadu_ps(norm.b + i)));
-  }
-  for (; i < d; ++i) y[i] = (x[i] - mean) * rstd * norm.w[i] + norm.b[i];
-}
-
-// A cache write: float32 -> float16 rounding to nearest even (as torch's conversion does),
-// or a copy.
-inline void store(const float* x, int64_t n, at::Half* y) {
-  int64_t i = 0;
-  for (; i + 8 <= n; i += 8)
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(y + i),
-                     _mm256_cvtps_ph(_mm256_loadu_ps(x + i), _MM_FROUND_TO_NEAREST_INT));
-  for (; i < n; ++i) y[i] = static_cast<at::Half>(x[i]);
-}
-inline void store(const float* x, int64_t n, float* y) { std::copy(x, x + n, y); }
-
-// The decoder's weights, as pointers into the tensors it was made from (the caller's, alive
-// for the call): all int8 (activations rounded to int16 row by row for the products), or all
-// float32.
-class Decoder {
- public:
-  // tensors: per layer, in order, self-attention norm (weight, bias), qkv (packed, scales),
-  // out, cross-attention norm, cross q, cross out (if `cross`: melody decoders have none),
-  // feed-forward norm, fc1, fc2; then the final norm and each head. Float32 weights come
-  // with empty scales. dims: each product's (outputs, K-chunk), in the same order. sizes:
-  // (layers, heads, codebooks, cross).
-  Decoder(at::TensorList tensors, at::IntArrayRef dims, at::IntArrayRef sizes, double eps)
-      : eps_(static_cast<float>(eps)) {
-    TORCH_CHECK(sizes.size() == 4, "step: sizes are (layers, heads, codebooks, cross)");
-    const int64_t layers = sizes[0], codebooks = sizes[2];
-    heads_ = sizes[1];
-    cross_ = sizes[3] != 0;
-    const int64_t products = layers * (cross_ ? 6 : 4) + codebooks;
-    TORCH_CHECK(static_cast<int64_t>(tensors.size()) == layers * (cross_ ? 18 : 12) + 2 + 2 * codebooks,
-                "step: wrong number of tensors");
-    TORCH_CHECK(static_cast<int64_t>(dims.size()) == 2 * products, "step: wrong number of dims");
-    int8_ = tensors[2].scalar_type() == at::kChar;
-    size_t at = 0, product = 0;
-    auto norm = [&]() {
-      Norm n{vec(tensors[at]), vec(tensors[at + 1])};
-      at += 2;
-      return n;
-    };
-    auto linear = [&]() {
-      const at::Tensor& w = tensors[at];
-      TORCH_CHECK(w.scalar_type() == (int8_ ? at::kChar : at::kFloat) && w.is_contiguous(),
-                  "step: packed weights, all int8 or all float32");
-      Linear l{w.data_ptr(), int8_ ? vec(tensors[at + 1]) : nullptr, dims[2 * product],
-               0, dims[2 * product + 1]};
-      ++product;
-      l.k = l.n > 0 ? w.numel() / l.n : 0;
-      TORCH_CHECK(l.n > 0 && l.n * l.k == w.numel() && l.n % 4 == 0 && l.kc % 16 == 0 &&
-                  l.kc <= 1024 && l.k % l.kc == 0,
-                  "step: a product's shape does not fit the kernel");
-      TORCH_CHECK(!int8_ || tensors[at + 1].numel() == l.n, "step: one scale per output");
-      at += 2;
-      return l;
-    };
-    for (int64_t i = 0; i < layers; ++i) {
-      Layer l;
-      l.self_norm = norm();
-      l.qkv = linear();
-      l.out = linear();
-      if (cross_) {
-        l.cross_norm = norm();
-        l.cross_q = linear();
-        l.cross_out = linear();
-      }
-      l.ffn_norm = norm();
-      l.fc1 = linear();
-      l.fc2 = linear();
-      layers_.push_back(l);
-    }
-    final_ = norm();
-    for (int64_t k = 0; k < codebooks; ++k) lm_heads_.push_back(linear());
-    const Layer& first = layers_[0];
-    dim_ = first.out.n;
-    ffn_ = first.fc1.n;
-    vocab_ = lm_heads_[0].n;
-    TORCH_CHECK(dim_ % heads_ == 0, "step: heads do not divide the width");
-    for (const Layer& l : layers_)
-      TORCH_CHECK(l.qkv.n == 3 * dim_ && l.qkv.k == dim_ && l.out.k == dim_ &&
-                  l.out.n == dim_ && l.fc1.k == dim_ && l.fc1.n == ffn_ && l.fc2.k == ffn_ &&
-                  l.fc2.n == dim_ &&
-                  (!cross_ || (l.cross_q.n == dim_ && l.cross_q.k == dim_ &&
-                               l.cross_out.n == dim_ && l.cross_out.k == dim_)),
-                  "step: layers of different shapes");
-    for (const Linear& h : lm_heads_)
-      TORCH_CHECK(h.k == dim_ && h.n == vocab_, "step: heads of different shapes");
-  }
-
-  // x [B, D]: the frame's embeddings (positions added) at `position`; kv: per layer self
-  // keys, self values [B, H, T, hd], cross keys, cross values [N, H, S, hd], all float16
-  // or all float32; mask: empty or [N, S] additive float32 for the first N = cross_rows
-  // rows. -> logits [B, codebooks, vocab] float32. Writes the frame's keys and values.
-  at::Tensor step(const at::Tensor& x, int64_t position, at::TensorList kv,
-                  const at::Tensor& mask, int64_t cross_rows) const {
-    const int64_t L = layers_.size();
-    TORCH_CHECK(static_cast<int64_t>(kv.size()) == 4 * L, "step: 4 cache tensors a layer");
-    const at::ScalarType type = kv[0].scalar_type();
-    TORCH_CHECK(type == at::kHalf || type == at::kFloat, "step: a float16 or float32 cache");
-    if (type == at::kHalf) return run<at::Half>(x, position, kv, mask, cross_rows);
-    return run<float>(x, position, kv, mask, cross_rows);
-  }
-
- private:
-  template <typename KV>
-  at::Tensor run(const at::Tensor& x_in, int64_t position, at::TensorList kv,
-                 const at::Tensor& mask, int64_t cross_rows) const {
-    const int64_t D = dim_, H = heads_, hd = dim_ / heads_, L = layers_.size();
-    TORCH_CHECK(x_in.dim() == 2 && x_in.size(1) == D && x_in.scalar_type() == at::kFloat,
-                "step: x must be [B, D] float32");
-    const int64_t B = x_in.size(0), N = cross_rows;
-    TORCH_CHECK(0 <= N && N <= B && (cross_ || N == 0), "step: cross_rows out of range");
-    const int64_t T = kv[0].size(2), S = kv[2].size(2);
-    TORCH_CHECK(0 <= position && position < T, "step: position past the cache");
-    for (int64_t i = 0; i < 4 * L; ++i) {
-      const at::Tensor& t = kv[i];
-      const bool self = i % 4 < 2;
-      if (!self && N == 0) continue;  // not read
-      TORCH_CHECK(t.scalar_type() == kv[0].scalar_type() && t.is_contiguous() && t.dim() == 4,
-                  "step: the cache must be contiguous [rows, H, frames, hd], of one dtype");
-      TORCH_CHECK(t.size(0) == (self ? B : N) && t.size(1) == H && t.size(2) == (self ? T : S) &&
-                  t.size(3) == hd, "step: a cache tensor of the wrong shape");
-    }
-    const bool masked = mask.numel() > 0;
-    if (masked)
-      TORCH_CHECK(mask.scalar_type() == at::kFloat && mask.is_contiguous() && mask.dim() == 2 &&
-                  mask.size(0) == N && mask.size(1) == S, "step: mask must be [N, S]");
-
-    at::Tensor x = x_in.contiguous().clone();  // the residual stream, updated in place
-    const auto opts = x.options();
-    const int64_t K = lm_heads_.size();
-    at::Tensor logits = at::empty({B, K, vocab_}, opts);
-    const int64_t wide = std::max(D, ffn_);
-    at::Tensor hq_t = at::empty({int8_ ? B * wide : 0}, opts.dtype(at::kShort));
-    at::Tensor hf_t = at::empty({int8_ ? 0 : B * D}, opts);  // normed rows (float32 weights)
-    at::Tensor hs_t = at::empty({B}, opts);
-    at::Tensor acc_t = at::empty({B * std::max({3 * D, ffn_, vocab_ * K})}, opts);
-    at::Tensor qkv_t = at::empty({B * 3 * D}, opts), att_t = at::empty({B * D}, opts);
-    at::Tensor ffn_t = at::empty({B * ffn_}, opts);
-    float* xp = x.data_ptr<float>();
-    int16_t* hq = hq_t.data_ptr<int16_t>();
-    float* hf = hf_t.data_ptr<float>();
-    float* hs = hs_t.data_ptr<float>();
-    float* acc = acc_t.data_ptr<float>();
-    float* qkv = qkv_t.data_ptr<float>();
-    float* att = att_t.data_ptr<float>();
-    float* ffn = ffn_t.data_ptr<float>();
-    float* out = logits.data_ptr<float>();
-    const float* mp = masked ? mask.data_ptr<float>() : nullptr;
-    const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
-    const int64_t seen = position + 1;
-    const int threads = at::in_parallel_region() ? 1 : at::get_num_threads();
-
-#pragma omp parallel num_threads(threads)
-    {
-      const int nt = omp_get_num_threads(), t = omp_get_thread_num();
-      std::vector<float> row(wide), scores(std::max(seen, S)), qs(hd);
-      const float* act = nullptr;  // the next product's float32 input rows
-      int64_t lo, hi;
-      // Rows of `src` ([rows, width]) made ready for the next product, this thread's share:
-      // normed (if `norm`), then rounded to int16 (int8 weights); then a barrier.
-      auto prepare = [&](const float* src, int64_t rows, int64_t width, const Norm* norm) {
-        share(rows, t, nt, lo, hi);
-        act = norm != nullptr ? hf : src;
-        for (int64_t r = lo; r < hi; ++r) {
-          const float* v = src + r * width;
-          if (norm != nullptr) {
-            float* y = int8_ ? row.data() : hf + r * width;
-            layer_norm(v, width, *norm, eps_, y);
-            v = y;
-          }
-          if (int8_) int8k::quantize_rows16(v, 1, width, hq + r * width, hs + r);
-        }
-#pragma omp barrier
-      };
-      // This thread's output blocks of a product of the prepared rows, then (if `wait`) a
-      // barrier.
-      auto product = [&](const Linear& l, int64_t rows, float* dst, int64_t ldo, Epilogue e,
-                         float* partial, bool wait) {
-        share(l.n / 4, t, nt, lo, hi);
-        auto blocks = [&](auto epilogue) {  // the epilogue as a compile-time constant
-          constexpr Epilogue E = decltype(epilogue)::value;
-          if (int8_)
-            int8k::product_blocks<E>(static_cast<const int8_t*>(l.w), l.scales, l.n, l.k, l.kc,
-                                     hq, hs, rows, partial, dst, ldo, lo, hi);
-          else
-            f32k::product_blocks<E>(static_cast<const float*>(l.w), l.n, l.k, l.kc, act, rows,
-                                    partial, dst, ldo, lo, hi);
-        };
-        if (e == Epilogue::Add) blocks(std::integral_constant<Epilogue, Epilogue::Add>{});
-        else if (e == Epilogue::Gelu) blocks(std::integral_constant<Epilogue, Epilogue::Gelu>{});
-        else blocks(std::integral_constant<Epilogue, Epilogue::Store>{});
-        if (wait) {
-#pragma omp barrier
-        }
-      };
-
-      for (int64_t i = 0; i < L; ++i) {
-        const Layer& l = layers_[i];
-        KV* self_k = kv[4 * i].data_ptr<KV>();
-        KV* self_v = kv[4 * i + 1].data_ptr<KV>();
-        const KV* cross_k = N > 0 ? kv[4 * i + 2].data_ptr<KV>() : nullptr;
-        const KV* cross_v = N > 0 ? kv[4 * i + 3].data_ptr<KV>() : nullptr;
-
-        // Self-attention: each (row, head) writes its key and value, then attends.
-        prepare(xp, B, D, &l.self_norm);
-        product(l.qkv, B, qkv, 3 * D, Epilogue::Store, acc, true);
-        share(B * H, t, nt, lo, hi);
-        for (int64_t bh = lo; bh < hi; ++bh) {
-          const int64_t b = bh / H, h = bh % H;
-          const float* q = qkv + b * 3 * D + h * hd;
-          const int64_t base = bh * T * hd;
-          store(q + D, hd, self_k + base + position * hd);
-          store(q + 2 * D, hd, self_v + base + position * hd);
-          for (int64_t d = 0; d < hd; ++d) qs[d] = q[d] * scale;
-          attn::attend(qs.data(), self_k + base, self_v + base, nullptr, seen, hd,
-                       scores.data(), att + b * D + h * hd);
-        }
-#pragma omp barrier
-        prepare(att, B, D, nullptr);
-        product(l.out, B, xp, D, Epilogue::Add, acc, true);
-
-        // Cross-attention to the text, for the rows that have text.
-        if (N > 0) {
-          prepare(xp, N, D, &l.cross_norm);
-          product(l.cross_q, N, qkv, D, Epilogue::Store, acc, true);
-          share(N * H, t, nt, lo, hi);
-          for (int64_t bh = lo; bh < hi; ++bh) {
-            const int64_t b = bh / H, h = bh % H;
-            for (int64_t d = 0; d < hd; ++d) qs[d] = qkv[b * D + h * hd + d] * scale;
-            attn::attend(qs.data(), cross_k + bh * S * hd, cross_v + bh * S * hd,
-                         mp ? mp + b * S : nullptr, S, hd, scores.data(), att + b * D + h * hd);
-          }
-#pragma omp barrier
-          prepare(att, N, D, nullptr);
-          product(l.cross_out, N, xp, D, Epilogue::Add, acc, true);
-        }
-
-        // Feed-forward, GELU applied as fc1's outputs are finished.
-        prepare(xp, B, D, &l.ffn_norm);
-        product(l.fc1, B, ffn, ffn_, Epilogue::Gelu, acc, true);
-        prepare(ffn, B, ffn_, nullptr);
-        product(l.fc2, B, xp, D, Epilogue::Add, acc, true);
-      }
-
-      // The final norm and the heads (independent: no barrier between them).
-      prepare(xp, B, D, &final_);
-      for (int64_t k = 0; k < K; ++k)
-        product(lm_heads_[k], B, out + k * vocab_, K * vocab_, Epilogue::Store,
-                acc + k * B * vocab_, false);
-    }
-    return logits;
-  }
-
-  static const float* vec(const at::Tensor& t) {
-    TORCH_CHECK(t.scalar_type() == at::kFloat && t.is_contiguous() && t.dim() == 1,
-                "step: norms and scales must be float32 vectors");
-    return t.data_ptr<float>();
-  }
-
-  std::vector<Layer> layers_;
-  std::vector<Linear> lm_heads_;
-  Norm final_;
-  int64_t heads_ = 0, dim_ = 0, ffn_ = 0, vocab_ = 0;
-  bool cross_ = true;  // layers with cross-attention
-  bool int8_ = true;   // int8 weights (else float32)
-  float eps_;
-};
-
-// The weights are parsed again on every call (a few us against a ~10 ms step): holding them
-// in a TorchScript class instead would about double the extension's build time.
-at::Tensor decoder_step(at::TensorList weights, at::IntArrayRef dims, at::IntArrayRef sizes,
-                        double eps, const at::Tensor& x, int64_t position, at::TensorList kv,
-                        const at::Tensor& mask, int64_t cross_rows) {
-  return Decoder(weights, dims, sizes, eps).step(x, position, kv, mask, cross_rows);
-}
-}  // namespace
-
-TORCH_LIBRARY_FRAGMENT(tunesmith, m) {
-  m.def("decoder_step(Tensor[] weights, int[] dims, int[] sizes, float eps, Tensor x, "
-        "int position, Tensor[] kv, Tensor mask, int cross_rows) -> Tensor");
-}
-TORCH_LIBRARY_IMPL(tunesmith, CPU, m) { m.impl("decoder_step", &decoder_step); }
-"""
-
-
-def available() -> bool:
-    """The step is built and loaded (see `cpu_kernels`)."""
-    from ..kernels.cpu import build as cpu_kernels  # it imports this module for the source
-
-    return cpu_kernels.available()
+from .memory import mapped_kv_buffers
+from .packed import PackedLinear
+from .step import EagerStep
 
 
 @dataclass
@@ -392,7 +51,7 @@ class CpuStep:
         """The step for `lm` if every product of its steps is packed for our CPU kernels,
         all int8 with a float16 cache or all float32 (what `fuse` makes of a decoder on a
         CPU); else None."""
-        if not available():
+        if not build.available():
             return None
         tensors: list[torch.Tensor] = []
         dims: list[int] = []
@@ -419,7 +78,7 @@ class CpuStep:
             dims.extend([module.out_features, cast(int, module.chunk)])
             return True
 
-        layers = [cast("DecoderLayer", layer) for layer in lm.layers]
+        layers = [cast(DecoderLayer, layer) for layer in lm.layers]
         cross = all(hasattr(layer, "encoder_attn") for layer in layers)  # not in melody's
         for layer in layers:
             parts = [
@@ -438,9 +97,11 @@ class CpuStep:
                 return None
         if not norm(lm.layer_norm) or not all([linear(head) for head in lm.lm_heads]):
             return None
-        # int8 weights step on the float16 cache `fuse` gives them, float32 ones on float32.
+        # int8 weights step on a float16 cache (packed int8 weights stream fast enough that
+        # float32 keys and values would be a large share of each step's reads), float32 ones
+        # on float32.
         kv_dtype = torch.float16 if kinds == {Int8Linear} else torch.float32
-        if len(eps) != 1 or len(kinds) != 1 or (lm.kv_dtype or torch.float32) != kv_dtype:
+        if len(eps) != 1 or len(kinds) != 1:
             return None
         sizes = [len(layers), lm.cfg.num_heads, lm.cfg.num_codebooks, int(cross)]
         return cls(tensors, dims, sizes, eps.pop(), kv_dtype)
@@ -456,6 +117,38 @@ class CpuStep:
         mask, rows = cache.cross_mask, cache.cross_rows
         # An additive mask (new_cache's) [rows, 1, 1, S], read as [rows, S].
         flat = x.new_empty(0) if mask is None or rows == 0 else mask.reshape(rows, -1).float()
-        return torch.ops.tunesmith.decoder_step(
+        return ops.decoder_step(
             self.tensors, self.dims, self.sizes, self.eps, x, position, kv, flat, rows
         )
+
+
+@dataclass
+class CpuKernelStep(EagerStep):
+    """One-frame steps in one C++ call (`CpuStep`), on a cache of the step's dtype in one
+    anonymous mapping (`memory.mapped_kv_buffers`: the C++ step reads it through raw
+    pointers, and its pages go back to the system when the generation ends); prefills, and
+    caches the step did not make, module by module."""
+
+    kernel: CpuStep | None = None
+
+    @classmethod
+    def for_decoder(cls, lm: MusicGenLM, kernel: CpuStep) -> CpuKernelStep:
+        layout = CacheLayout(dtype=kernel.kv_dtype, allocate=mapped_kv_buffers)
+        return cls(lm, layout, kernel)
+
+    def __call__(self, tokens: torch.Tensor, cache: LMCache) -> torch.Tensor:
+        kernel = self.kernel
+        keys = cache.layers[0].self_k
+        if (
+            kernel is None
+            or tokens.shape[-1] != 1
+            or keys.dtype != kernel.kv_dtype
+            or keys.device.type != "cpu"
+        ):
+            return self.lm(tokens, cache)
+        start = cache.length
+        check_room(cache, start + 1)
+        x = self.lm.embed(tokens)[:, 0] + self.lm.buffer_positions(cache)[start]
+        logits = kernel(x, start, cache)
+        cache.length = start + 1
+        return logits[:, :, None]

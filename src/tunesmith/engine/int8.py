@@ -1,9 +1,10 @@
 """Weight-only int8 for the decoder's linear layers, swapped in at load time.
 
 Each output row gets its own scale (symmetric, max-abs / 127). On CPU the matrix product runs
-in torch's int8 weight-pack kernel with bfloat16 activations, or, once the decoder is loaded
-(`MusicGenLM.fuse` -> `pack_for_cpu`), in `cpu_int8`'s kernel with float32 activations: the
-decoder step reads a quarter of the fp32 bytes, and reading weights is what bounds it on a CPU.
+in torch's int8 weight-pack kernel with bfloat16 activations, or, once the engine prepares the
+decoder (`prepare.fuse` -> `pack_for_cpu`), in our int8 kernel (`kernels.cpu`) with float32
+activations: the decoder step reads a quarter of the fp32 bytes, and reading weights is what
+bounds it on a CPU.
 """
 
 from __future__ import annotations
@@ -14,9 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..kernels.cpu import int8 as cpu_int8
-
-QUANTIZE_MODES = ("int8",)
+from ..kernels.cpu import build, layout, ops
+from ..options import QUANTIZE_MODES
 
 
 def quantize_rows(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -30,7 +30,7 @@ def quantize_rows(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 class Int8Linear(nn.Module):
     """A bias-free Linear with int8 weights and per-row scales.
 
-    After `pack_for_cpu()` the weight buffer holds `cpu_int8`'s blocked layout (flat) and the
+    After `pack_for_cpu()` the weight buffer holds the kernels' blocked layout (`layout`) (flat) and the
     product runs in that kernel; `unpacked_weight()` gives the [out, in] matrix either way.
     """
 
@@ -66,21 +66,21 @@ class Int8Linear(nn.Module):
     def unpacked_weight(self) -> torch.Tensor:
         if self.chunk is None:
             return self.weight
-        return cpu_int8.unpack(self.weight, self.out_features, self.in_features, self.chunk)
+        return layout.unpack(self.weight, self.out_features, self.in_features, self.chunk)
 
     def pack_for_cpu(self) -> bool:
-        """Switch to the `cpu_int8` kernel where it applies (CPU, shapes, a compiler);
-        True if it did. The effective weights (int8 x bfloat16 scales) are unchanged."""
-        chunk = cpu_int8.chunk_for(self.in_features)
+        """Switch to our int8 kernel where it applies (CPU, shapes, a compiler); True if it
+        did. The effective weights (int8 x bfloat16 scales) are unchanged."""
+        chunk = layout.chunk_for(self.in_features)
         if (
             self.chunk is not None
             or self.weight.device.type != "cpu"
             or chunk is None
-            or self.out_features % cpu_int8.ROWS
-            or not cpu_int8.available()
+            or not layout.fits(self.out_features, self.in_features)
+            or not build.available()
         ):
             return False
-        self.weight = cpu_int8.pack(self.weight, chunk)
+        self.weight = layout.pack(self.weight, chunk)
         self.scales_f32 = self.scales.float()
         self.chunk = chunk
         return True
@@ -89,7 +89,7 @@ class Int8Linear(nn.Module):
         shape = x.shape
         if self.chunk is not None and self.scales_f32 is not None:
             flat32 = x.reshape(-1, shape[-1]).float().contiguous()
-            out = cpu_int8.int8_linear(flat32, self.weight, self.scales_f32, self.chunk, self.gelu)
+            out = ops.int8_linear(flat32, self.weight, self.scales_f32, self.chunk, self.gelu)
             return out.to(x.dtype).reshape(*shape[:-1], self.out_features)
         flat = x.reshape(-1, shape[-1]).to(torch.bfloat16)
         if flat.device.type == "cpu":

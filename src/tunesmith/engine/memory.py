@@ -37,6 +37,25 @@ def mapped_zeros(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
     return torch.frombuffer(mapping, dtype=dtype).view(shape)
 
 
+def mapped_kv_buffers(
+    layers: int, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Zeroed keys and values of `shape` for each layer (a `CacheLayout.allocate`): on a CPU
+    views of one anonymous mapping (`mapped_zeros`), whose pages are taken as frames are
+    written and given back when the generation ends, where heap blocks would stay resident
+    afterwards, under the codec decode's own peak (~0.1-0.2 GB at 10 s)."""
+    if device.type != "cpu":
+        return [
+            (
+                torch.zeros(shape, device=device, dtype=dtype),
+                torch.zeros(shape, device=device, dtype=dtype),
+            )
+            for _ in range(layers)
+        ]
+    whole = mapped_zeros((layers, 2, *shape), dtype)
+    return [(whole[i, 0], whole[i, 1]) for i in range(layers)]
+
+
 def release_freed_memory() -> None:
     """Give the heap's free pages back to the OS (glibc's malloc_trim; a few ms). Elsewhere
     (not Linux, not glibc) nothing happens."""

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..models.lm import MusicGenLM
+from ..engine.step import Step
 from ..options import GenerationOptions
 from .delay import apply_delay, delays, valid_mask
 from .sampling import cfg_mix, sample
@@ -82,7 +82,7 @@ def steps_for(windows: list[Window], max_delay: int) -> int:
 
 @torch.inference_mode()
 def iter_window(
-    lm: MusicGenLM,
+    step: Step,
     text: TextCondition,
     frames: int,
     options: GenerationOptions,
@@ -94,7 +94,7 @@ def iter_window(
     `prompt` [B, K, P] frames are given (not yielded); frames counts them too (P < frames).
     One decoder step per iteration (the first `max_delay` steps complete no frame).
     """
-    cfg = lm.cfg
+    cfg = step.lm.cfg
     device = text.states.device
     b, k = text.batch, cfg.num_codebooks
     shifts = delays(k, cfg.audio_channels)
@@ -116,13 +116,13 @@ def iter_window(
 
     use_cfg = options.cfg_scale != 1.0
     rows = 2 * b if use_cfg else b
-    cache = lm.new_cache(rows, length, text.states, text.mask)
+    cache = step.new_cache(rows, length, text.states, text.mask)
 
     first = p + 1  # first position with anything to sample (codebook 0 right after the prompt)
     feed = seq[:, :, :first]
     for position in range(first, length):
         inputs = torch.cat([feed, feed]) if use_cfg else feed
-        logits = lm(inputs, cache)[:, :, -1]  # [rows, K, V]
+        logits = step(inputs, cache)[:, :, -1]  # [rows, K, V]
         if use_cfg:
             logits = cfg_mix(logits, options.cfg_scale)
         tokens = sample(
@@ -142,7 +142,7 @@ def iter_window(
 
 
 def iter_frames(
-    lm: MusicGenLM,
+    step: Step,
     text: TextCondition,
     new_frames: int,
     options: GenerationOptions,
@@ -159,7 +159,8 @@ def iter_frames(
     generator = generator if generator is not None else make_generator(options.seed, device)
     p = 0 if prompt is None else prompt.shape[-1]
     windows = plan_windows(p, new_frames, window, stride)
-    max_delay = max(delays(lm.cfg.num_codebooks, lm.cfg.audio_channels))
+    cfg = step.lm.cfg
+    max_delay = max(delays(cfg.num_codebooks, cfg.audio_channels))
     total, done = steps_for(windows, max_delay), 0
     keep = window - stride
     # The last frames so far (prompt included): what the next window is prompted with.
@@ -167,7 +168,7 @@ def iter_frames(
     for w in windows:
         context = history[:, :, history.shape[-1] - w.context :] if w.context else None
         made = []
-        for block in iter_window(lm, text, w.frames, options, generator, prompt=context):
+        for block in iter_window(step, text, w.frames, options, generator, prompt=context):
             made.append(block)
             done += 1
             if on_step is not None:
@@ -178,7 +179,7 @@ def iter_frames(
 
 
 def generate_codes(
-    lm: MusicGenLM,
+    step: Step,
     text: TextCondition,
     frames: int,
     options: GenerationOptions,
@@ -196,7 +197,7 @@ def generate_codes(
     p = 0 if prompt is None else prompt.shape[-1]
     window = window or frames
     blocks = iter_frames(
-        lm,
+        step,
         text,
         frames - p,
         options,

@@ -20,15 +20,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import LMConfig
-from ..engine.cpu_step import CpuStep
-from ..engine.hugepages import move_to_huge_pages
-from ..engine.int8 import Int8Linear
-from ..engine.memory import mapped_zeros
-from ..kernels.cpu import attention as cpu_attention
-from ..kernels.cpu.fp32 import PackedLinear
 
-# Projections of the text, run once per generation on many rows: not worth packing.
-_ONCE_PER_CALL = ("encoder_attn.k_proj", "encoder_attn.v_proj")
+KVBuffers = list[tuple[torch.Tensor, torch.Tensor]]  # (keys, values) of each layer
+KVAllocator = Callable[[int, tuple[int, ...], torch.dtype, torch.device], KVBuffers]
 
 
 def sinusoidal_positions(positions: torch.Tensor, dim: int) -> torch.Tensor:
@@ -63,20 +57,10 @@ def add_linear_(x: torch.Tensor, linear: nn.Module, h: torch.Tensor) -> None:
         x += linear(h)
 
 
-def self_kv_buffers(
-    layers: int, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device, block: bool
-) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Zeroed self-attention keys and values of `shape` for each layer.
-
-    With `block` (a decoder stepping in `cpu_step`, which reads the cache through raw
-    pointers) they are one anonymous mapping on a CPU, viewed per layer (`memory`):
-    its pages are taken as frames are written and given back when the generation ends,
-    where heap blocks would stay resident afterwards, under the codec decode's own peak
-    (~0.1-0.2 GB at 10 s). Otherwise one tensor each: views at offsets into one block make
-    torch.compile recompile more."""
-    if block and device.type == "cpu":
-        whole = mapped_zeros((layers, 2, *shape), dtype)
-        return [(whole[i, 0], whole[i, 1]) for i in range(layers)]
+def zeroed_kv_buffers(
+    layers: int, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device
+) -> KVBuffers:
+    """Zeroed self-attention keys and values of `shape` for each layer, one tensor each."""
     return [
         (
             torch.zeros(shape, device=device, dtype=dtype),
@@ -86,9 +70,21 @@ def self_kv_buffers(
     ]
 
 
-def is_half_on_cpu(kv: torch.Tensor) -> bool:
-    """A float16 KV cache on a CPU (the int8 decoder's): attended by `cpu_attention`."""
-    return kv.dtype == torch.float16 and kv.device.type == "cpu"
+@dataclass(frozen=True)
+class CacheLayout:
+    """How a KV cache lies in memory. The engine that runs the steps chooses it (a float16
+    cache for int8 CPU kernels, one mapping for a C++ step, a GPU buffer a multiple of 64
+    frames for a graph's mask); the model only follows it."""
+
+    dtype: torch.dtype | None = None  # keys and values; None: the weights' dtype
+    align: int = 1  # the buffer's frames (capacity + spare) are a multiple of this
+    allocate: KVAllocator = zeroed_kv_buffers
+
+
+def as_attended(kv: torch.Tensor) -> torch.Tensor:
+    """Keys or values as torch's attention reads them: a float16 cache on a CPU (the int8
+    CPU engine's) in float32, where torch's half attention is slow."""
+    return kv.float() if kv.dtype == torch.float16 and kv.device.type == "cpu" else kv
 
 
 def attend_causal(
@@ -98,18 +94,17 @@ def attend_causal(
     [B, H, capacity, hd] up to their own frame (already written)."""
     t = q.shape[2]
     end = start + t
-    k, v = keys[:, :, :end], values[:, :, :end]
-    if is_half_on_cpu(k):
-        if t == 1:
-            return cpu_attention.attend_one(q, keys, values, end)
-        k, v = k.float(), v.float()  # a prefill: torch's attention, in float32
-    if t == 1:
-        return F.scaled_dot_product_attention(q, k, v)  # one query sees all keys so far
-    if start == 0:
-        return F.scaled_dot_product_attention(q, k, v, is_causal=True)
-    q_pos = torch.arange(start, end, device=q.device)[:, None]
-    causal = torch.arange(end, device=q.device)[None, :] <= q_pos
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=causal)
+    k, v = as_attended(keys[:, :, :end]), as_attended(values[:, :, :end])
+    queries = q.to(k.dtype)
+    if t == 1:  # one query sees all keys so far
+        out = F.scaled_dot_product_attention(queries, k, v)
+    elif start == 0:
+        out = F.scaled_dot_product_attention(queries, k, v, is_causal=True)
+    else:
+        q_pos = torch.arange(start, end, device=q.device)[:, None]
+        causal = torch.arange(end, device=q.device)[None, :] <= q_pos
+        out = F.scaled_dot_product_attention(queries, k, v, attn_mask=causal)
+    return out.to(q.dtype)
 
 
 class LayerNorm(nn.LayerNorm):
@@ -147,7 +142,7 @@ class LMCache:
     cross_rows: int
     length: int = 0  # frames already written
     spare: int = 0  # frames allocated past the capacity (see MusicGenLM.new_cache)
-    graph: object | None = None  # a captured CUDA graph of one step on this cache
+    step_state: object | None = None  # what the engine's step keeps with this cache (a graph)
     positions: torch.Tensor | None = None  # positional rows for the whole buffer (static_step)
 
     @property
@@ -165,21 +160,8 @@ class Attention(nn.Module):
         self.k_proj = nn.Linear(dim, dim, bias=False)
         self.v_proj = nn.Linear(dim, dim, bias=False)
         self.out_proj = nn.Linear(dim, dim, bias=False)
-        self.qkv_proj: nn.Module | None = None  # set by fuse_qkv()
-
-    def fuse_qkv(self) -> None:
-        """One [3D, D] product instead of three per step (fewer kernel launches and reads);
-        the separate projections are dropped. Self-attention only: cross-attention projects
-        its keys and values once per call."""
-        parts = [self.q_proj, self.k_proj, self.v_proj]
-        if all(isinstance(p, Int8Linear) for p in parts):
-            self.qkv_proj = Int8Linear.concat(cast(list[Int8Linear], parts))
-        else:
-            w = torch.cat([cast(nn.Linear, p).weight for p in parts])
-            fused = nn.Linear(w.shape[1], w.shape[0], bias=False, device=w.device, dtype=w.dtype)
-            fused.weight = nn.Parameter(w, requires_grad=False)
-            self.qkv_proj = fused
-        del self.q_proj, self.k_proj, self.v_proj
+        # q, k and v as one [3D, D] product, where the engine fuses them (q/k/v_proj then go).
+        self.qkv_proj: nn.Module | None = None
 
     def project_qkv(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         if self.qkv_proj is None:
@@ -206,23 +188,18 @@ class DecoderLayer(nn.Module):
         self.encoder_attn_layer_norm = LayerNorm(d, eps=eps)
         self.fc1 = nn.Linear(d, cfg.ffn_dim, bias=False)
         self.fc2 = nn.Linear(cfg.ffn_dim, d, bias=False)
+        # An engine whose fc1 applies GELU itself (the int8 CPU kernel) makes this Identity.
+        self.activation: nn.Module = nn.GELU()
         self.final_layer_norm = LayerNorm(d, eps=eps)
 
     def forward(self, x: torch.Tensor, cache: LMCache, layer: LayerCache) -> torch.Tensor:
         """x: [B, T, D] for frames cache.length .. cache.length + T - 1."""
         start, t = cache.length, x.shape[1]
-        end = start + t
-
+        q, k, v = self.project(x)
+        layer.self_k[:, :, start : start + t] = k
+        layer.self_v[:, :, start : start + t] = v
         # Self-attention over everything written so far plus these T frames.
-        attn = self.self_attn
-        h = self.self_attn_layer_norm(x)
-        q, k_new, v_new = attn.project_qkv(h)
-        q = attn.split_heads(q)
-        layer.self_k[:, :, start:end] = attn.split_heads(k_new)
-        layer.self_v[:, :, start:end] = attn.split_heads(v_new)
-        out = attend_causal(q, layer.self_k, layer.self_v, start)
-        x = add_linear(x, attn.out_proj, attn.merge_heads(out))
-        return self.feed_forward(self.cross_attend(x, cache, layer))
+        return self.finish(x, attend_causal(q, layer.self_k, layer.self_v, start), cache, layer)
 
     def static_step(
         self,
@@ -236,14 +213,24 @@ class DecoderLayer(nn.Module):
         the same result as `forward`, with shapes that never change, so that a CUDA graph
         can replay it. Attends over the whole buffer; `unseen` [1, T_buffer] is the additive
         mask (-inf past `position`, 0 elsewhere)."""
+        q, k, v = self.project(x)
+        layer.self_k.index_copy_(2, position, k)
+        layer.self_v.index_copy_(2, position, v)
+        out = F.scaled_dot_product_attention(q, layer.self_k, layer.self_v, attn_mask=unseen)
+        return self.finish(x, out, cache, layer)
+
+    def project(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Self-attention's normed queries, keys and values of x, split into heads."""
         attn = self.self_attn
-        q, k_new, v_new = attn.project_qkv(self.self_attn_layer_norm(x))
-        layer.self_k.index_copy_(2, position, attn.split_heads(k_new))
-        layer.self_v.index_copy_(2, position, attn.split_heads(v_new))
-        out = F.scaled_dot_product_attention(
-            attn.split_heads(q), layer.self_k, layer.self_v, attn_mask=unseen
-        )
-        x = add_linear(x, attn.out_proj, attn.merge_heads(out))
+        q, k, v = attn.project_qkv(self.self_attn_layer_norm(x))
+        return attn.split_heads(q), attn.split_heads(k), attn.split_heads(v)
+
+    def finish(
+        self, x: torch.Tensor, attended: torch.Tensor, cache: LMCache, layer: LayerCache
+    ) -> torch.Tensor:
+        """The rest of the layer after self-attention's heads: out_proj and the residual,
+        cross-attention, feed-forward."""
+        x = add_linear(x, self.self_attn.out_proj, self.self_attn.merge_heads(attended))
         return self.feed_forward(self.cross_attend(x, cache, layer))
 
     def cross_attend(self, x: torch.Tensor, cache: LMCache, layer: LayerCache) -> torch.Tensor:
@@ -254,15 +241,10 @@ class DecoderLayer(nn.Module):
         xattn = self.encoder_attn
         h = self.encoder_attn_layer_norm(x[:n])
         q = xattn.split_heads(xattn.q_proj(h))
-        k, v, mask = layer.cross_k, layer.cross_v, cache.cross_mask
-        if is_half_on_cpu(k) and q.shape[2] == 1:
-            words = k.shape[2]
-            flat = None if mask is None else mask.reshape(n, words).float()
-            out = cpu_attention.attend_one(q, k, v, words, flat)
-        else:
-            if is_half_on_cpu(k):
-                k, v = k.float(), v.float()
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        k, v, mask = as_attended(layer.cross_k), as_attended(layer.cross_v), cache.cross_mask
+        if mask is not None and mask.is_floating_point():
+            mask = mask.to(k.dtype)
+        out = F.scaled_dot_product_attention(q.to(k.dtype), k, v, attn_mask=mask).to(x.dtype)
         merged = xattn.merge_heads(out)
         if n == x.shape[0]:
             return add_linear(x, xattn.out_proj, merged)
@@ -272,18 +254,16 @@ class DecoderLayer(nn.Module):
 
     def feed_forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.final_layer_norm(x)
-        fc1 = self.fc1
-        if isinstance(fc1, Int8Linear) and fc1.gelu:  # applied in the int8 kernel
-            return add_linear(x, self.fc2, fc1(h))
-        return add_linear(x, self.fc2, F.gelu(fc1(h)))
-
-
-DecodeFn = Callable[["MusicGenLM", torch.Tensor, LMCache], torch.Tensor]
-StaticStepFn = Callable[[torch.Tensor, torch.Tensor, LMCache], torch.Tensor]
+        return add_linear(x, self.fc2, self.activation(self.fc1(h)))
 
 
 class MusicGenLM(nn.Module):
-    """Codebook transformer decoder with K embeddings and K output heads."""
+    """Codebook transformer decoder with K embeddings and K output heads.
+
+    `forward` is the plain eager computation; how steps run fast (C++ on a CPU, compiled,
+    CUDA graphs) is the engine's business (`tunesmith.engine`), which calls this module's
+    `forward`, `static_step`, `embed` and `heads` and never changes what they compute.
+    """
 
     def __init__(self, cfg: LMConfig) -> None:
         super().__init__()
@@ -294,43 +274,6 @@ class MusicGenLM(nn.Module):
         self.layers = nn.ModuleList(DecoderLayer(cfg) for _ in range(cfg.num_layers))
         self.layer_norm = LayerNorm(d, eps=cfg.layer_norm_eps)
         self.lm_heads = nn.ModuleList(nn.Linear(d, cfg.vocab_size, bias=False) for _ in range(k))
-        self._compiled_decode: DecodeFn | None = None  # set by compile_steps()
-        self.cuda_graphs = False  # replay one-frame CUDA steps as graphs (see cuda_graphs)
-        self.compiled_static_step: StaticStepFn | None = None  # set by compile_static_step()
-        self.kv_dtype: torch.dtype | None = None  # KV cache dtype, if not the weights' (fuse)
-        self.cpu_step: CpuStep | None = None  # the whole one-frame CPU step in C++ (fuse)
-
-    def fuse(self) -> MusicGenLM:
-        """Fuse each self-attention's q, k, v projections, and move int8 layers on a CPU to
-        the `cpu_int8` kernel (GELU applied in it, a float16 KV cache) and float32 ones to
-        `cpu_fp32`'s, one-frame steps then running in `cpu_step` (inference speed; the same
-        weights, repacked in place)."""
-        for layer in self.layers:
-            cast(DecoderLayer, layer).self_attn.fuse_qkv()
-        # By name, not a list of modules: that list would keep every replaced layer's float32
-        # weight alive until the end, two copies of the decoder at once.
-        for name in [name for name, _ in self.named_modules()]:
-            module = self.get_submodule(name)
-            if isinstance(module, Int8Linear):
-                # Packed int8 weights stream fast enough that float32 keys and values would be
-                # a large share of each step's reads: keep the cache in float16 instead.
-                if module.pack_for_cpu() and cpu_attention.available():
-                    self.kv_dtype = torch.float16
-                module.gelu = name.endswith(".fc1") and module.chunk is not None
-            elif isinstance(module, nn.Linear) and not name.endswith(_ONCE_PER_CALL):
-                packed = PackedLinear.from_linear(module)
-                if packed is not None:
-                    parent, _, attr = name.rpartition(".")
-                    setattr(self.get_submodule(parent), attr, packed)
-        streamed = [
-            (module, "weight")
-            for module in self.modules()
-            if (isinstance(module, Int8Linear) and module.chunk is not None)
-            or isinstance(module, PackedLinear)
-        ]
-        move_to_huge_pages(streamed)  # read every step: fewer TLB misses in 2 MiB pages
-        self.cpu_step = CpuStep.for_decoder(self)  # after the move: it holds the weights
-        return self
 
     def new_cache(
         self,
@@ -338,6 +281,7 @@ class MusicGenLM(nn.Module):
         capacity: int,
         text: torch.Tensor,
         text_mask: torch.Tensor,
+        layout: CacheLayout | None = None,
     ) -> LMCache:
         """Allocate the KV cache and project the text once.
 
@@ -345,15 +289,10 @@ class MusicGenLM(nn.Module):
         text: [N, S, D] projected text states of the N <= batch rows that see text; rows past N
         are unconditional. text_mask: [N, S], 1 for real tokens.
         """
-        cfg = self.cfg
         p = next(self.parameters())
-        kv_dtype = self.kv_dtype or p.dtype
-        # One spare frame: the attended slice [:end] then never covers the whole buffer, so its
-        # contiguity never changes and a compiled step needs no second graph for the last frame.
-        # On a GPU the buffer is a multiple of 64 frames: attention over all of it (the CUDA
-        # graph step) then takes its mask without padding it first.
-        spare = 1 + (-(capacity + 1) % 64 if p.device.type == "cuda" else 0)
-        shape = (batch, cfg.num_heads, capacity + spare, cfg.head_dim)
+        layout = layout or CacheLayout()
+        kv_dtype = layout.dtype or p.dtype
+        buffers, spare = self_kv_buffers(self.cfg, batch, capacity, layout, p)
         text = text.to(p.dtype)
         mask = text_mask.bool()
         # A row with no text token at all is unconditional: its keys and values are zero, so
@@ -366,8 +305,6 @@ class MusicGenLM(nn.Module):
             cross_mask = torch.zeros(mask.shape, device=p.device, dtype=p.dtype)
             cross_mask = cross_mask.masked_fill(~mask, float("-inf"))[:, None, None, :]
         layers = []
-        block = self.cpu_step is not None
-        buffers = self_kv_buffers(len(self.layers), shape, kv_dtype, p.device, block)
         for layer, (keys, values) in zip(self.layers, buffers, strict=True):
             xattn = cast(DecoderLayer, layer).encoder_attn
             layers.append(
@@ -380,39 +317,28 @@ class MusicGenLM(nn.Module):
             )
         return LMCache(layers=layers, cross_mask=cross_mask, cross_rows=text.shape[0], spare=spare)
 
-    def compile_steps(self) -> MusicGenLM:
-        """Run one-frame decoder steps through torch.compile from now on (opt-in; see
-        `compiled_step`). Prefill and the first two steps stay eager."""
-        from ..engine.compiled_step import compile_decode
-
-        self._compiled_decode = compile_decode(MusicGenLM.decode)
-        return self
-
     def forward(self, tokens: torch.Tensor, cache: LMCache) -> torch.Tensor:
         """tokens: [B, K, T] frames at positions cache.length.. -> logits [B, K, T, V] (float32).
 
         Advances cache.length by T.
         """
-        if self.cuda_graphs and tokens.shape[-1] == 1 and tokens.is_cuda:
-            from ..engine.cuda_graphs import graphed_step
-
-            return graphed_step(self, tokens, cache)
-        step = self.cpu_step
-        if step is not None and tokens.shape[-1] == 1:
-            keys = cache.layers[0].self_k
-            if keys.dtype == step.kv_dtype and keys.device.type == "cpu":  # the step's cache
-                return self.cpu_step_decode(tokens, cache)
-        compiled = self._compiled_decode
-        # torch.compile specializes integers 0 and 1: the steps at positions 0 and 1 would each
-        # cost a compile of their own; from 2 on, one graph serves every position.
-        if compiled is not None and tokens.shape[-1] == 1 and cache.length >= 2:
-            return compiled(self, tokens, cache)
-        return self.decode(tokens, cache)
+        t = tokens.shape[-1]
+        start = cache.length
+        check_room(cache, start + t)
+        x = self.embed(tokens)
+        pos = sinusoidal_positions(
+            torch.arange(start, start + t, device=tokens.device), x.shape[-1]
+        )
+        x = x + pos.to(x.dtype)
+        for layer, layer_cache in zip(self.layers, cache.layers, strict=True):
+            x = layer(x, cache, layer_cache)
+        cache.length = start + t
+        return self.heads(x)
 
     def prepare_static(self, cache: LMCache) -> None:
         """Give the cache what `static_step` reads besides it: the positional rows of the
-        whole buffer (once per cache, not a dozen small kernels every step), and a text mask
-        even where there is no padding (all zeros), so that a compiled step has one shape."""
+        whole buffer, and a text mask even where there is no padding (all zeros), so that a
+        compiled step has one shape."""
         p = next(self.parameters())
         self.buffer_positions(cache)
         if cache.cross_mask is None and cache.cross_rows:
@@ -429,13 +355,6 @@ class MusicGenLM(nn.Module):
             frames = torch.arange(cache.layers[0].self_k.shape[2], device=p.device)
             cache.positions = sinusoidal_positions(frames, self.cfg.hidden_size).to(p.dtype)
         return cache.positions
-
-    def compile_static_step(self) -> MusicGenLM:
-        """Run `static_step` through torch.compile (inductor fuses the norms, residual adds
-        and cache writes into fewer kernels; the CUDA graph then replays those). Dynamic
-        shapes: one compile serves every batch size and window length."""
-        self.compiled_static_step = torch.compile(self.static_step, fullgraph=True, dynamic=True)
-        return self
 
     def static_step(
         self, tokens: torch.Tensor, position: torch.Tensor, cache: LMCache
@@ -466,33 +385,22 @@ class MusicGenLM(nn.Module):
         h = self.layer_norm(x)
         return torch.stack([head(h) for head in self.lm_heads], dim=1).float()
 
-    def cpu_step_decode(self, tokens: torch.Tensor, cache: LMCache) -> torch.Tensor:
-        """One frame tokens [B, K, 1] through `cpu_step` (a decoder on a CPU) -> logits
-        [B, K, 1, V]; the same result as `decode`, in one C++ call."""
-        assert self.cpu_step is not None
-        start = cache.length
-        self._check_room(cache, start + 1)
-        x = self.embed(tokens)[:, 0] + self.buffer_positions(cache)[start]
-        logits = self.cpu_step(x, start, cache)
-        cache.length = start + 1
-        return logits[:, :, None]
 
-    @staticmethod
-    def _check_room(cache: LMCache, end: int) -> None:
-        if end > cache.capacity:
-            raise RuntimeError(f"KV cache holds {cache.capacity} frames; asked for {end}")
+def self_kv_buffers(
+    cfg: LMConfig, batch: int, capacity: int, layout: CacheLayout, like: torch.Tensor
+) -> tuple[KVBuffers, int]:
+    """Each layer's zeroed self-attention keys and values for `capacity` frames, as `layout`
+    says, and the spare frames past the capacity.
 
-    def decode(self, tokens: torch.Tensor, cache: LMCache) -> torch.Tensor:
-        """The eager forward (what `forward` runs unless steps are compiled)."""
-        t = tokens.shape[-1]
-        start = cache.length
-        self._check_room(cache, start + t)
-        x = self.embed(tokens)
-        pos = sinusoidal_positions(
-            torch.arange(start, start + t, device=tokens.device), x.shape[-1]
-        )
-        x = x + pos.to(x.dtype)
-        for layer, layer_cache in zip(self.layers, cache.layers, strict=True):
-            x = layer(x, cache, layer_cache)
-        cache.length = start + t
-        return self.heads(x)
+    At least one spare frame: the attended slice [:end] then never covers the whole buffer, so
+    its contiguity never changes and a compiled step needs no second graph for the last one."""
+    spare = 1 + (-(capacity + 1) % layout.align)
+    shape = (batch, cfg.num_heads, capacity + spare, cfg.head_dim)
+    buffers = layout.allocate(cfg.num_layers, shape, layout.dtype or like.dtype, like.device)
+    return buffers, spare
+
+
+def check_room(cache: LMCache, end: int) -> None:
+    """Refuse a step past the cache's capacity (the caller's bug, not the user's)."""
+    if end > cache.capacity:
+        raise RuntimeError(f"KV cache holds {cache.capacity} frames; asked for {end}")

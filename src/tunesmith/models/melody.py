@@ -26,6 +26,7 @@ from torch import nn
 from ..config import LMConfig, MelodyConfig, MusicGenConfig
 from .encodec import EncodecModel
 from .lm import (
+    CacheLayout,
     DecoderLayer,
     LayerCache,
     LMCache,
@@ -70,6 +71,7 @@ class MelodyLM(MusicGenLM):
         capacity: int,
         text: torch.Tensor,
         text_mask: torch.Tensor,
+        layout: CacheLayout | None = None,
     ) -> LMCache:
         """Allocate the KV cache for prefix + `capacity` frames and run the prefix through.
 
@@ -85,19 +87,19 @@ class MelodyLM(MusicGenLM):
             chroma = self.chroma_prefix(None, batch - n)
             empty = prefix.new_zeros(batch - n, length - chroma.shape[1], d)
             prefix = torch.cat([prefix, torch.cat([chroma, empty], dim=1)])
-        shape = (batch, cfg.num_heads, length + capacity, cfg.head_dim)
-        kv_dtype = self.kv_dtype or p.dtype  # float16 for int8 on a CPU (see MusicGenLM.fuse)
+        layout = layout or CacheLayout()
+        kv_dtype = layout.dtype or p.dtype
+        buffers, spare = self_kv_buffers(cfg, batch, length + capacity, layout, p)
         none = torch.zeros(batch, cfg.num_heads, 0, cfg.head_dim, device=p.device, dtype=kv_dtype)
         layers = [
             LayerCache(self_k=keys, self_v=values, cross_k=none, cross_v=none)
-            for keys, values in self_kv_buffers(
-                len(self.layers), shape, kv_dtype, p.device, self.cpu_step is not None
-            )
+            for keys, values in buffers
         ]
         cache = LMCache(
             layers=layers,
             cross_mask=torch.ones(0, 1, 1, 0, dtype=torch.bool, device=p.device),
             cross_rows=0,
+            spare=spare,
         )
         x = prefix + sinusoidal_positions(torch.arange(length, device=p.device), d).to(p.dtype)
         for layer, layer_cache in zip(self.layers, cache.layers, strict=True):

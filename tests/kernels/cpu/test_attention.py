@@ -10,10 +10,11 @@ import torch
 import torch.nn.functional as F
 
 from tunesmith import MusicGen
-from tunesmith.kernels.cpu import attention as cpu_attention
+from tunesmith.kernels.cpu import build, ops
+from tunesmith.models.lm import CacheLayout
 
 needs_kernel = pytest.mark.skipif(
-    not cpu_attention.available(), reason="no attention CPU kernel here (needs AVX2, a compiler)"
+    not build.available(), reason="no attention CPU kernel here (needs AVX2, a compiler)"
 )
 
 
@@ -33,7 +34,7 @@ def test_kernel_matches_torch_attention(
     if masked:  # padded text: the last keys of row 0 are not there
         mask = torch.zeros(batch, seen)
         mask[0, seen // 2 + 1 :] = float("-inf")
-    got = cpu_attention.attend_one(q, k, v, seen, mask)
+    got = ops.attend_one(q, k, v, seen, mask)
     want = F.scaled_dot_product_attention(
         q,
         k[:, :, :seen].float(),
@@ -48,17 +49,18 @@ def test_kernel_matches_torch_attention(
 def test_int8_decoder_keeps_a_float16_cache(tiny_checkpoint: Path) -> None:
     """The int8 decoder stores keys and values as float16 on a CPU; its logits, prefill then
     one frame at a time with padded text, stay within float16's rounding of a float32 cache."""
-    lm = MusicGen.from_pretrained(tiny_checkpoint, device="cpu", quantize="int8").model.decoder
-    assert lm.kv_dtype == torch.float16
+    step = MusicGen.from_pretrained(tiny_checkpoint, device="cpu", quantize="int8").step
     text, mask = torch.randn(2, 5, 48), torch.tensor([[1, 1, 1, 1, 1], [1, 1, 0, 0, 0]])
     tokens = torch.randint(0, 2048, (4, 4, 12))
     logits = []
     for dtype in (torch.float16, None):
-        lm.kv_dtype = dtype
-        cache = lm.new_cache(4, 12, text, mask)
+        if dtype is None:  # a float32 cache: the step hands it to the layers, one by one
+            cache = step.lm.new_cache(4, 12, text, mask, CacheLayout())
+        else:
+            cache = step.new_cache(4, 12, text, mask)
         assert cache.layers[0].self_k.dtype == (dtype or torch.float32)
-        steps = [lm(tokens[:, :, :6], cache)] + [
-            lm(tokens[:, :, i : i + 1], cache) for i in range(6, 12)
+        steps = [step(tokens[:, :, :6], cache)] + [
+            step(tokens[:, :, i : i + 1], cache) for i in range(6, 12)
         ]
         logits.append(torch.cat(steps, dim=2))
     half, full = logits

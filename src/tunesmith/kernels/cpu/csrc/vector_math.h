@@ -1,13 +1,5 @@
-"""C++ pieces that several of the CPU kernels' sources share (see `cpu_kernels`).
-
-`VECTOR_MATH`: e^x, GELU and a four-way horizontal sum on AVX2 + FMA registers.
-`BLOCK_SWEEP`: the walk over the packed weight layout that the matrix kernels share.
-"""
-
-from __future__ import annotations
-
-# Vector math shared by the kernels' sources (AVX2 + FMA).
-VECTOR_MATH = r"""
+// Vector math the kernels share, on AVX2 + FMA registers: e^x, GELU, four horizontal sums.
+#pragma once
 #include <immintrin.h>
 
 namespace vecmath {
@@ -58,45 +50,3 @@ inline __m128 reduce4(__m256 a, __m256 b, __m256 c, __m256 d) {
   return _mm_add_ps(_mm256_castps256_ps128(t), _mm256_extractf128_ps(t, 1));
 }
 }  // namespace vecmath
-"""
-
-# The walk over the packed layout [K/kc][N/4][kc/16][4][16] that the matrix kernels share:
-# threads split the N/4 blocks, K-chunk by K-chunk, and each block serves the input rows two
-# at a time while it is in L1. `block(c, b, m, rows, sums)` fills sums[0..rows) with the 4
-# outputs of block b over chunk c for rows m..; `store(c, b, row, sums)` writes them.
-# `sweep_blocks` is one thread's share (blocks b0..b1); `parallel_blocks` splits them over
-# torch's threads (the one-product ops; `cpu_step` splits them over its own parallel region).
-BLOCK_SWEEP = r"""
-#include <ATen/Parallel.h>
-
-namespace vecmath {
-template <typename Block, typename Store>
-inline void sweep_blocks(int64_t b0, int64_t b1, int64_t M, int64_t chunks, const Block& block,
-                         const Store& store) {
-  for (int64_t c = 0; c < chunks; ++c)
-    for (int64_t b = b0; b < b1; ++b)
-      for (int64_t m = 0; m < M; m += 2) {
-        __m128 sums[2];
-        const int rows = M - m >= 2 ? 2 : 1;
-        block(c, b, m, rows, sums);
-        for (int i = 0; i < rows; ++i) store(c, b, m + i, sums[i]);
-      }
-}
-
-// What a product does with its finished outputs s: out = s, out = GELU(s), or out += s.
-enum class Epilogue { Store, Gelu, Add };
-
-template <Epilogue E>
-inline void finish(float* out, __m128 s) {
-  if constexpr (E == Epilogue::Gelu) _mm_storeu_ps(out, gelu4(s));
-  else if constexpr (E == Epilogue::Add) _mm_storeu_ps(out, _mm_add_ps(_mm_loadu_ps(out), s));
-  else _mm_storeu_ps(out, s);
-}
-
-// Splits a product's N/4 output blocks over torch's threads: f(b0, b1) on each share.
-template <typename F>
-inline void parallel_blocks(int64_t N, const F& f) {
-  at::parallel_for(0, N / 4, 8, f);
-}
-}  // namespace vecmath
-"""

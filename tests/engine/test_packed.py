@@ -1,4 +1,5 @@
-"""The float32 CPU kernel: torch's F.linear is the reference (only summation order differs)."""
+"""Float32 weights packed for the CPU kernel (`PackedLinear`): torch's F.linear is the
+reference (only summation order differs)."""
 
 from __future__ import annotations
 
@@ -11,12 +12,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from tunesmith import MusicGen
-from tunesmith.kernels.cpu import fp32 as cpu_fp32
-from tunesmith.kernels.cpu import int8 as cpu_int8
-from tunesmith.kernels.cpu.fp32 import PackedLinear
+from tunesmith.engine.packed import PackedLinear
+from tunesmith.kernels.cpu import build, layout
 
 needs_kernel = pytest.mark.skipif(
-    not cpu_fp32.available(), reason="no float32 CPU kernel here (needs AVX2 and a compiler)"
+    not build.available(), reason="no float32 CPU kernel here (needs AVX2 and a compiler)"
 )
 
 
@@ -32,7 +32,7 @@ def relative_error(got: torch.Tensor, want: torch.Tensor) -> float:
 def test_kernel_matches_linear(rows: int, n: int, k: int) -> None:
     linear = nn.Linear(k, n, bias=False)
     packed = PackedLinear.from_linear(linear)
-    assert packed is not None and packed.chunk == min(k, cpu_int8.CHUNK)
+    assert packed is not None and packed.chunk == min(k, layout.CHUNK)
     assert packed.weight.shape == (n * k,)  # one packed copy, no [out, in] twin
     x = torch.randn(2, rows, k)  # leading dims flatten: 2 * rows kernel rows (or fallback)
     with torch.no_grad():
@@ -43,7 +43,7 @@ def test_kernel_matches_linear(rows: int, n: int, k: int) -> None:
 
 def test_pack_round_trip_and_shapes_it_skips() -> None:
     w = torch.randn(8, 2048)
-    assert torch.equal(cpu_int8.unpack(cpu_int8.pack(w, 1024), 8, 2048, 1024), w)
+    assert torch.equal(layout.unpack(layout.pack(w, 1024), 8, 2048, 1024), w)
     assert PackedLinear.from_linear(nn.Linear(40, 8, bias=False)) is None  # K % 16
     assert PackedLinear.from_linear(nn.Linear(64, 6, bias=False)) is None  # N % 4
     assert PackedLinear.from_linear(nn.Linear(64, 8)) is None  # a bias
@@ -64,7 +64,7 @@ def test_loading_packs_the_decoder_and_logits_match(tiny_checkpoint: Path) -> No
     model = MusicGen.from_pretrained(tiny_checkpoint, device="cpu")
     lm = model.model.decoder
     packed = {n for n, m in lm.named_modules() if isinstance(m, PackedLinear)}
-    if not cpu_fp32.available():
+    if not build.available():
         assert not packed
         return
     assert "layers.0.fc1" in packed and "lm_heads.0" in packed

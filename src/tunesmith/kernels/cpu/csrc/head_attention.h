@@ -1,24 +1,10 @@
-"""A CPU kernel for one query's attention over a float16 KV cache, built on first use.
+// One head's attention for one query over a float16 or float32 KV cache: F16C conversion,
+// AVX2 + FMA arithmetic, float32 softmax and accumulation.
+#pragma once
+#include <ATen/ATen.h>
 
-In an int8 decoder step the weights are a quarter of their float32 size, and the KV cache
-becomes a large part of what a step reads: at 10 s of audio, float32 keys and values are
-~0.2 GB per step by the end of the piece. Stored as float16 they are half that, but torch's
-CPU attention is several times slower on half tensors than on float32 ones. This kernel reads
-the float16 cache directly (F16C conversion, AVX2 + FMA arithmetic, float32 softmax and
-accumulation) for the one-query case of a decoder step; prefills of many frames go through
-torch's attention on a float32 copy instead.
+#include "vector_math.h"
 
-float16 holds keys and values to ~3 significant digits with a range of +-65504, as on GPUs,
-where MusicGen runs in float16 altogether. The int8 quality guard (tests/test_int8_full_size.py)
-covers it.
-"""
-
-from __future__ import annotations
-
-import torch
-
-# One head's attention for one query (shared with `cpu_step`'s whole decoder step).
-HEAD_ATTENTION = r"""
 namespace attn {
 using vecmath::exp8;
 // Keys and values are float16 (the int8 decoder's cache) or float32 (the float32 one's).
@@ -122,72 +108,3 @@ inline void attend(const float* q, const T* k, const T* v, const float* mask,
 }
 
 }  // namespace attn
-"""
-
-OPS = r"""
-namespace {
-// q [B, H, 1, hd] float32; k, v [B, H, T, hd] float16 (only the first n frames are read);
-// mask: empty or [B, n] additive float32. -> [B, H, 1, hd] float32.
-at::Tensor attend_one(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                      int64_t n, const at::Tensor& mask) {
-  TORCH_CHECK(q.dim() == 4 && q.size(2) == 1 && q.scalar_type() == at::kFloat);
-  TORCH_CHECK(k.scalar_type() == at::kHalf && v.scalar_type() == at::kHalf);
-  TORCH_CHECK(k.is_contiguous() && v.is_contiguous() && k.sizes() == v.sizes());
-  const int64_t B = q.size(0), H = q.size(1), hd = q.size(3), T = k.size(2);
-  TORCH_CHECK(k.size(0) == B && k.size(1) == H && k.size(3) == hd && n >= 1 && n <= T);
-  const bool masked = mask.numel() > 0;
-  if (masked) {
-    TORCH_CHECK(mask.scalar_type() == at::kFloat && mask.is_contiguous());
-    TORCH_CHECK(mask.dim() == 2 && mask.size(0) == B && mask.size(1) == n);
-  }
-  const at::Tensor qc = q.contiguous();
-  auto out = at::empty({B, H, 1, hd}, q.options());
-  const float* qp = qc.data_ptr<float>();
-  const at::Half* kp = k.data_ptr<at::Half>();
-  const at::Half* vp = v.data_ptr<at::Half>();
-  const float* mp = masked ? mask.data_ptr<float>() : nullptr;
-  float* op = out.data_ptr<float>();
-  const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
-  at::parallel_for(0, B * H, 1, [&](int64_t h0, int64_t h1) {
-    std::vector<float> s(n), qs(hd);
-    for (int64_t bh = h0; bh < h1; ++bh) {
-      for (int64_t d = 0; d < hd; ++d) qs[d] = qp[bh * hd + d] * scale;
-      const int64_t b = bh / H;
-      attn::attend(qs.data(), kp + bh * T * hd, vp + bh * T * hd, mp ? mp + b * n : nullptr, n,
-                   hd, s.data(), op + bh * hd);
-    }
-  });
-  return out;
-}
-}  // namespace
-
-TORCH_LIBRARY_FRAGMENT(tunesmith, m) {
-  m.def("attend_one(Tensor q, Tensor k, Tensor v, SymInt n, Tensor mask) -> Tensor");
-}
-TORCH_LIBRARY_IMPL(tunesmith, CPU, m) { m.impl("attend_one", &attend_one); }
-"""
-
-
-def available() -> bool:
-    """The kernel is built and loaded (see `cpu_kernels`)."""
-    from . import build as cpu_kernels  # it imports this module for the source
-
-    return cpu_kernels.available()
-
-
-def register_fakes() -> None:
-    """Output shapes for torch.compile's tracing (called once the ops are loaded)."""
-
-    @torch.library.register_fake("tunesmith::attend_one")
-    def _(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, n: int, mask: torch.Tensor):
-        return torch.empty_like(q, memory_format=torch.contiguous_format)
-
-
-def attend_one(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, n: int, mask: torch.Tensor | None = None
-) -> torch.Tensor:
-    """Attention of q [B, H, 1, hd] float32 over the first n frames of k, v [B, H, T, hd]
-    float16, with an optional additive mask [B, n] float32 -> [B, H, 1, hd] float32.
-    Needs `available()`."""
-    empty = q.new_empty(0) if mask is None else mask
-    return torch.ops.tunesmith.attend_one(q, k, v, n, empty)

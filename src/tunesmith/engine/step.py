@@ -1,0 +1,57 @@
+"""The `Step` interface: how the decode loop runs the decoder, whatever runs it underneath.
+
+The loop (`generation.loop`) asks a step for a cache and then feeds it frames; it never knows
+whether a one-frame step is the model's own eager `forward`, one C++ call (`cpu_step`), a
+torch.compile graph (`compiled_step`) or a CUDA graph replay (`cuda_graphs`). Each fast step
+keeps the eager one as its twin for everything it does not cover (prefills of many frames,
+other caches), and the tests compare each against it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import torch
+
+from ..config import LMConfig
+from ..models.lm import CacheLayout, LMCache, MusicGenLM
+
+
+class Step(Protocol):
+    """A decoder and the way its steps run."""
+
+    @property
+    def lm(self) -> MusicGenLM: ...
+
+    def new_cache(
+        self, batch: int, capacity: int, text: torch.Tensor, text_mask: torch.Tensor
+    ) -> LMCache:
+        """A KV cache laid out for this step (see `MusicGenLM.new_cache`)."""
+        ...
+
+    def __call__(self, tokens: torch.Tensor, cache: LMCache) -> torch.Tensor:
+        """tokens [B, K, T] at cache.length.. -> logits [B, K, T, V] float32; advances the
+        cache by T frames."""
+        ...
+
+
+@dataclass
+class EagerStep:
+    """Module by module, as the model is written (the twin every other step is tested
+    against)."""
+
+    lm: MusicGenLM
+    layout: CacheLayout = field(default_factory=CacheLayout)
+
+    @property
+    def config(self) -> LMConfig:
+        return self.lm.cfg
+
+    def new_cache(
+        self, batch: int, capacity: int, text: torch.Tensor, text_mask: torch.Tensor
+    ) -> LMCache:
+        return self.lm.new_cache(batch, capacity, text, text_mask, self.layout)
+
+    def __call__(self, tokens: torch.Tensor, cache: LMCache) -> torch.Tensor:
+        return self.lm(tokens, cache)

@@ -1,0 +1,41 @@
+// The walk over the packed weight layout [K/kc][N/4][kc/16][4][16] that the matrix kernels
+// share: threads split the N/4 blocks, K-chunk by K-chunk, and each block serves the input rows
+// two at a time while it is in L1. `block(c, b, m, rows, sums)` fills sums[0..rows) with the 4
+// outputs of block b over chunk c for rows m..; `store(c, b, row, sums)` writes them.
+// `sweep_blocks` is one thread's share (blocks b0..b1); `parallel_blocks` splits them over
+// torch's threads (the one-product ops; decoder.h splits them over its own parallel region).
+#pragma once
+#include <ATen/Parallel.h>
+
+#include "vector_math.h"
+
+namespace vecmath {
+template <typename Block, typename Store>
+inline void sweep_blocks(int64_t b0, int64_t b1, int64_t M, int64_t chunks, const Block& block,
+                         const Store& store) {
+  for (int64_t c = 0; c < chunks; ++c)
+    for (int64_t b = b0; b < b1; ++b)
+      for (int64_t m = 0; m < M; m += 2) {
+        __m128 sums[2];
+        const int rows = M - m >= 2 ? 2 : 1;
+        block(c, b, m, rows, sums);
+        for (int i = 0; i < rows; ++i) store(c, b, m + i, sums[i]);
+      }
+}
+
+// What a product does with its finished outputs s: out = s, out = GELU(s), or out += s.
+enum class Epilogue { Store, Gelu, Add };
+
+template <Epilogue E>
+inline void finish(float* out, __m128 s) {
+  if constexpr (E == Epilogue::Gelu) _mm_storeu_ps(out, gelu4(s));
+  else if constexpr (E == Epilogue::Add) _mm_storeu_ps(out, _mm_add_ps(_mm_loadu_ps(out), s));
+  else _mm_storeu_ps(out, s);
+}
+
+// Splits a product's N/4 output blocks over torch's threads: f(b0, b1) on each share.
+template <typename F>
+inline void parallel_blocks(int64_t N, const F& f) {
+  at::parallel_for(0, N / 4, 8, f);
+}
+}  // namespace vecmath

@@ -1,0 +1,119 @@
+// tunesmith's CPU ops: the torch bindings of the kernels in the headers beside this file,
+// compiled as one extension (one translation unit: most of a build is reading torch's headers).
+// Each op checks its inputs and calls the kernel; every op is registered below, in one place.
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <cmath>
+#include <cstdint>
+#include <vector>
+
+#include "decoder.h"
+#include "fp32_product.h"
+#include "head_attention.h"
+#include "int8_product.h"
+
+namespace {
+// out [M, N] = (x [M, K] @ w.T) * scales (then GELU if `gelu`), w packed as
+// [K/kc][N/4][kc/16][4][16].
+at::Tensor int8_linear(const at::Tensor& x, const at::Tensor& packed, const at::Tensor& scales,
+                       int64_t kc, bool gelu) {
+  TORCH_CHECK(x.dim() == 2 && x.scalar_type() == at::kFloat && x.is_contiguous());
+  TORCH_CHECK(packed.scalar_type() == at::kChar && packed.is_contiguous());
+  TORCH_CHECK(scales.dim() == 1 && scales.scalar_type() == at::kFloat && scales.is_contiguous());
+  const int64_t M = x.size(0), K = x.size(1), N = scales.size(0);
+  TORCH_CHECK(packed.numel() == N * K && N % 4 == 0 && kc % 16 == 0 && K % kc == 0);
+  TORCH_CHECK(kc <= 1024, "int8 kernel: chunks of at most 1024 inputs (int32 sums)");
+  auto out = at::empty({M, N}, x.options());
+  auto xq = at::empty({M, K}, x.options().dtype(at::kShort));
+  auto xs = at::empty({M}, x.options());
+  int8k::quantize_rows16(x.data_ptr<float>(), M, K, xq.data_ptr<int16_t>(), xs.data_ptr<float>());
+  const int16_t* xp = xq.data_ptr<int16_t>();
+  const float* xsp = xs.data_ptr<float>();
+  const int8_t* wp = packed.data_ptr<int8_t>();
+  const float* sp = scales.data_ptr<float>();
+  float* op = out.data_ptr<float>();
+  vecmath::parallel_blocks(N, [&](int64_t b0, int64_t b1) {
+    if (gelu)
+      int8k::product_blocks<int8k::Epilogue::Gelu>(wp, sp, N, K, kc, xp, xsp, M, op, op, N, b0, b1);
+    else
+      int8k::product_blocks<int8k::Epilogue::Store>(wp, sp, N, K, kc, xp, xsp, M, op, op, N, b0, b1);
+  });
+  return out;
+}
+
+// out [M, N] = x [M, K] @ w.T, w packed as [K/kc][N/4][kc/16][4][16].
+at::Tensor fp32_linear(const at::Tensor& x, const at::Tensor& packed, int64_t n, int64_t kc) {
+  TORCH_CHECK(x.dim() == 2 && x.scalar_type() == at::kFloat && x.is_contiguous());
+  TORCH_CHECK(packed.scalar_type() == at::kFloat && packed.is_contiguous());
+  const int64_t M = x.size(0), K = x.size(1), N = n;
+  TORCH_CHECK(packed.numel() == N * K && N % 4 == 0 && kc % 16 == 0 && K % kc == 0);
+  auto out = at::empty({M, N}, x.options());
+  const float* xp = x.data_ptr<float>();
+  const float* wp = packed.data_ptr<float>();
+  float* op = out.data_ptr<float>();
+  vecmath::parallel_blocks(N, [&](int64_t b0, int64_t b1) {
+    f32k::product_blocks<vecmath::Epilogue::Store>(wp, N, K, kc, xp, M, op, op, N, b0, b1);
+  });
+  return out;
+}
+
+// q [B, H, 1, hd] float32; k, v [B, H, T, hd] float16 (only the first n frames are read);
+// mask: empty or [B, n] additive float32. -> [B, H, 1, hd] float32.
+at::Tensor attend_one(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                      int64_t n, const at::Tensor& mask) {
+  TORCH_CHECK(q.dim() == 4 && q.size(2) == 1 && q.scalar_type() == at::kFloat);
+  TORCH_CHECK(k.scalar_type() == at::kHalf && v.scalar_type() == at::kHalf);
+  TORCH_CHECK(k.is_contiguous() && v.is_contiguous() && k.sizes() == v.sizes());
+  const int64_t B = q.size(0), H = q.size(1), hd = q.size(3), T = k.size(2);
+  TORCH_CHECK(k.size(0) == B && k.size(1) == H && k.size(3) == hd && n >= 1 && n <= T);
+  const bool masked = mask.numel() > 0;
+  if (masked) {
+    TORCH_CHECK(mask.scalar_type() == at::kFloat && mask.is_contiguous());
+    TORCH_CHECK(mask.dim() == 2 && mask.size(0) == B && mask.size(1) == n);
+  }
+  const at::Tensor qc = q.contiguous();
+  auto out = at::empty({B, H, 1, hd}, q.options());
+  const float* qp = qc.data_ptr<float>();
+  const at::Half* kp = k.data_ptr<at::Half>();
+  const at::Half* vp = v.data_ptr<at::Half>();
+  const float* mp = masked ? mask.data_ptr<float>() : nullptr;
+  float* op = out.data_ptr<float>();
+  const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+  at::parallel_for(0, B * H, 1, [&](int64_t h0, int64_t h1) {
+    std::vector<float> s(n), qs(hd);
+    for (int64_t bh = h0; bh < h1; ++bh) {
+      for (int64_t d = 0; d < hd; ++d) qs[d] = qp[bh * hd + d] * scale;
+      const int64_t b = bh / H;
+      attn::attend(qs.data(), kp + bh * T * hd, vp + bh * T * hd, mp ? mp + b * n : nullptr, n,
+                   hd, s.data(), op + bh * hd);
+    }
+  });
+  return out;
+}
+
+// The weights are parsed again on every call (a few us against a ~10 ms step): holding them
+// in a TorchScript class instead would about double the extension's build time.
+at::Tensor decoder_step(at::TensorList weights, at::IntArrayRef dims, at::IntArrayRef sizes,
+                        double eps, const at::Tensor& x, int64_t position, at::TensorList kv,
+                        const at::Tensor& mask, int64_t cross_rows) {
+  return step::Decoder(weights, dims, sizes, eps).step(x, position, kv, mask, cross_rows);
+}
+}  // namespace
+
+// The schemas here and the fake (shape-only) implementations in ops.py are one table each.
+TORCH_LIBRARY(tunesmith, m) {
+  m.def("int8_linear(Tensor x, Tensor packed, Tensor scales, int kc, bool gelu=False) -> Tensor");
+  m.def("fp32_linear(Tensor x, Tensor packed, int n, int kc) -> Tensor");
+  m.def("attend_one(Tensor q, Tensor k, Tensor v, SymInt n, Tensor mask) -> Tensor");
+  m.def("decoder_step(Tensor[] weights, int[] dims, int[] sizes, float eps, Tensor x, "
+        "int position, Tensor[] kv, Tensor mask, int cross_rows) -> Tensor");
+}
+
+TORCH_LIBRARY_IMPL(tunesmith, CPU, m) {
+  m.impl("int8_linear", &int8_linear);
+  m.impl("fp32_linear", &fp32_linear);
+  m.impl("attend_one", &attend_one);
+  m.impl("decoder_step", &decoder_step);
+}
