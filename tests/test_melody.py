@@ -153,10 +153,6 @@ def test_chroma_of_a_pure_tone(hz: float, pitch_class: int) -> None:
     assert chroma_frames(30.0) == 235  # the model's chroma_length
 
 
-@pytest.mark.skipif(
-    "melody" not in __import__("inspect").signature(MusicGen.generate_tokens).parameters,
-    reason="MusicGen.generate_tokens(melody=) not wired in musicgen.py yet",
-)
 def test_generate_with_a_melody_file(pair, tmp_path: Path) -> None:
     """melody= (a file or a waveform) conditions generation through its chroma, exactly as
     transformers does with the same chroma as input_features."""
@@ -178,10 +174,6 @@ def test_generate_with_a_melody_file(pair, tmp_path: Path) -> None:
     assert torch.equal(same, codes)
 
 
-@pytest.mark.skipif(
-    "melody" not in __import__("inspect").signature(MusicGen.generate_tokens).parameters,
-    reason="MusicGen.generate_tokens(melody=) not wired in musicgen.py yet",
-)
 def test_melody_on_a_text_only_model_is_refused(tiny_model: MusicGen) -> None:
     from tunesmith.errors import InvalidOptionError
 

@@ -1,7 +1,7 @@
 """`MusicGen`: the public entry point. Load once, then generate, encode and decode.
 
-Generation settings are passed on every call (a frozen `GenerationOptions` is built from the
-keyword arguments), never stored on the model, so one loaded model can serve many callers.
+Generation settings are passed on every call (a frozen `GenerationOptions`, or its fields as
+keywords), never stored on the model, so one loaded model can serve many callers.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ import torch
 from .audio.chroma import melody_chroma
 from .audio.files import match_channels, read_audio, resample
 from .checkpoints.loading import (
-    DEFAULT_MODEL,
     load_model,
     load_tokenizer,
     read_config,
@@ -35,9 +34,10 @@ from .generation.loop import TextCondition, iter_frames, plan_windows, steps_for
 from .generation.progress import Progress, StepCallback, progress_callback
 from .models.melody import MusicGenMelodyModel
 from .models.network import MusicGenModel
-from .options import MAX_DURATION, QUANTIZE_MODES, GenerationOptions
+from .options import DEFAULT_MODEL, QUANTIZE_MODES, GenerationOptions
 
 Prompts = str | None | Sequence[str | None]
+Options = GenerationOptions | float | None  # options, or a duration in seconds
 AudioPrompt = torch.Tensor | str | Path
 DECODE_CONTEXT = 50  # frames of codes on each side of a chunk decoded on its own (1 s)
 STREAM_LOOKAHEAD = 10  # frames a streamed chunk waits for past its end
@@ -128,81 +128,110 @@ class MusicGen:
 
     # --- generation -------------------------------------------------------------------------
 
-    def generate(self, prompts: Prompts, duration: float = 8.0, **kwargs: Any) -> torch.Tensor:
+    def generate(self, prompts: Prompts, options: Options = None, **kwargs: Any) -> torch.Tensor:
         """Text (and optionally an audio prompt) to audio [B, C, N] float32 at `sample_rate`.
 
-        Keyword arguments are those of `generate_tokens`. Past the 30 s window the piece is
-        continued window by window, and the whole code sequence is decoded at once (in
-        overlapping chunks), so there is no seam.
+        Arguments are those of `generate_tokens`. Past the 30 s window the piece is continued
+        window by window, and the whole code sequence is decoded at once (in overlapping
+        chunks), so there is no seam.
         """
-        return self.decode(self.generate_tokens(prompts, duration, **kwargs))
+        return self.decode(self.generate_tokens(prompts, options, **kwargs))
 
     def generate_tokens(
         self,
         prompts: Prompts,
-        duration: float = 8.0,
+        options: Options = None,
         *,
-        top_k: int = 250,
-        top_p: float = 0.0,
-        temperature: float = 1.0,
-        cfg_scale: float = 3.0,
-        seed: int | None = None,
-        stride: float = 18.0,
-        audio_prompt: AudioPrompt | None = None,
-        audio_prompt_rate: int | None = None,
         prompt_in_output: bool = True,
-        melody: AudioPrompt | None = None,
-        melody_rate: int | None = None,
-        progress: Progress = False,
+        **kwargs: Any,
     ) -> torch.Tensor:
         """Codes [B, K, T] for `duration` seconds of new music (T = duration * frame_rate).
 
-        prompts: a string or a list; "" or None is unconditional. top_k=1 is greedy; seed makes
-        the call reproducible on one machine. audio_prompt: a waveform ([N], [C, N] or [B, C, N]
-        at `audio_prompt_rate`, default `sample_rate`) or an audio file, continued by the model;
-        its codes lead the output unless prompt_in_output is False. stride: seconds each window
-        past the first adds (long form). melody (melody checkpoints only): a waveform at
+        prompts: a string or a list; "" or None is unconditional. options: a
+        `GenerationOptions`, or the duration in seconds; its fields may also be given (or
+        overridden) as keywords: duration=8.0, top_k=250 (1 is greedy), top_p=0.0,
+        temperature=1.0, cfg_scale=3.0, seed=None (makes the call reproducible on one
+        machine), stride=18.0 (seconds each window past the first adds: long form).
+        audio_prompt: a waveform ([N], [C, N] or [B, C, N] at `audio_prompt_rate`, default
+        `sample_rate`) or an audio file, continued by the model; its codes lead the output
+        unless prompt_in_output is False. melody (melody checkpoints only): a waveform at
         `melody_rate` or an audio file whose chroma conditions the music with the text.
+        progress: True for a progress bar on stderr, or a callback (steps done, in all).
         """
-        blocks, prompt = self._start(
-            prompts, duration, top_k, top_p, temperature, cfg_scale, seed, stride,
-            audio_prompt, audio_prompt_rate, progress, melody, melody_rate,
-        )  # fmt: skip
-        with blocks:
+        with self.token_stream(prompts, options, **kwargs) as blocks:
             new = torch.cat(list(blocks), dim=2)
-        if prompt is not None and prompt_in_output:
-            return torch.cat([prompt, new], dim=2)
+        if blocks.prompt is not None and prompt_in_output:
+            return torch.cat([blocks.prompt, new], dim=2)
         return new
 
-    def token_stream(self, prompts: Prompts, duration: float = 8.0, **kwargs: Any) -> TokenStream:
+    def token_stream(
+        self,
+        prompts: Prompts,
+        options: Options = None,
+        *,
+        audio_prompt: AudioPrompt | None = None,
+        audio_prompt_rate: int | None = None,
+        melody: AudioPrompt | None = None,
+        melody_rate: int | None = None,
+        progress: Progress = False,
+        **settings: Any,
+    ) -> TokenStream:
         """Like `generate_tokens`, but an iterator of newly made code blocks [B, K, n] (n >= 0),
         in order, one per decoder step: stop early and keep what exists. Use it as a context
         manager (`with model.token_stream(...) as blocks:`) so a progress bar closes cleanly.
-        The audio prompt's codes are in `.prompt` (not yielded)."""
-        blocks, _ = self._start(prompts, duration, **_defaults(kwargs))
-        return blocks
+        The audio prompt's codes are in `.prompt` (not yielded). Everything is validated, and
+        the text and audio prompt encoded, before the first step."""
+        opts = GenerationOptions.of(options, **settings)
+        if opts.stride > self.max_duration:
+            raise InvalidOptionError(
+                f"stride {opts.stride:g}s is longer than the {self.max_duration:g}s window"
+            )
+        texts = _as_prompt_list(prompts)
+        chroma = None
+        if melody is not None:
+            if self.config.melody is None:
+                raise InvalidOptionError(
+                    f"a melody needs a melody checkpoint; {self.name} is conditioned on text only"
+                )
+            chroma = melody_chroma(melody, melody_rate, len(texts), self.sample_rate)
+        prompt = None
+        if audio_prompt is not None:
+            prompt = self._prompt_codes(audio_prompt, audio_prompt_rate, len(texts))
+        text = self.condition(texts, chroma)
+        window = self.frames_for(self.max_duration)
+        stride_frames = min(window, self.frames_for(opts.stride))
+        new = self.frames_for(opts.duration)
+        plan = plan_windows(0 if prompt is None else prompt.shape[-1], new, window, stride_frames)
+        lm = self.model.decoder.cfg
+        steps = steps_for(plan, max(delays(lm.num_codebooks, lm.audio_channels)))
+        blocks = iter_frames(
+            self.step, text, new, opts, window=window, stride=stride_frames, prompt=prompt
+        )
+        return TokenStream(blocks, prompt, progress, steps)
 
     def stream(
         self,
         prompts: Prompts,
-        duration: float = 8.0,
+        options: Options = None,
         chunk_seconds: float = 1.0,
+        *,
+        prompt_in_output: bool = True,
         **kwargs: Any,
     ) -> Iterator[torch.Tensor]:
         """Yield audio [B, C, n] float32 as soon as each `chunk_seconds` of it can be decoded.
 
-        Joined, the chunks equal `generate(...)` with the same seed to within the codec's
-        chunking error (tests hold it above 40 dB SNR). With an audio prompt and
-        prompt_in_output (the default), the prompt's audio comes first.
+        Arguments are those of `generate_tokens`. Joined, the chunks equal `generate(...)`
+        with the same seed to within the codec's chunking error (tests hold it above 40 dB
+        SNR). With an audio prompt and prompt_in_output (the default), the prompt's audio
+        comes first.
         """
         if not (isinstance(chunk_seconds, (int, float)) and 0 < chunk_seconds <= 60):
             raise InvalidOptionError(f"chunk_seconds must be in (0, 60], got {chunk_seconds!r}")
-        prompt_in_output = kwargs.pop("prompt_in_output", True)
         decoder = StreamDecoder(
             self.decode, self.config.audio_encoder.hop_length, chunk=self.frames_for(chunk_seconds),
             lookahead=STREAM_LOOKAHEAD, context=DECODE_CONTEXT,
         )  # fmt: skip
-        with self.token_stream(prompts, duration, **kwargs) as blocks:
+        with self.token_stream(prompts, options, **kwargs) as blocks:
             if blocks.prompt is not None and prompt_in_output:
                 yield from decoder.push(blocks.prompt)
             elif blocks.prompt is not None:
@@ -212,55 +241,6 @@ class MusicGen:
         tail = decoder.finish()
         if tail is not None:
             yield tail
-
-    def _start(
-        self,
-        prompts: Prompts,
-        duration: float,
-        top_k: int = 250,
-        top_p: float = 0.0,
-        temperature: float = 1.0,
-        cfg_scale: float = 3.0,
-        seed: int | None = None,
-        stride: float = 18.0,
-        audio_prompt: AudioPrompt | None = None,
-        audio_prompt_rate: int | None = None,
-        progress: Progress = False,
-        melody: AudioPrompt | None = None,
-        melody_rate: int | None = None,
-    ) -> tuple[TokenStream, torch.Tensor | None]:
-        """Validate everything, encode text and audio prompt, and set up the frame iterator."""
-        options = GenerationOptions(
-            duration=duration, top_k=top_k, top_p=top_p, temperature=temperature,
-            cfg_scale=cfg_scale, seed=seed, stride=stride,
-        )  # fmt: skip
-        options.validate(max_duration=MAX_DURATION)
-        if options.stride > self.max_duration:
-            raise InvalidOptionError(
-                f"stride {options.stride:g}s is longer than the {self.max_duration:g}s window"
-            )
-        texts = _as_prompt_list(prompts)
-        chroma = None
-        if melody is not None:
-            if self.config.melody is None:
-                raise InvalidOptionError(
-                    f"melody= needs a melody checkpoint; {self.name} is conditioned on text only"
-                )
-            chroma = melody_chroma(melody, melody_rate, len(texts), self.sample_rate)
-        prompt = None
-        if audio_prompt is not None:
-            prompt = self._prompt_codes(audio_prompt, audio_prompt_rate, len(texts))
-        text = self.condition(texts, chroma)
-        window = self.frames_for(self.max_duration)
-        stride_frames = min(window, self.frames_for(options.stride))
-        new = self.frames_for(options.duration)
-        plan = plan_windows(0 if prompt is None else prompt.shape[-1], new, window, stride_frames)
-        lm = self.model.decoder.cfg
-        steps = steps_for(plan, max(delays(lm.num_codebooks, lm.audio_channels)))
-        blocks = iter_frames(
-            self.step, text, new, options, window=window, stride=stride_frames, prompt=prompt
-        )
-        return TokenStream(blocks, prompt, progress, steps), prompt
 
     def _prompt_codes(self, audio: AudioPrompt, rate: int | None, batch: int) -> torch.Tensor:
         """An audio prompt -> codes [B, K, P], refused if it does not leave room in the window."""
@@ -372,11 +352,6 @@ def _as_prompt_list(prompts: Prompts) -> list[str | None]:
         if t is not None and not isinstance(t, str):
             raise InvalidOptionError(f"prompts must be strings or None, got {type(t).__name__}")
     return texts
-
-
-def _defaults(kwargs: dict[str, Any]) -> dict[str, Any]:
-    kwargs.pop("prompt_in_output", None)  # a token stream never repeats the prompt
-    return kwargs
 
 
 class TokenStream:

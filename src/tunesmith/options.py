@@ -1,45 +1,77 @@
-"""Generation settings: one frozen dataclass, validated once, passed on every call."""
+"""Every setting a user can give, and its default, defined here once.
+
+`GenerationOptions` is built and validated once per call and passed whole from the CLI, the
+prompts file reader and the HTTP schema down to the decode loop; the constants below are the
+one list of each kind of choice. Pure Python: the CLI reads its defaults from here without
+importing torch.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from .errors import InvalidOptionError
 
+DEFAULT_MODEL = "facebook/musicgen-small"
 MAX_DURATION = 3600.0  # seconds in one call: long form slides the 30 s window that far
+WINDOW_SECONDS = 30.0  # the official checkpoints' window (a stride may not exceed it)
 QUANTIZE_MODES = ("int8",)  # weight formats `quantize=` takes
+AUDIO_FORMATS = ("wav", "flac", "mp3", "ogg")  # files tunesmith writes (and the server serves)
+WAV_SUBTYPES = ("PCM_16", "PCM_24", "FLOAT")
+NORMALIZE_MODES = ("loudness", "peak", "rms", "none")
 
 
 @dataclass(frozen=True)
 class GenerationOptions:
-    """How to sample. Defaults follow audiocraft's MusicGen.
+    """How to sample, validated when made. Defaults follow audiocraft's MusicGen.
 
-    `top_k=1` is greedy decoding; `top_p=0` turns nucleus sampling off; `seed=None` draws a
-    fresh seed for each call.
+    `top_k=1` is greedy decoding, `top_k=0` turns top-k off; `top_p=0` turns nucleus sampling
+    off; `seed=None` draws a fresh seed for each call.
     """
 
-    duration: float = 8.0
+    duration: float = 8.0  # seconds of new music
     top_k: int = 250
     top_p: float = 0.0
     temperature: float = 1.0
-    cfg_scale: float = 3.0
+    cfg_scale: float = 3.0  # classifier-free guidance (1 = none)
     seed: int | None = None
     stride: float = 18.0  # seconds each new window adds past the first (long form)
 
     def __post_init__(self) -> None:
         self.validate()
 
-    def validate(self, max_duration: float | None = None) -> None:
+    @classmethod
+    def of(cls, base: GenerationOptions | float | None = None, **changes: Any) -> GenerationOptions:
+        """Options from `base` (options, a duration in seconds, or None for the defaults) with
+        keyword `changes`; an unknown name is a TypeError, as for any keyword argument."""
+        unknown = sorted(set(changes) - FIELDS)
+        if unknown:
+            raise TypeError(f"unknown generation option(s) {', '.join(unknown)}: use {_fields()}")
+        if isinstance(base, GenerationOptions):
+            return dataclasses.replace(base, **changes) if changes else base
+        if base is not None:
+            changes = {"duration": base, **changes}
+        return cls(**changes)
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any]) -> GenerationOptions:
+        """From a record holding these fields (other keys are ignored)."""
+        return cls(**{k: v for k, v in values.items() if k in FIELDS})
+
+    def validate(self) -> None:
         """Raise InvalidOptionError naming the first bad field."""
         d = self.duration
-        if not isinstance(d, (int, float)) or isinstance(d, bool) or math.isnan(d) or d <= 0:
+        if not _is_real(d) or d <= 0:
             raise InvalidOptionError(f"duration must be a positive number of seconds, got {d!r}")
         if math.isinf(d):
             raise InvalidOptionError("duration must be finite")
-        if max_duration is not None and d > max_duration + 1e-9:
+        if d > MAX_DURATION + 1e-9:
             raise InvalidOptionError(
-                f"duration {d:g}s is longer than the {max_duration:g}s allowed"
+                f"duration {d:g}s is longer than the {MAX_DURATION:g}s allowed"
             )
         if not _is_real(self.stride) or not self.stride > 0:
             raise InvalidOptionError(
@@ -63,5 +95,13 @@ class GenerationOptions:
             raise InvalidOptionError(f"seed must be an integer in [0, 2**63), got {self.seed!r}")
 
 
+def _fields() -> str:
+    return ", ".join(f.name for f in dataclasses.fields(GenerationOptions))
+
+
 def _is_real(x: object) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and not math.isnan(x)
+
+
+DEFAULTS = GenerationOptions()
+FIELDS = frozenset(f.name for f in dataclasses.fields(GenerationOptions))

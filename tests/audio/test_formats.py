@@ -12,9 +12,10 @@ import soundfile as sf
 import torch
 
 from tunesmith.audio.files import MAX_TAG_BYTES, read_audio, read_tags, write_audio
-from tunesmith.cli import batch as cli_batch
+from tunesmith.cli import generate as cli_generate
 from tunesmith.errors import AudioFileError
 from tunesmith.jobs.batch import clip_tags
+from tunesmith.options import GenerationOptions
 
 RATE = 32000
 PROMPT = "jazz trio, brushed drums — café"
@@ -129,7 +130,8 @@ def test_generate_output_options(tiny_model, tmp_path: Path) -> None:
     )  # fmt: skip
     wav = tiny_model.generate(["lofi", None], duration=0.3, seed=3)
     paths = [tmp_path / "o-1.wav", tmp_path / "o-2.flac"]
-    cli_batch.finish_generate_outputs(args, tiny_model, paths, wav)
+    options = GenerationOptions(duration=0.3, seed=3)
+    cli_generate.write_outputs(args, options, tiny_model, paths, wav)
     for index, path in enumerate(paths):
         data, _ = sf.read(str(path))
         assert np.abs(data).max() == pytest.approx(10 ** (-1 / 20), abs=1e-3)

@@ -7,7 +7,6 @@ too; after that the two loads must agree exactly.
 
 from __future__ import annotations
 
-import inspect
 from pathlib import Path
 
 import pytest
@@ -201,10 +200,6 @@ def test_unknown_text_encoder_folder(family) -> None:
         load_checkpoint(folder, CPU, torch.float32, text_encoder="/no/such/t5")
 
 
-@pytest.mark.skipif(
-    "text_encoder" not in inspect.signature(MusicGen.from_pretrained).parameters,
-    reason="MusicGen.from_pretrained(text_encoder=) not wired in musicgen.py yet",
-)
 def test_from_pretrained_text_encoder_keyword(family) -> None:
     _, _, hub, folder, t5 = family
     model = MusicGen.from_pretrained(folder, device="cpu", text_encoder=t5)

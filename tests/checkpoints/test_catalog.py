@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import types
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,7 @@ from tunesmith.checkpoints.catalog import (
 )
 from tunesmith.cli.models import register
 from tunesmith.config import DECODER_PRESETS, EncodecConfig, LMConfig, T5Config, preset_heads
+from tunesmith.errors import ModelNotFoundError
 
 
 def numel(module: torch.nn.Module) -> int:
@@ -133,6 +135,8 @@ def test_download_names_the_licence(tmp_path: Path, monkeypatch, capsys) -> None
     monkeypatch.setattr(
         "huggingface_hub.snapshot_download", lambda repo_id, **kw: str(tmp_path / "snap")
     )
+    reachable = types.SimpleNamespace(sha="0" * 40)
+    monkeypatch.setattr("huggingface_hub.HfApi.repo_info", lambda self, repo_id: reachable)
     hub._download("facebook/musicgen-medium")
     err = capsys.readouterr().err
     assert "facebook/musicgen-medium" in err and "CC-BY-NC 4.0" in err
@@ -140,3 +144,25 @@ def test_download_names_the_licence(tmp_path: Path, monkeypatch, capsys) -> None
     _fake_cache(tmp_path / "empty", "facebook/musicgen-small", ["config.json", "model.safetensors"])
     hub._download("facebook/musicgen-small")  # cached: nothing to download, nothing said
     assert capsys.readouterr().err == ""
+
+
+def test_offline_says_nothing_of_a_download_and_names_the_id(tmp_path: Path, monkeypatch, capsys):
+    """No network and no cached copy: no "downloading ..." line (nothing downloads), and the
+    hint names the id that was given, saying when `tunesmith models` does not know it."""
+    from tunesmith.checkpoints import hub
+
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "empty"))
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", False)
+
+    def unreachable(self, repo_id):
+        raise ConnectionError("no network")
+
+    monkeypatch.setattr("huggingface_hub.HfApi.repo_info", unreachable)
+    for repo, known in (("facebook/musicgen-small", True), ("facebook/musicgen-xl", False)):
+        with pytest.raises(ModelNotFoundError) as caught:
+            hub.resolve_checkpoint(repo)
+        message = str(caught.value)
+        name = repo.rpartition("/")[2]
+        assert f"--model /path/to/{name}" in message
+        assert ("not one of the checkpoints `tunesmith models` lists" in message) is not known
+        assert "downloading" not in capsys.readouterr().err

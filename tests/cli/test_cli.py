@@ -45,8 +45,9 @@ def test_generate_two_prompts_end_to_end(tiny_checkpoint: Path, tmp_path: Path) 
     for i in (1, 2):
         info = sf.info(str(tmp_path / f"clip-{i}.wav"))
         assert (info.samplerate, info.frames, info.channels) == (32000, 16000, 1)
-        assert f"wrote {tmp_path / f'clip-{i}.wav'}" in result.stdout
-    assert "in " in result.stdout and "loaded" in result.stdout
+        assert f"wrote {tmp_path / f'clip-{i}.wav'}" in result.stderr
+    assert "in " in result.stderr and "loaded" in result.stderr
+    assert result.stdout == ""  # status lines go to stderr; stdout carries data or nothing
     assert not out.exists()
 
 

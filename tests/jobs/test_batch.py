@@ -3,7 +3,6 @@ exact regeneration from a manifest row, and generate's output options."""
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 from collections.abc import Callable
@@ -16,28 +15,17 @@ import soundfile as sf
 
 from tunesmith.audio.files import read_tags
 from tunesmith.audio.loudness import normalize_audio
-from tunesmith.cli import batch as cli_batch
 from tunesmith.cli import main as cli
 from tunesmith.jobs import batch
-from tunesmith.jobs.prompts_file import BatchFileError, Settings, read_prompts
+from tunesmith.jobs.prompts_file import BatchFileError, read_prompts
+from tunesmith.options import GenerationOptions as Settings
 
 Main = Callable[[list[str]], int]
 
 
 @pytest.fixture
-def main(monkeypatch: pytest.MonkeyPatch) -> Main:
-    """cli.main with `batch` and generate's new options wired in (a no-op once cli.py does it)."""
-    original = cli.build_parser
-
-    def wired() -> argparse.ArgumentParser:
-        parser = original()
-        commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-        if "batch" not in commands.choices:
-            cli_batch.register(commands)
-            cli_batch.add_generate_options(commands.choices["generate"])
-        return parser
-
-    monkeypatch.setattr(cli, "build_parser", wired)
+def main() -> Main:
+    """The `tunesmith` command's entry point."""
     return cli.main
 
 
@@ -84,7 +72,7 @@ def test_prompts_files(tmp_path: Path) -> None:
     )
     rows = read_prompts(jsonl, defaults)
     assert rows[0].seed == 123456789012345678
-    assert rows[0].settings == Settings(duration=0.3, cfg=1.0)
+    assert rows[0].settings == Settings(duration=0.3, cfg_scale=1.0)
     assert (rows[1].prompt, rows[1].file, rows[1].error) == (None, "u.wav", None)
     assert "duration" in str(rows[2].error)
     assert "row 2's" in str(rows[3].error)  # two rows cannot write the same file
@@ -259,10 +247,6 @@ def test_from_manifest_reproduces_the_samples(
     assert np.allclose(original, expected, atol=1e-6)
 
 
-@pytest.mark.skipif(
-    "finish_generate_outputs" not in Path(cli.__file__).read_text(),
-    reason="cli.py does not call finish_generate_outputs yet",
-)
 def test_generate_format_normalize_plot(main: Main, tiny_checkpoint: Path, tmp_path: Path) -> None:
     pytest.importorskip("matplotlib")
     argv = ["generate", "x", "-o", str(tmp_path / "song"), "--format", "flac", "--plot"]

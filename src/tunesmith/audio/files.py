@@ -67,8 +67,14 @@ def check_writable(path: str | os.PathLike[str]) -> None:
         raise AudioFileError(
             f"cannot write {os.fspath(path)!r}: folder {str(folder)!r} does not exist"
         )
-    if not os.access(folder, os.W_OK):
-        raise AudioFileError(f"cannot write {os.fspath(path)!r}: folder is not writable")
+    try:  # a real file, not os.access: root may "write" to a read-only or virtual file system
+        fd, probe = tempfile.mkstemp(prefix=".tunesmith-", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise AudioFileError(
+            f"cannot write {os.fspath(path)!r}: {err.strerror or err} in {str(folder)!r}"
+        ) from None
     file_format(target)
 
 

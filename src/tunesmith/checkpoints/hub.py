@@ -16,9 +16,9 @@ from pathlib import Path
 import torch
 
 from ..errors import CheckpointError, ModelNotFoundError
-from .catalog import T5_REPO, licence_notice
+from ..options import DEFAULT_MODEL
+from .catalog import BY_REPO, T5_REPO, licence_notice
 
-DEFAULT_MODEL = "facebook/musicgen-small"
 # Only what the engine reads: not pytorch_model.bin, not audiocraft's files.
 HUB_FILES = [
     "config.json",
@@ -72,23 +72,33 @@ def resolve_checkpoint(name_or_path: str | os.PathLike[str]) -> Path:
     return folder
 
 
-_MODEL_HINT = (
-    "--model /path/to/musicgen-small (Python: MusicGen.from_pretrained('/path/to/musicgen-small'))"
-)
+def _model_hint(repo_id: str) -> str:
+    """How to point at a local copy of `repo_id`, and whether `tunesmith models` knows it."""
+    folder = f"/path/to/{repo_id.rpartition('/')[2]}"
+    hint = f"--model {folder} (Python: MusicGen.from_pretrained({folder!r}))"
+    if repo_id not in BY_REPO:
+        hint += f"; {repo_id} is not one of the checkpoints `tunesmith models` lists"
+    return hint
+
+
 _TEXT_HINT = "--text-encoder /path/to/t5-base (Python: text_encoder='/path/to/t5-base')"
 
 
 def _download(
-    repo_id: str, patterns: list[str] | None = None, hint: str = _MODEL_HINT, announce: bool = True
+    repo_id: str, patterns: list[str] | None = None, hint: str | None = None, announce: bool = True
 ) -> Path:
-    from huggingface_hub import constants, snapshot_download
+    from huggingface_hub import HfApi, constants, snapshot_download
 
     patterns = patterns or HUB_FILES
-    if announce and not constants.HF_HUB_OFFLINE and not _is_cached(repo_id, patterns):
-        # Before the wait: what is being fetched, how big, and under which licence.
-        print(licence_notice(repo_id), file=sys.stderr, flush=True)
+    hint = hint or _model_hint(repo_id)
     try:
-        return Path(snapshot_download(repo_id, allow_patterns=patterns))
+        if constants.HF_HUB_OFFLINE:
+            raise ConnectionError("HF_HUB_OFFLINE is set")
+        revision = HfApi().repo_info(repo_id).sha  # reachable? (nothing is announced if not)
+        if announce and not _is_cached(repo_id, patterns):
+            # Before the wait: what is being fetched, how big, and under which licence.
+            print(licence_notice(repo_id), file=sys.stderr, flush=True)
+        return Path(snapshot_download(repo_id, revision=revision, allow_patterns=patterns))
     except Exception as online_error:  # offline, hub down, gated, unknown repo...
         try:
             return Path(snapshot_download(repo_id, allow_patterns=patterns, local_files_only=True))

@@ -32,7 +32,6 @@ from ..models.melody import MusicGenMelodyModel
 from ..models.network import MusicGenModel
 from .audiocraft_files import audiocraft_config, audiocraft_tensors, is_audiocraft_folder
 from .hub import (  # noqa: F401 (re-exported: the names callers know from this module)
-    DEFAULT_MODEL,
     DEFAULT_TEXT_ENCODER,
     HUB_FILES,
     TEXT_ENCODER_FILES,

@@ -28,7 +28,8 @@ from typing import Any
 import torch
 
 from .. import __version__
-from .prompts_file import Row, Settings
+from ..options import GenerationOptions
+from .prompts_file import Row
 
 MANIFEST = "manifest.jsonl"
 Entry = dict[str, Any]
@@ -206,7 +207,8 @@ def run_batch(
     batches = plan_batches(pending, options.batch_size)
     rng = random.Random(options.seed) if options.seed is not None else None
     total = sum(model.frames_for(b[0].settings.duration) for b in batches if b[0].settings)
-    bar = tqdm(total=total, desc="batch", unit="frame", disable=not options.progress)
+    # Nothing left to make (a rerun of a finished job): no bar at all, not an empty one.
+    bar = tqdm(total=total, desc="batch", unit="frame", disable=not options.progress or not total)
     with bar as job.bar:  # the whole job's frames, with ETA
         for row in rows:
             if row.error is not None:
@@ -277,14 +279,14 @@ class _Job:
 def generate_batch(
     model: Any,
     prompts: list[str | None],
-    settings: Settings,
+    settings: GenerationOptions,
     seed: int,
     on_frames: Callable[[int], Any] | None = None,
 ) -> torch.Tensor:
-    """The same audio as `model.generate(prompts, ..., seed=seed)`, reporting frames as made."""
-    kwargs = settings.generate_kwargs()
+    """The same audio as `model.generate(prompts, settings, seed=seed)`, reporting frames as
+    made."""
     blocks = []
-    with model.token_stream(prompts, settings.duration, seed=seed, **kwargs) as stream:
+    with model.token_stream(prompts, settings, seed=seed) as stream:
         for block in stream:  # [B, K, n]
             blocks.append(block)
             if on_frames is not None:

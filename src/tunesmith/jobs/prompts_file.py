@@ -29,9 +29,10 @@ from typing import Any
 
 from .. import __version__
 from ..errors import TunesmithError
+from ..options import AUDIO_FORMATS, DEFAULTS, GenerationOptions
 
 COLUMNS = ("prompt", "duration", "seed", "top_k", "top_p", "temperature", "cfg", "file", "format")
-FORMATS = ("wav", "flac", "mp3", "ogg")
+_FIELD = {"cfg": "cfg_scale"}  # a column's GenerationOptions field, where the names differ
 Entry = dict[str, Any]
 
 
@@ -39,29 +40,18 @@ class BatchFileError(TunesmithError):
     """A prompts file that cannot be read or does not have the expected shape."""
 
 
-@dataclass(frozen=True)
-class Settings:
-    """Sampling settings shared by the rows of one batch (seeds are per row or per batch)."""
+def options_record(options: GenerationOptions, seed: int | None) -> dict[str, Any]:
+    """Options as the manifest and file tags store them (the prompts file's names: `cfg`),
+    with the seed actually used."""
+    record = dataclasses.asdict(options)
+    record["cfg"] = record.pop("cfg_scale")
+    return {"duration": record.pop("duration"), **record, "seed": seed}
 
-    duration: float = 8.0
-    top_k: int = 250
-    top_p: float = 0.0
-    temperature: float = 1.0
-    cfg: float = 3.0
-    stride: float = 18.0
 
-    def generate_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments for `MusicGen.generate` (duration and seed apart)."""
-        return dict(
-            top_k=self.top_k, top_p=self.top_p, temperature=self.temperature,
-            cfg_scale=self.cfg, stride=self.stride,
-        )  # fmt: skip
-
-    @classmethod
-    def from_record(cls, record: dict[str, Any]) -> Settings:
-        """From a manifest's `settings` (extra keys such as `seed` are ignored)."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in record.items() if k in names})
+def options_from_record(record: dict[str, Any]) -> GenerationOptions:
+    """The options a manifest's `settings` record holds (its seed apart)."""
+    values = {("cfg_scale" if k == "cfg" else k): v for k, v in record.items() if k != "seed"}
+    return GenerationOptions.from_mapping(values)
 
 
 @dataclass(frozen=True)
@@ -70,7 +60,7 @@ class Row:
 
     number: int
     prompt: str | None
-    settings: Settings | None
+    settings: GenerationOptions | None  # without the seed: that is per row or per batch
     seed: int | None
     file: str
     format: str
@@ -78,8 +68,7 @@ class Row:
 
     def settings_record(self, seed: int | None) -> dict[str, Any]:
         """Settings as the manifest stores them, with the seed actually used."""
-        record = dataclasses.asdict(self.settings) if self.settings else {}
-        return {"duration": record.pop("duration", None), "seed": seed, **record}
+        return options_record(self.settings, seed) if self.settings else {}
 
     def entry(
         self,
@@ -111,7 +100,9 @@ class Row:
 
 
 def read_prompts(
-    path: str | os.PathLike[str], defaults: Settings, default_format: str | None = None
+    path: str | os.PathLike[str],
+    defaults: GenerationOptions = DEFAULTS,
+    default_format: str | None = None,
 ) -> list[Row]:
     """Every row of a prompts file, validated (see the module docstring)."""
     source = Path(path)
@@ -179,7 +170,11 @@ def _check_columns(fields: dict[str, Any], source: Path, where: str) -> None:
 
 
 def _row(
-    number: int, fields: dict[str, Any], defaults: Settings, default_format: str | None, width: int
+    number: int,
+    fields: dict[str, Any],
+    defaults: GenerationOptions,
+    default_format: str | None,
+    width: int,
 ) -> Row:
     prompt = fields.get("prompt")
     try:
@@ -187,29 +182,20 @@ def _row(
             raise ValueError(fields["_error"])
         if prompt is not None and not isinstance(prompt, str):
             raise ValueError(f"prompt must be text, got {prompt!r}")
-        changes: dict[str, Any] = {k: _number(fields[k], k) for k in ("duration", "top_p", "temperature", "cfg")
+        changes: dict[str, Any] = {_FIELD.get(k, k): _number(fields[k], k)
+                                   for k in ("duration", "top_p", "temperature", "cfg")
                                    if k in fields}  # fmt: skip
         if "top_k" in fields:
             changes["top_k"] = _integer(fields["top_k"], "top_k")
         seed = _integer(fields["seed"], "seed") if fields.get("seed") is not None else None
-        settings = dataclasses.replace(defaults, **changes)
-        _validate(settings, seed)
+        settings = GenerationOptions.of(defaults, **changes, seed=None)
+        GenerationOptions.of(settings, seed=seed)  # the row's seed, validated with the rest
         file, fmt = output_name(number, prompt, fields.get("file"), fields.get("format"),
                                 default_format, width)  # fmt: skip
     except (ValueError, TunesmithError) as err:
         file, fmt = f"{number:0{width}d}-failed", "wav"
         return Row(number, prompt, None, None, file, fmt, error=str(err))
     return Row(number, prompt, settings, seed, file, fmt)
-
-
-def _validate(settings: Settings, seed: int | None) -> None:
-    from ..options import MAX_DURATION, GenerationOptions
-
-    GenerationOptions(
-        duration=settings.duration, top_k=settings.top_k, top_p=settings.top_p,
-        temperature=settings.temperature, cfg_scale=settings.cfg, seed=seed,
-        stride=settings.stride,
-    ).validate(max_duration=MAX_DURATION)  # fmt: skip
 
 
 def output_name(
@@ -221,8 +207,8 @@ def output_name(
     width: int = 3,
 ) -> tuple[str, str]:
     """(file name inside the output folder, format) for a row; ValueError when they clash."""
-    if fmt is not None and str(fmt).lower().lstrip(".") not in FORMATS:
-        raise ValueError(f"unknown format {fmt!r} (choose from {', '.join(FORMATS)})")
+    if fmt is not None and str(fmt).lower().lstrip(".") not in AUDIO_FORMATS:
+        raise ValueError(f"unknown format {fmt!r} (choose from {', '.join(AUDIO_FORMATS)})")
     fmt = str(fmt).lower().lstrip(".") if fmt is not None else None
     if file is None:
         slug = re.sub(r"[^a-z0-9]+", "-", (prompt or "unconditional").lower())[:40].strip("-")
@@ -231,7 +217,7 @@ def output_name(
     if name.is_absolute() or ".." in name.parts or not name.name:
         raise ValueError(f"file {str(file)!r} must be a name inside the output folder")
     suffix = name.suffix.lower().lstrip(".")
-    if suffix in FORMATS:
+    if suffix in AUDIO_FORMATS:
         if fmt is not None and fmt != suffix:
             raise ValueError(f"file {str(file)!r} does not match format {fmt!r}")
         fmt = suffix

@@ -88,7 +88,7 @@ def create_app(
             model=state.model.name,
             sample_rate=state.model.sample_rate,
             max_duration=state.model.max_duration,
-            formats=list(audiofiles.available_formats()),  # type: ignore[arg-type]
+            formats=list(audiofiles.available_formats()),
             auth_required=state.api_key is not None,
             queue=QueueState(
                 queued=queued, running=running, max_queue=max_queue, max_batch=max_batch

@@ -6,12 +6,17 @@ infinities are all refused with a 422 naming the field, before a job is queued.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ..options import AUDIO_FORMATS, DEFAULTS, GenerationOptions
+
 Status = Literal["queued", "running", "done", "failed", "cancelled", "interrupted"]
-AudioFormat = Literal["wav", "flac", "mp3", "ogg"]
+if TYPE_CHECKING:
+    AudioFormat = str
+else:  # the one list of formats, as the Literal pydantic validates and documents
+    AudioFormat = Literal[AUDIO_FORMATS]
 FINISHED: frozenset[str] = frozenset({"done", "failed", "cancelled", "interrupted"})
 MAX_PROMPT_CHARS = 1000
 
@@ -34,15 +39,22 @@ class GenerationRequest(BaseModel):
         description='Text describing the music; "" makes unconditional music.',
     )
     duration: float = Field(
-        default=8.0, gt=0, description="Seconds, up to the model's window (30 s)."
+        default=DEFAULTS.duration, gt=0, description="Seconds, up to the model's window (30 s)."
     )
     top_k: int = Field(
-        default=250, ge=0, le=100_000, description="Sample from the k likeliest (0 = off)."
+        default=DEFAULTS.top_k,
+        ge=0,
+        le=100_000,
+        description="Sample from the k likeliest (0 = off).",
     )
-    top_p: float = Field(default=0.0, ge=0, le=1, description="Nucleus sampling mass (0 = off).")
-    temperature: float = Field(default=1.0, gt=0, le=100, description="Softmax temperature.")
+    top_p: float = Field(
+        default=DEFAULTS.top_p, ge=0, le=1, description="Nucleus sampling mass (0 = off)."
+    )
+    temperature: float = Field(
+        default=DEFAULTS.temperature, gt=0, le=100, description="Softmax temperature."
+    )
     cfg_scale: float = Field(
-        default=3.0,
+        default=DEFAULTS.cfg_scale,
         ge=0,
         le=100,
         description="Classifier-free guidance (1 = none, 0 = unconditional).",
@@ -53,7 +65,17 @@ class GenerationRequest(BaseModel):
         lt=2**63,
         description="Makes the result reproducible; seeded jobs run alone.",
     )
-    format: AudioFormat = Field(default="wav", description="Audio file format of the result.")
+    format: AudioFormat = Field(
+        default=AUDIO_FORMATS[0], description="Audio file format of the result."
+    )
+
+    def options(self) -> GenerationOptions:
+        """The request's settings as the engine takes them (validated by the schema already,
+        and once more here, as every GenerationOptions is)."""
+        return GenerationOptions(
+            duration=self.duration, top_k=self.top_k, top_p=self.top_p,
+            temperature=self.temperature, cfg_scale=self.cfg_scale, seed=self.seed,
+        )  # fmt: skip
 
     def batch_key(self) -> tuple[float, int, float, float, float] | None:
         """Jobs with equal keys can share one forward batch; seeded jobs (None) never do."""

@@ -212,9 +212,8 @@ class Worker:
         log.info("generating %d job(s), %.2fs each: %s", len(batch), p.duration, ids)
         try:
             for chunk in self.model.stream(
-                [j.params.prompt for j in batch], p.duration, chunk_seconds=self.chunk_seconds,
-                top_k=p.top_k, top_p=p.top_p, temperature=p.temperature, cfg_scale=p.cfg_scale,
-                seed=p.seed, progress=on_step,
+                [j.params.prompt for j in batch], p.options(),
+                chunk_seconds=self.chunk_seconds, progress=on_step,
             ):  # fmt: skip
                 for row, job in enumerate(batch):
                     parts[row].append(chunk[row])

@@ -1,0 +1,198 @@
+"""What the commands share: the model, sampling and output arguments (their defaults read from
+`tunesmith.options`), checks made before any model is loaded, loading, and status lines.
+
+Status lines go to stderr, unbuffered: stdout carries data (raw PCM with `-o -`, the table of
+`tunesmith models`) or nothing, so `> log` and pipes see only what they asked for.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from ..errors import InvalidOptionError
+from ..options import (
+    AUDIO_FORMATS,
+    DEFAULT_MODEL,
+    DEFAULTS,
+    NORMALIZE_MODES,
+    QUANTIZE_MODES,
+    WAV_SUBTYPES,
+    WINDOW_SECONDS,
+    GenerationOptions,
+)
+
+
+def say(message: str) -> None:
+    """A status line for the person at the terminal (stderr, at once)."""
+    print(message, file=sys.stderr, flush=True)
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """--model, --device, --threads, --quantize, --compile, --text-encoder."""
+    parser.add_argument(
+        "--model", default=DEFAULT_MODEL, help=f"hub id or local folder (default {DEFAULT_MODEL})"
+    )
+    parser.add_argument(
+        "--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N, mps"
+    )
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    parser.add_argument(
+        "--quantize",
+        choices=QUANTIZE_MODES,
+        default=None,
+        help="int8 weights for the decoder and T5 (less memory; faster on CPU)",
+    )
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="GPU: compile the step into a CUDA graph (~45 s on first use); CPU: only where "
+        "tunesmith's C++ kernels cannot be built, torch.compile the step (30-60 s)",
+    )
+    parser.add_argument(
+        "--text-encoder",
+        default=None,
+        metavar="T5",
+        help="audiocraft checkpoints only: hub id or folder of the T5 text encoder (default t5-base)",
+    )
+
+
+def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
+    """The fields of GenerationOptions, with its defaults."""
+    d = DEFAULTS
+    parser.add_argument(
+        "--duration",
+        type=float,
+        default=d.duration,
+        help=f"seconds of new music (default {d.duration:g}; past 30 s the window slides)",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=d.seed, help="random seed: the same seed gives the same music"
+    )
+    parser.add_argument(
+        "--top-k",
+        type=int,
+        default=d.top_k,
+        help=f"sample from the k likeliest tokens (1 = greedy, 0 = off; default {d.top_k})",
+    )
+    parser.add_argument(
+        "--top-p",
+        type=float,
+        default=d.top_p,
+        help=f"nucleus sampling threshold (0 = off; default {d.top_p:g})",
+    )
+    parser.add_argument(
+        "--temperature",
+        type=float,
+        default=d.temperature,
+        help=f"softmax temperature (> 0; default {d.temperature:g})",
+    )
+    parser.add_argument(
+        "--cfg",
+        type=float,
+        default=d.cfg_scale,
+        help=f"classifier-free guidance scale (1 = none; default {d.cfg_scale:g})",
+    )
+    parser.add_argument(
+        "--stride",
+        type=float,
+        default=d.stride,
+        help=f"long form: seconds each new window adds (default {d.stride:g})",
+    )
+
+
+def add_output_arguments(parser: argparse.ArgumentParser) -> None:
+    """--format, --wav-subtype, --normalize, --plot."""
+    parser.add_argument(
+        "--format",
+        choices=AUDIO_FORMATS,
+        default=None,
+        help="audio format (default: the extension)",
+    )
+    parser.add_argument(
+        "--wav-subtype", choices=WAV_SUBTYPES, default=None, help="WAV samples (default PCM_16)"
+    )
+    parser.add_argument(
+        "--normalize",
+        choices=NORMALIZE_MODES,
+        default=None,
+        help="level: loudness (-14 LUFS, default), peak (-1 dBFS), rms (-18 dBFS), none",
+    )
+    parser.add_argument(
+        "--plot", action="store_true", help="also write a spectrogram PNG beside each file"
+    )
+
+
+def generation_options(args: argparse.Namespace) -> GenerationOptions:
+    """The sampling arguments as one validated GenerationOptions (before any model work)."""
+    options = GenerationOptions(
+        duration=args.duration, top_k=args.top_k, top_p=args.top_p,
+        temperature=args.temperature, cfg_scale=args.cfg, seed=args.seed, stride=args.stride,
+    )  # fmt: skip
+    if options.stride > WINDOW_SECONDS:
+        raise InvalidOptionError(
+            f"--stride {options.stride:g}s is longer than the {WINDOW_SECONDS:g}s window"
+        )
+    return options
+
+
+def check_machine(args: argparse.Namespace) -> None:
+    """--device names a device this machine has; --threads, if given, is at least 1."""
+    from ..engine.devices import resolve_device
+
+    resolve_device(args.device)
+    if args.threads is not None and args.threads < 1:
+        raise InvalidOptionError(f"--threads must be at least 1, got {args.threads}")
+
+
+def check_model_argument(name: str) -> None:
+    from ..checkpoints.hub import looks_like_path
+
+    if looks_like_path(name) and not Path(name).expanduser().is_dir():
+        raise InvalidOptionError(f"model folder {name!r} does not exist")
+
+
+def check_plot(args: argparse.Namespace) -> None:
+    if getattr(args, "plot", False):
+        from ..audio.spectrogram import require_matplotlib
+
+        require_matplotlib()
+
+
+def check_audio_input(flag: str, path: str) -> None:
+    """An input audio file (--continue, --melody) exists and can be read, before loading."""
+    from ..audio.files import read_audio
+
+    if not Path(path).is_file():
+        raise InvalidOptionError(f"{flag} file {path!r} does not exist")
+    read_audio(path)
+
+
+def load(args: argparse.Namespace) -> Any:
+    """Set threads, load the model, say how long it took."""
+    import torch
+
+    from ..musicgen import MusicGen
+
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    start = time.perf_counter()
+    model = MusicGen.from_pretrained(
+        args.model,
+        device=args.device,
+        quantize=args.quantize,
+        text_encoder=args.text_encoder,
+        compile=args.compile,
+    )
+    say(f"loaded {args.model} on {model.device} in {time.perf_counter() - start:.1f} s")
+    return model
+
+
+def model_label(name: str) -> str:
+    """A local folder as an absolute path (a manifest may be used from elsewhere)."""
+    from ..checkpoints.hub import looks_like_path
+
+    return str(Path(name).expanduser().resolve()) if looks_like_path(name) else name
