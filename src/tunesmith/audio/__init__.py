@@ -1,1 +1,5 @@
-"""TODO"""
+"""Audio in and out: files and tags (`files`, soundfile/soxr), loudness (`loudness`,
+pyloudnorm), spectrogram pictures (`spectrogram`), WAV written as it streams
+(`streaming_wav`), and the chroma of a melody (`chroma`). Imports only `errors` and
+`options` of tunesmith.
+"""

@@ -7,8 +7,15 @@ import argparse
 from pathlib import Path
 
 from ..errors import InvalidOptionError
-from .arguments import check_machine, check_model_argument, check_plot, load, say
-from .generate import output_with_format, wav_subtype
+from .arguments import (
+    check_machine,
+    check_model_argument,
+    check_plot,
+    load,
+    output_with_format,
+    say,
+    wav_subtype,
+)
 
 
 def run_from_manifest(args: argparse.Namespace) -> int:

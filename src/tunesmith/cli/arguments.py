@@ -196,3 +196,27 @@ def model_label(name: str) -> str:
     from ..checkpoints.hub import looks_like_path
 
     return str(Path(name).expanduser().resolve()) if looks_like_path(name) else name
+
+
+def output_paths(output: str, count: int) -> list[Path]:
+    """One prompt writes OUTPUT itself; several write OUTPUT-1, OUTPUT-2, ... beside it."""
+    path = Path(output)
+    if count == 1:
+        return [path]
+    return [path.with_name(f"{path.stem}-{i}{path.suffix}") for i in range(1, count + 1)]
+
+
+def output_with_format(output: str, fmt: str | None) -> str:
+    """OUTPUT with --format's extension added if it has none; a clash is an error."""
+    suffix = Path(output).suffix.lower().lstrip(".")
+    if fmt is None or suffix == fmt:
+        return output
+    if not suffix:
+        return f"{output}.{fmt}"
+    raise InvalidOptionError(f"output {output!r} does not end in .{fmt} (--format {fmt})")
+
+
+def wav_subtype(path: Path | str, subtype: str | None) -> str | None:
+    """--wav-subtype applies to WAV files only."""
+    suffix = Path(path).suffix.lower()
+    return subtype if suffix in ("", ".wav") else None

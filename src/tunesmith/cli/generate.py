@@ -25,7 +25,10 @@ from .arguments import (
     check_plot,
     generation_options,
     load,
+    output_paths,
+    output_with_format,
     say,
+    wav_subtype,
 )
 
 
@@ -164,24 +167,6 @@ def _check_melody_model(args: argparse.Namespace) -> None:
         )
 
 
-def output_paths(output: str, count: int) -> list[Path]:
-    """One prompt writes OUTPUT itself; several write OUTPUT-1, OUTPUT-2, ... beside it."""
-    path = Path(output)
-    if count == 1:
-        return [path]
-    return [path.with_name(f"{path.stem}-{i}{path.suffix}") for i in range(1, count + 1)]
-
-
-def output_with_format(output: str, fmt: str | None) -> str:
-    """OUTPUT with --format's extension added if it has none; a clash is an error."""
-    suffix = Path(output).suffix.lower().lstrip(".")
-    if fmt is None or suffix == fmt:
-        return output
-    if not suffix:
-        return f"{output}.{fmt}"
-    raise InvalidOptionError(f"output {output!r} does not end in .{fmt} (--format {fmt})")
-
-
 def generate_to_files(
     model: Any,
     prompts: list[str | None],
@@ -267,9 +252,3 @@ def stream_to_sinks(
         for sink in sinks:
             sink.close()
     return samples / model.sample_rate
-
-
-def wav_subtype(path: Path | str, subtype: str | None) -> str | None:
-    """--wav-subtype applies to WAV files only."""
-    suffix = Path(path).suffix.lower()
-    return subtype if suffix in ("", ".wav") else None

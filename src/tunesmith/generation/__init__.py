@@ -1,1 +1,7 @@
-"""TODO"""
+"""Generation: from encoded text (and an audio prompt) to codes, frame by frame.
+
+`loop` (the decode loop and long-form windows), `sampling` (CFG, temperature, top-k/top-p),
+`delay` (the codebook delay pattern), `codec_chunks` (decoding codes in overlapping chunks,
+streaming), `progress`. It runs the decoder through an `engine.step.Step` and may import
+`engine`, `models`, `options`, `config` and `errors`; never the public API or interfaces.
+"""

@@ -6,6 +6,9 @@
 Parts: `schemas` (request/response JSON), `store` (SQLite + audio folder), `worker` (queue,
 batching, cancellation), `streams` (live audio fan-out), `routes` (the /v1 endpoints),
 `app` (assembly, errors, auth, serve), `static/` (the page, no build step).
+
+An interface, like `cli`: it may import the public API (`tunesmith.musicgen`), `audio`,
+`options` and `errors`; nothing in the package below it imports it.
 """
 
 from .app import create_app, serve
