@@ -4,7 +4,7 @@ torch extension on first use, with the system's C++ compiler and ninja.
 The build is cached under a name derived from the sources, the compiler flags and the torch
 and Python versions, so two virtual environments (or two checkouts) never rebuild one folder in
 turn, and an edited kernel is never mistaken for the cached one. The first build of a given
-name says so once on stderr (~30 s on 2 cores); later processes load it in well under a second.
+name says so once on stderr (10-30 s on 2 cores); later processes load it in well under a second.
 The kernels need x86-64 with AVX2, FMA and F16C; without those, or without a compiler,
 `available()` is False (with one warning) and callers keep torch's kernels.
 """
@@ -28,7 +28,7 @@ CSRC = Path(__file__).with_name("csrc")
 SOURCES = ("ops.cpp",)  # the one translation unit; it includes every header in csrc/
 CFLAGS = ("-O3", "-mavx2", "-mfma", "-mf16c", "-fopenmp")
 LDFLAGS = ("-fopenmp",)
-BUILD_SECONDS = 30  # what a first build takes on 2 cores, said before it starts
+BUILD_TIME = "10-30 s"  # what a first build takes on 2 cores, said before it starts
 
 
 def supported_cpu() -> bool:
@@ -76,12 +76,14 @@ def load() -> None:
 
     _find_ninja()
     name = build_name()
-    folder = Path(get_default_build_root()) / name
+    # Where torch builds extensions: $TORCH_EXTENSIONS_DIR if set, as torch itself reads it.
+    root = os.environ.get("TORCH_EXTENSIONS_DIR") or get_default_build_root()
+    folder = Path(root) / name
     folder.mkdir(parents=True, exist_ok=True)
     fresh = not (folder / f"{name}.so").exists()
     if fresh:
         print(
-            f"tunesmith: building the CPU kernels in {folder} (once; about {BUILD_SECONDS} s)",
+            f"tunesmith: building the CPU kernels in {folder} (once; {BUILD_TIME})",
             file=sys.stderr,
             flush=True,
         )
