@@ -192,11 +192,14 @@ class MusicGenConfig:
     max_duration: float = 30.0  # seconds per generation window (training length)
     # Set for musicgen-melody: conditioning is a prefix (chroma, then text), no cross-attention.
     melody: MelodyConfig | None = None
+    # Whether the checkpoint projects T5's states to the decoder width (`enc_to_dec_proj`), as
+    # its own layout decides: transformers' files have one only when the widths differ;
+    # audiocraft's text conditioner always has one (`output_proj`).
+    text_projection: bool = True
 
     @property
     def has_projection(self) -> bool:
-        # transformers only creates `enc_to_dec_proj` when the widths differ.
-        return self.text_encoder.d_model != self.decoder.hidden_size
+        return self.text_projection
 
     @classmethod
     def from_hf(cls, cfg: dict[str, Any]) -> MusicGenConfig:
@@ -204,11 +207,14 @@ class MusicGenConfig:
             if part not in cfg:
                 raise ValueError(f"config.json has no {part!r} section: not a MusicGen checkpoint")
         melody = cfg.get("model_type") == "musicgen_melody"
+        text, decoder = T5Config.from_hf(cfg["text_encoder"]), LMConfig.from_hf(cfg["decoder"])
         return cls(
-            text_encoder=T5Config.from_hf(cfg["text_encoder"]),
-            decoder=LMConfig.from_hf(cfg["decoder"]),
+            text_encoder=text,
+            decoder=decoder,
             audio_encoder=EncodecConfig.from_hf(cfg["audio_encoder"]),
             melody=MelodyConfig.from_hf(cfg) if melody else None,
+            # transformers only creates `enc_to_dec_proj` when the widths differ.
+            text_projection=text.d_model != decoder.hidden_size,
         )
 
 

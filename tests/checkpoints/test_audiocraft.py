@@ -249,3 +249,81 @@ def test_hub_repo_of_audiocraft_files_only(family, tmp_path: Path, monkeypatch) 
     model, _ = load_checkpoint("someone/musicgen-finetune", CPU, torch.float32, text_encoder=t5)
     assert model.cfg == hub.config
     assert asked[-1] == ["state_dict.bin", "compression_state_dict.bin"]
+
+
+# --- faults found against audiocraft's own loader --------------------------------------------
+
+
+def test_a_projection_in_the_file_loads_whatever_the_widths(tmp_path: Path) -> None:
+    """audiocraft's text conditioner always has `output_proj`, also where the LM is as wide as
+    T5 (transformers' rule, widths differ, would refuse the file): the file decides, and the
+    text states are that projection of T5's."""
+    original = build_hf_model("tiny", 7, hidden_size=32, num_attention_heads=2)
+    assert getattr(original, "enc_to_dec_proj", None) is None  # none at equal widths
+    folder = save_audiocraft_checkpoint(original, tmp_path / "ac")
+    package = torch.load(folder / "state_dict.bin", weights_only=True)
+    torch.manual_seed(0)
+    weight, bias = torch.randn(32, 32).half(), torch.randn(32).half()
+    package["best_state"][f"{audiocraft_keys.TEXT_PROJECTION}.weight"] = weight
+    package["best_state"][f"{audiocraft_keys.TEXT_PROJECTION}.bias"] = bias
+    torch.save(package, folder / "state_dict.bin")
+    ours = load_audiocraft(folder, save_text_encoder(original, tmp_path / "t5"))
+    assert ours.config.has_projection and ours.model.enc_to_dec_proj is not None
+    ids, mask = ours.tokenizer(PROMPTS)
+    with torch.inference_mode():
+        t5 = ours.model.text_encoder(ids, mask)
+        want = torch.nn.functional.linear(t5, weight.float(), bias.float()) * mask[..., None]
+        got = ours.model.encode_text(ids, mask)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    # and without one in the file, none is made
+    plain = save_audiocraft_checkpoint(original, tmp_path / "plain")
+    assert load_audiocraft(plain, tmp_path / "t5").model.enc_to_dec_proj is None
+
+
+def test_the_codec_settings_in_xp_cfg_are_honoured(tmp_path: Path) -> None:
+    """`seanet.pad_mode: constant` in the compression file's xp.cfg: the codec pads with zeros
+    as that file was trained, giving transformers' EnCodec with pad_mode="constant" (not the
+    reflect default)."""
+    from transformers import EncodecModel
+
+    original = build_family_model("small", seed=8)
+    folder = save_audiocraft_checkpoint(
+        original, tmp_path / "ac", codec_cfg={"seanet": {"pad_mode": "constant", "lstm": 2}}
+    )
+    ours = load_audiocraft(folder, save_text_encoder(original, tmp_path / "t5"))
+    assert ours.config.audio_encoder.pad_mode == "constant"
+    config = original.audio_encoder.config
+    config.pad_mode = "constant"
+    reference = EncodecModel(config).eval()
+    reference.load_state_dict(original.audio_encoder.state_dict())
+    torch.manual_seed(1)
+    wav = 0.3 * torch.randn(1, 1, 32000 // 4)
+    codes = torch.randint(0, 2048, (1, 4, 12))
+    with torch.no_grad():
+        want_audio = reference.decode(codes[None], [None]).audio_values
+        want_codes = reference.encode(wav, bandwidth=config.target_bandwidths[-1]).audio_codes[0]
+    assert (ours.decode(codes) - want_audio).abs().max() < 1e-4
+    assert torch.equal(ours.encode(wav), want_codes)
+    reflect = load_audiocraft(save_audiocraft_checkpoint(original, tmp_path / "r"), tmp_path / "t5")
+    assert (reflect.decode(codes) - want_audio).abs().max() > 1e-3  # the setting matters
+
+
+@pytest.mark.parametrize(
+    ("seanet", "named"),
+    [
+        ({"pad_mode": "circular"}, "seanet.pad_mode"),
+        ({"activation": "LeakyReLU"}, "seanet.activation"),
+        ({"norm": "time_group_norm"}, "seanet.norm"),
+        ({"decoder": {"trim_right_ratio": 0.5}}, "seanet.decoder.trim_right_ratio"),
+        ({"decoder": {"n_filters": 32}}, "seanet.decoder.n_filters"),
+        ({"n_filters": 8}, "seanet.n_filters"),
+        ({"true_skip": False}, "seanet.true_skip"),
+    ],
+)
+def test_codec_settings_it_cannot_run_are_refused_by_name(
+    tmp_path: Path, seanet: dict, named: str
+) -> None:
+    original = build_family_model("small", seed=8)
+    folder = save_audiocraft_checkpoint(original, tmp_path / "ac", codec_cfg={"seanet": seanet})
+    with pytest.raises(CheckpointError, match=named.replace(".", r"\.")):
+        load_audiocraft(folder, save_text_encoder(original, tmp_path / "t5"))

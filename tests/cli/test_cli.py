@@ -139,13 +139,16 @@ def test_usage_errors_are_one_line(argv: list[str], capsys) -> None:
     assert err.count("\n") == 1 and err.startswith("tunesmith: error:") and "--help" in err
 
 
-@pytest.mark.parametrize("output", ["/no/such/dir/out.wav", ".", "out.xyz"])
+@pytest.mark.parametrize(
+    "output", ["/no/such/dir/out.wav", ".", "out.xyz", *(["/proc/n.wav"] * Path("/proc").is_dir())]
+)
 def test_unwritable_output(output: str, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
     monkeypatch.setattr("tunesmith.musicgen.MusicGen.from_pretrained", None)
     assert main(["generate", "x", "-o", output]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1
     assert "cannot write" in err or "folder" in err
+    assert output in err and ".tunesmith-" not in err  # the user's name, not a temp file's
     assert not Path("out.xyz").exists()
 
 
@@ -165,3 +168,24 @@ def test_offline_hub_model_is_one_line(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
     lines = [line for line in result.stderr.splitlines() if line.startswith("tunesmith:")]
     assert len(lines) == 1 and "facebook/musicgen-small" in lines[0] and "--model" in lines[0]
+
+
+def test_stream_to_stdout_refuses_a_format(monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    """-o - writes raw 16-bit PCM: a --format would be silently ignored, so it is refused."""
+    monkeypatch.setattr("tunesmith.musicgen.MusicGen.from_pretrained", None)
+    assert main(["generate", "x", "--stream", "-o", "-", "--format", "mp3"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--format" in err and "raw 16-bit PCM" in err
+
+
+def test_melody_on_a_text_only_model_is_refused_before_loading(
+    tiny_checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    melody = tmp_path / "m.wav"
+    sf.write(str(melody), [0.1, -0.1] * 8000, 16000)
+    monkeypatch.setattr("tunesmith.musicgen.MusicGen.from_pretrained", None)
+    argv = ["generate", "x", "-o", str(tmp_path / "o.wav"), "--melody", str(melody)]
+    assert main([*argv, "--model", str(tiny_checkpoint)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--melody needs a melody checkpoint" in err
+    assert "melody=" not in err  # the CLI's words, not Python's

@@ -284,3 +284,17 @@ def test_usage_errors_are_one_line(
     err = capsys.readouterr().err
     assert got == code and err.count("\n") == 1 and err.startswith("tunesmith: error:")
     assert words in err
+
+
+def test_a_rerun_with_nothing_left_draws_no_bar(
+    main: Main, tiny_checkpoint: Path, tmp_path: Path, capsys
+) -> None:
+    (tmp_path / "p.txt").write_text("one\ntwo\n")
+    argv = ["batch", str(tmp_path / "p.txt"), "--out-dir", str(tmp_path / "out")]
+    argv += ["--duration", "0.2", *model_args(tiny_checkpoint)]
+    assert main(argv) == 0
+    assert "frame" in capsys.readouterr().err  # the first run's bar
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    assert "frame" not in captured.err and "2 already done" in captured.err
+    assert captured.out == ""  # status lines go to stderr

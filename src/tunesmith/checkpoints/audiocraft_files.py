@@ -97,7 +97,7 @@ def _codec_source(folder: Path) -> tuple[EncodecConfig, Iterator[tuple[str, torc
         return cfg, hub_pairs((f"audio_encoder.{k}", t) for k, t in pairs)
     state = _best_state(pkg, path)
     try:
-        cfg = audiocraft_keys.codec_config(state)
+        cfg = audiocraft_keys.codec_config(state, _xp_cfg(pkg))
     except ValueError as err:
         raise CheckpointError(f"{path}: {err}") from None
     return cfg, iter(audiocraft_keys.codec_tensors(state).items())
@@ -108,8 +108,9 @@ def audiocraft_config(folder: Path, text_folder: Path) -> MusicGenConfig:
     path = folder / audiocraft_keys.LM_FILE
     pkg = _torch_file(path)
     cfg = _xp_cfg(pkg)
+    state = _best_state(pkg, path)
     try:
-        lm = audiocraft_keys.lm_config(_best_state(pkg, path), cfg, codec.num_quantizers)
+        lm = audiocraft_keys.lm_config(state, cfg, codec.num_quantizers)
     except ValueError as err:
         raise CheckpointError(f"{path}: {err}") from None
     return MusicGenConfig(
@@ -117,6 +118,7 @@ def audiocraft_config(folder: Path, text_folder: Path) -> MusicGenConfig:
         decoder=lm,
         audio_encoder=codec,
         max_duration=audiocraft_keys.max_duration(cfg),
+        text_projection=audiocraft_keys.has_text_projection(state),  # the file's, not a rule
     )
 
 

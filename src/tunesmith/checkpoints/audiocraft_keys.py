@@ -16,6 +16,7 @@ Sizes come from tensor shapes; the number of attention heads (invisible in shape
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from typing import Any
 
@@ -24,6 +25,7 @@ import torch
 from ..config import EncodecConfig, LMConfig, preset_heads
 
 LM_FILE = "state_dict.bin"
+TEXT_PROJECTION = "condition_provider.conditioners.description.output_proj"
 CODEC_FILE = "compression_state_dict.bin"
 
 # audiocraft LM name -> ours; first match wins. `{qkv}` rows are split three ways (see FUSED).
@@ -52,7 +54,7 @@ LM_RENAMES: list[tuple[str, str]] = [
     (r"^transformer\.layers\.(\d+)\.linear2\.", r"decoder.layers.\1.fc2."),
     (r"^out_norm\.", "decoder.layer_norm."),
     (r"^linears\.(\d+)\.", r"decoder.lm_heads.\1."),
-    (r"^condition_provider\.conditioners\.description\.output_proj\.", "enc_to_dec_proj."),
+    (rf"^{re.escape(TEXT_PROJECTION)}\.", "enc_to_dec_proj."),
 ]
 # A fused [3D, D] projection is these three [D, D] blocks, in this order.
 FUSED = ("q_proj.weight", "k_proj.weight", "v_proj.weight")
@@ -180,15 +182,24 @@ def _check_supported(cfg: dict[str, Any]) -> None:
             raise ValueError(f"xp.cfg has {path}={got!r}; tunesmith runs only {want!r}")
 
 
+def has_text_projection(state: dict[str, torch.Tensor]) -> bool:
+    """Whether the LM file holds the text conditioner's projection to the decoder width
+    (audiocraft's T5 conditioner always has one, whatever the widths)."""
+    return any(k.startswith(f"{TEXT_PROJECTION}.") for k in state)
+
+
 def max_duration(cfg: dict[str, Any], default: float = 30.0) -> float:
     """Seconds per generation window: the training segment length."""
     value = _get(cfg, "dataset.segment_duration")
     return float(value) if isinstance(value, (int, float)) and value > 0 else default
 
 
-def codec_config(state: dict[str, torch.Tensor], sampling_rate: int = 32000) -> EncodecConfig:
-    """EnCodec sizes from audiocraft's EnCodec weights (its own names); kernel sizes,
-    dilations and padding are the 32 kHz model's, and the strict load checks them."""
+def codec_config(
+    state: dict[str, torch.Tensor], cfg: dict[str, Any] | None = None, sampling_rate: int = 32000
+) -> EncodecConfig:
+    """EnCodec from audiocraft's EnCodec weights (its own names) and its training config
+    (`xp.cfg`, see `codec_settings`); without one, kernel sizes, dilations and padding are the
+    32 kHz model's. The strict load checks every size against the weights."""
 
     def weight(base: str) -> torch.Tensor:
         for suffix in (".weight_v", ".weight"):
@@ -217,7 +228,7 @@ def codec_config(state: dict[str, torch.Tensor], sampling_rate: int = 32000) -> 
             "not an EnCodec state (no encoder / decoder / quantizer tensors)"
         ) from None
     blocks = len(indices(r"^encoder\.model\.(\d+)\.block\."))
-    return EncodecConfig(
+    from_weights = EncodecConfig(
         sampling_rate=sampling_rate,
         audio_channels=first.shape[1],
         num_filters=first.shape[0],
@@ -230,3 +241,80 @@ def codec_config(state: dict[str, torch.Tensor], sampling_rate: int = 32000) -> 
         num_quantizers=len(indices(r"^quantizer\.vq\.layers\.(\d+)\._codebook\.embed$")),
         use_conv_shortcut=any(".shortcut." in k for k in state),
     )
+    return codec_settings(from_weights, cfg or {})
+
+
+# SEANet settings of xp.cfg the codec runs as given (seanet.NAME -> EncodecConfig field).
+_SEANET_HONOURED = {
+    "pad_mode": "pad_mode",
+    "causal": "use_causal_conv",
+    "kernel_size": "kernel_size",
+    "residual_kernel_size": "residual_kernel_size",
+    "last_kernel_size": "last_kernel_size",
+    "dilation_base": "dilation_growth_rate",
+    "compress": "compress",
+}
+# ... those the weights already fix (checked against them) ...
+_SEANET_FROM_WEIGHTS = {
+    "dimension": "hidden_size",
+    "n_filters": "num_filters",
+    "lstm": "num_lstm_layers",
+    "n_residual_layers": "num_residual_layers",
+}
+# ... and those only one value of which the codec computes.
+_SEANET_FIXED: dict[str, Any] = {
+    "activation": "ELU",
+    "activation_params.alpha": 1.0,
+    "norm": "weight_norm",
+    "disable_norm_outer_blocks": 0,
+    "decoder.trim_right_ratio": 1.0,
+    "decoder.final_activation": None,
+}
+_PAD_MODES = ("reflect", "constant", "replicate")
+
+
+def codec_settings(codec: EncodecConfig, cfg: dict[str, Any]) -> EncodecConfig:
+    """`codec` (sizes read from the weights) with the settings of audiocraft's training
+    config `cfg` applied; a setting the codec does not run is refused by name."""
+    seanet = cfg.get("seanet")
+    if not isinstance(seanet, dict):
+        return codec
+    changes: dict[str, Any] = {}
+    for name, field_name in _SEANET_HONOURED.items():
+        if name in seanet:
+            changes[field_name] = seanet[name]
+    if changes.get("pad_mode", "reflect") not in _PAD_MODES:
+        raise ValueError(
+            f"xp.cfg has seanet.pad_mode={changes['pad_mode']!r}; tunesmith runs {_PAD_MODES}"
+        )
+    for name, field_name in _SEANET_FROM_WEIGHTS.items():
+        if name in seanet and seanet[name] != getattr(codec, field_name):
+            raise ValueError(
+                f"xp.cfg has seanet.{name}={seanet[name]!r} but the weights have "
+                f"{getattr(codec, field_name)!r}"
+            )
+    if "ratios" in seanet and tuple(seanet["ratios"]) != codec.upsampling_ratios:
+        raise ValueError(
+            f"xp.cfg has seanet.ratios={list(seanet['ratios'])} but the weights have "
+            f"{list(codec.upsampling_ratios)}"
+        )
+    if "true_skip" in seanet and bool(seanet["true_skip"]) == codec.use_conv_shortcut:
+        raise ValueError(
+            f"xp.cfg has seanet.true_skip={seanet['true_skip']!r} but the weights "
+            f"{'have' if codec.use_conv_shortcut else 'have no'} shortcut convolutions"
+        )
+    for path, want in _SEANET_FIXED.items():
+        got = _get(seanet, path)
+        if got is not None and got != want:  # (absent and null read alike: None)
+            raise ValueError(f"xp.cfg has seanet.{path}={got!r}; tunesmith runs only {want!r}")
+    for side in ("encoder", "decoder"):
+        extra = set(seanet.get(side) or {}) - {"trim_right_ratio", "final_activation",
+                                                "final_activation_params"}  # fmt: skip
+        if extra:
+            raise ValueError(
+                f"xp.cfg sets seanet.{side}.{sorted(extra)[0]} for the {side} alone; "
+                "tunesmith runs one setting for both"
+            )
+    if _get(cfg, "encodec.renormalize"):
+        raise ValueError("xp.cfg has encodec.renormalize=True; tunesmith runs only False")
+    return dataclasses.replace(codec, **changes)

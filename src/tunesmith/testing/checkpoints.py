@@ -347,10 +347,12 @@ def save_audiocraft_checkpoint(
     *,
     with_cfg: bool = True,
     codec_pointer: str | None = None,
+    codec_cfg: dict[str, Any] | None = None,
 ) -> Path:
     """Write `model` as audiocraft's files: `state_dict.bin` (fp16 LM, `xp.cfg` as YAML text
     unless with_cfg=False) and `compression_state_dict.bin` (EnCodec with weight_g / weight_v,
-    or, with codec_pointer, just `{"pretrained": codec_pointer}`). No T5, no tokenizer."""
+    or, with codec_pointer, just `{"pretrained": codec_pointer}`; `codec_cfg` goes into its
+    `xp.cfg`, as audiocraft's training config). No T5, no tokenizer."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     lm_pkg: dict[str, Any] = {"best_state": audiocraft_lm_state(model)}
@@ -362,7 +364,10 @@ def save_audiocraft_checkpoint(
     if codec_pointer is not None:
         codec_pkg = {"pretrained": codec_pointer, "exported": True, "version": "1.3.0"}
     else:
-        codec_pkg = {"best_state": audiocraft_codec_state(model), "xp.cfg": "sample_rate: 32000\n"}
+        import yaml
+
+        xp = yaml.safe_dump({"sample_rate": 32000, **(codec_cfg or {})})
+        codec_pkg = {"best_state": audiocraft_codec_state(model), "xp.cfg": xp}
     torch.save(codec_pkg, folder / "compression_state_dict.bin")
     return folder
 
