@@ -33,7 +33,7 @@ PROMPTS = [
     "heavy metal riff with double kick",
     "reggae groove with offbeat organ",
 ]
-# No compiled variant: on a CPU tunesmith's steps run as one C++ call (tunesmith.cpu_step),
+# No compiled variant: on a CPU tunesmith's steps run as one C++ call (tunesmith.engine.cpu_step),
 # which `compile=True` leaves as it is.
 IMPLEMENTATIONS = ["transformers", "tunesmith", "tunesmith-int8"]
 

@@ -27,6 +27,8 @@ from typing import Any
 
 import torch
 
+from tunesmith.engine.cuda_graphs import CudaGraphStep
+
 PROMPTS = [f"song number {i}: a lively tune with drums and bass" for i in range(64)]
 Runner = Callable[[list[str], float], None]
 
@@ -52,7 +54,8 @@ def runners(
     compiled = MusicGen.from_pretrained(folder, device=device, dtype=dtype, compile=cuda)
     models = {"tunesmith-compiled": compiled}
     graphed = MusicGen.from_pretrained(folder, device=device, dtype=dtype)
-    graphed.model.decoder.cuda_graphs = cuda  # the step as written, captured
+    if cuda:  # the step as written, captured
+        graphed.step = CudaGraphStep(graphed.model.decoder)
     models["tunesmith-graphs"] = graphed
     if eager:
         models["tunesmith"] = MusicGen.from_pretrained(folder, device=device, dtype=dtype)
@@ -97,16 +100,16 @@ def breakdown(model: object, prompts: list[str], seconds: float, device: torch.d
     model.decode(codes)
     sync(device)
     parts.append(f"codec {time.perf_counter() - start:.4f} s")
-    lm = model.model.decoder
-    if lm.cuda_graphs and device.type == "cuda":
+    step = model.step
+    if isinstance(step, CudaGraphStep) and device.type == "cuda":
         from tunesmith.engine.cuda_graphs import StepGraph
 
         with torch.inference_mode():
-            cache = lm.new_cache(2 * len(prompts), steps, *_text(model, prompts))
-            tokens = torch.zeros(2 * len(prompts), lm.cfg.num_codebooks, 1, dtype=torch.long)
+            cache = step.new_cache(2 * len(prompts), steps, *_text(model, prompts))
+            tokens = torch.zeros(2 * len(prompts), step.lm.cfg.num_codebooks, 1, dtype=torch.long)
             cache.length = steps // 2
-            lm(tokens.to(device), cache)
-        graph = cache.graph
+            step(tokens.to(device), cache)
+        graph = cache.step_state
         assert isinstance(graph, StepGraph)
         sync(device)
         start = time.perf_counter()

@@ -6,10 +6,11 @@
 One guided step (2 rows: conditional and unconditional) at a given cache position, the
 median of `--steps` steps. All variants live in one process and run in alternation, round
 by round, so a busy machine slows them alike; the table gives each variant's median over
-rounds. Variants: int8 with torch's `_weight_int8pack_mm` (bfloat16 activations), int8 with
-tunesmith's `cpu_int8` kernel module by module, the same compiled (`compile_steps`), int8
-as tunesmith runs it (`cpu_step`: the whole step in one C++ call), and float32 with
-torch's F.linear, with tunesmith's `cpu_fp32` kernel module by module, and in `cpu_step`
+rounds. Variants (each an engine `Step`): int8 with torch's `_weight_int8pack_mm` (bfloat16
+activations), int8 with tunesmith's int8 kernel module by module (`EagerStep`: float32 KV
+cache, torch's attention), the same compiled (`TorchCompileStep`), int8 as tunesmith runs it
+(`CpuKernelStep`: the whole step in one C++ call, float16 KV cache), and float32 with torch's
+F.linear, with tunesmith's float32 kernel module by module, and in one C++ call
 (`--fp32-only`: just those three).
 """
 
@@ -26,50 +27,49 @@ from pathlib import Path
 import torch
 
 from tunesmith import MusicGen
-from tunesmith.engine.compiled_step import warm_up
+from tunesmith.engine.compiled_step import TorchCompileStep, warm_up
 from tunesmith.engine.int8 import Int8Linear
-from tunesmith.kernels.cpu.fp32 import PackedLinear
+from tunesmith.engine.packed import PackedLinear
+from tunesmith.engine.step import EagerStep, Step
 from tunesmith.models.lm import MusicGenLM
 
 
-def without_step(lm: MusicGenLM) -> MusicGenLM:
-    """A copy of a decoder that runs its steps module by module (not `cpu_step`)."""
-    twin = copy.deepcopy(lm)
-    twin.cpu_step = None
-    return twin
+def module_by_module(lm: MusicGenLM) -> EagerStep:
+    """A copy of a decoder whose steps run module by module (not in one C++ call)."""
+    return EagerStep(copy.deepcopy(lm))
 
 
-def with_torch_int8(lm: MusicGenLM) -> MusicGenLM:
+def with_torch_int8(lm: MusicGenLM) -> EagerStep:
     """A copy of an int8 decoder that uses torch's kernel (the weights unpacked)."""
-    twin = without_step(lm)
-    for module in twin.modules():
+    twin = module_by_module(lm)
+    for module in twin.lm.modules():
         if isinstance(module, Int8Linear) and module.chunk is not None:
             module.weight, module.chunk, module.scales_f32 = module.unpacked_weight(), None, None
     return twin
 
 
-def with_torch_fp32(lm: MusicGenLM) -> MusicGenLM:
+def with_torch_fp32(lm: MusicGenLM) -> EagerStep:
     """A copy of a float32 decoder that uses torch's F.linear (the weights unpacked)."""
-    twin = without_step(lm)
-    for name, module in list(twin.named_modules()):
+    twin = module_by_module(lm)
+    for name, module in list(twin.lm.named_modules()):
         if isinstance(module, PackedLinear):
             linear = torch.nn.Linear(module.in_features, module.out_features, bias=False)
             linear.weight = torch.nn.Parameter(module.unpacked_weight(), requires_grad=False)
             parent, _, attr = name.rpartition(".")
-            setattr(twin.get_submodule(parent), attr, linear)
+            setattr(twin.lm.get_submodule(parent), attr, linear)
     return twin
 
 
-def step_ms(lm: MusicGenLM, text: torch.Tensor, position: int, steps: int) -> float:
+def step_ms(step: Step, text: torch.Tensor, position: int, steps: int) -> float:
     """Median ms of `steps` one-frame steps from `position` on a fresh cache."""
     times = []
     with torch.inference_mode():  # as in generation (compile guards on it)
-        tokens = torch.randint(0, 2048, (2, lm.cfg.num_codebooks, 1))
-        cache = lm.new_cache(2, position + steps + 1, text, torch.ones(text.shape[:2]))
+        tokens = torch.randint(0, 2048, (2, step.lm.cfg.num_codebooks, 1))
+        cache = step.new_cache(2, position + steps + 1, text, torch.ones(text.shape[:2]))
         cache.length = position  # the keys and values' values do not change the time
         for _ in range(steps):
             start = time.perf_counter()
-            lm(tokens, cache)
+            step(tokens, cache)
             times.append(time.perf_counter() - start)
     return 1e3 * statistics.median(times)
 
@@ -96,29 +96,26 @@ def main() -> None:
             folder = str(build_checkpoint(Path(tmp) / "small", "small"))
         fp32 = MusicGen.from_pretrained(folder, device="cpu")
         text = fp32.condition(["lofi hip hop beat with soft piano"]).states
-        variants: dict[str, MusicGenLM] = {}
+        variants: dict[str, Step] = {}
         if not args.fp32_only:
-            kernel = MusicGen.from_pretrained(folder, device="cpu", quantize="int8").model.decoder
-            variants["int8, torch kernel"] = with_torch_int8(kernel)
-            variants["int8, cpu_int8 kernel, module by module"] = without_step(kernel)
-            variants["int8, cpu_step (the whole step in C++)"] = kernel
+            int8 = MusicGen.from_pretrained(folder, device="cpu", quantize="int8")
+            variants["int8, torch kernel"] = with_torch_int8(int8.model.decoder)
+            variants["int8, our kernel, module by module"] = module_by_module(int8.model.decoder)
+            variants["int8, the whole step in C++"] = int8.step
         if not (args.no_compile or args.fp32_only):
-            compiled = without_step(kernel).compile_steps()
             start = time.perf_counter()
-            warm_up(compiled)
+            compiled = warm_up(TorchCompileStep(copy.deepcopy(int8.model.decoder)))
             print(f"compile warm-up: {time.perf_counter() - start:.1f} s", file=sys.stderr)
-            variants["int8, cpu_int8 kernel, compiled"] = compiled
+            variants["int8, our kernel, compiled"] = compiled
         if not args.no_fp32:
             variants["float32, torch F.linear"] = with_torch_fp32(fp32.model.decoder)
-            variants["float32, cpu_fp32 kernel, module by module"] = without_step(
-                fp32.model.decoder
-            )
-            variants["float32, cpu_step (the whole step in C++)"] = fp32.model.decoder
+            variants["float32, our kernel, module by module"] = module_by_module(fp32.model.decoder)
+            variants["float32, the whole step in C++"] = fp32.step
 
     runs: dict[str, list[float]] = {name: [] for name in variants}
     for r in range(args.rounds):
-        for name, lm in variants.items():
-            runs[name].append(step_ms(lm, text, args.position, args.steps))
+        for name, step in variants.items():
+            runs[name].append(step_ms(step, text, args.position, args.steps))
         print(
             f"round {r + 1}: " + ", ".join(f"{v[-1]:.1f}" for v in runs.values()), file=sys.stderr
         )

@@ -20,18 +20,18 @@ from pathlib import Path
 import torch
 
 from tunesmith import MusicGen
-from tunesmith.engine.cuda_graphs import StepGraph
+from tunesmith.engine.cuda_graphs import CudaGraphStep, StepGraph
 
 
 def replay_ms(model: MusicGen, rows: int, frames: int) -> float:
     """GPU ms of one replayed step at position frames // 2."""
-    lm = model.model.decoder
+    step = model.step
     text = model.condition(["a lively tune"] * (rows // 2))
-    cache = lm.new_cache(rows, frames, text.states, text.mask)
+    cache = step.new_cache(rows, frames, text.states, text.mask)
     cache.length = frames // 2
-    tokens = torch.zeros(rows, lm.cfg.num_codebooks, 1, dtype=torch.long, device=model.device)
-    lm(tokens, cache)
-    graph = cache.graph
+    tokens = torch.zeros(rows, step.lm.cfg.num_codebooks, 1, dtype=torch.long, device=model.device)
+    step(tokens, cache)
+    graph = cache.step_state
     assert isinstance(graph, StepGraph)
     torch.cuda.synchronize()
     start = time.perf_counter()
@@ -52,10 +52,12 @@ def loop_ms(model: MusicGen, prompts: list[str], seconds: float) -> float:
 def kernel_table(model: MusicGen, rows: int, frames: int) -> str:
     from torch.profiler import ProfilerActivity, profile
 
-    lm = model.model.decoder
+    graphs = model.step
+    assert isinstance(graphs, CudaGraphStep)
+    lm = graphs.lm
     text = model.condition(["a lively tune"] * (rows // 2))
-    cache = lm.new_cache(rows, frames, text.states, text.mask)
-    step = lm.compiled_static_step or lm.static_step
+    cache = graphs.new_cache(rows, frames, text.states, text.mask)
+    step = graphs.static or lm.static_step
     tokens = torch.zeros(rows, lm.cfg.num_codebooks, 1, dtype=torch.long, device=model.device)
     position = torch.tensor([frames // 2], device=model.device)
     lm.prepare_static(cache)
@@ -88,7 +90,7 @@ def main() -> None:
 
             build_checkpoint(folder, "small", seed=0)
         plain = MusicGen.from_pretrained(folder, device="cuda")
-        plain.model.decoder.cuda_graphs = True  # graphs of the step as written
+        plain.step = CudaGraphStep(plain.model.decoder)  # graphs of the step as written
         models = {"as written": plain}
         models["compiled"] = MusicGen.from_pretrained(folder, device="cuda", compile=True)
         rows, frames = 2 * args.batch, round(args.seconds * 50) + 4

@@ -10,8 +10,11 @@
 #include "vector_math.h"
 
 namespace vecmath {
+// Always inlined into its caller (a product, then the decoder step): left to the compiler,
+// whether it is depends on the order of the translation unit, and an out-of-line copy of
+// fc1's float32 product made the whole step ~5% slower.
 template <typename Block, typename Store>
-inline void sweep_blocks(int64_t b0, int64_t b1, int64_t M, int64_t chunks, const Block& block,
+[[gnu::always_inline]] inline void sweep_blocks(int64_t b0, int64_t b1, int64_t M, int64_t chunks, const Block& block,
                          const Store& store) {
   for (int64_t c = 0; c < chunks; ++c)
     for (int64_t b = b0; b < b1; ++b)
