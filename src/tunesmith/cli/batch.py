@@ -40,6 +40,25 @@ def register(commands: argparse._SubParsersAction) -> None:
     add_model_arguments(batch)
     add_sampling_arguments(batch)
     add_output_arguments(batch)
+    cluster = batch.add_argument_group("on a Ray cluster (pip install 'tunesmith[ray]')")
+    cluster.add_argument(
+        "--ray",
+        nargs="?",
+        const="auto",
+        default=None,
+        metavar="ADDRESS",
+        help="run on Ray: auto (the cluster $RAY_ADDRESS names, else a local one) or an address;"
+        " --out-dir may then be an fsspec URL (s3://, gs://, ...)",
+    )
+    cluster.add_argument(
+        "--replicas",
+        type=int,
+        default=None,
+        help="model replicas (default: one per GPU, else one per --cpus-per-replica CPUs)",
+    )
+    cluster.add_argument(
+        "--cpus-per-replica", type=int, default=1, help="CPUs (and threads) each replica takes"
+    )
     batch.set_defaults(run=run_batch_command)
 
 
@@ -55,12 +74,16 @@ def run_batch_command(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
         raise InvalidOptionError(f"--batch-size must be at least 1, got {args.batch_size}")
     out_dir = Path(args.out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
+    if "://" not in args.out_dir and out_dir.exists() and not out_dir.is_dir():
         raise InvalidOptionError(f"--out-dir {args.out_dir!r} is a file, not a folder")
     check_plot(args)
     check_machine(args)
     check_model_argument(args.model)
     rows = read_prompts(args.prompts_file, defaults, args.format)
+    if args.ray is not None:
+        return run_on_cluster(args, rows)
+    if "://" in args.out_dir:
+        raise InvalidOptionError("--out-dir as a URL needs --ray (one machine writes a folder)")
     model = load(args)
     options = JobOptions(
         batch_size=args.batch_size, normalize=args.normalize or "loudness",
@@ -76,4 +99,45 @@ def run_batch_command(args: argparse.Namespace) -> int:
         f"batch: {len(summary.done)} done, {len(summary.failed)} failed, "
         f"{len(summary.skipped)} already done (manifest: {out_dir / 'manifest.jsonl'})"
     )
+    return 1 if summary.failed else 0
+
+
+def run_on_cluster(args: argparse.Namespace, rows: list) -> int:
+    """`batch --ray`: the same job over Ray replicas; one line, then each replica's figures."""
+    from ..jobs.batch import JobOptions
+    from ..jobs.cluster import ClusterOptions, ModelSpec, require_ray, run_on_ray
+
+    require_ray()
+    if args.replicas is not None and args.replicas < 1:
+        raise InvalidOptionError(f"--replicas must be at least 1, got {args.replicas}")
+    if args.cpus_per_replica < 1:
+        raise InvalidOptionError(
+            f"--cpus-per-replica must be at least 1, got {args.cpus_per_replica}"
+        )
+    spec = ModelSpec(
+        model_label(args.model), device=args.device, quantize=args.quantize,
+        text_encoder=args.text_encoder, compile=args.compile,
+    )  # fmt: skip
+    options = JobOptions(
+        batch_size=args.batch_size, normalize=args.normalize or "loudness",
+        wav_subtype=args.wav_subtype, plot=args.plot, seed=args.seed,
+        model_name=spec.name, quantize=args.quantize,
+    )  # fmt: skip
+    cluster = ClusterOptions(args.ray, args.replicas, args.cpus_per_replica)
+    try:
+        summary = run_on_ray(spec, rows, args.out_dir, options, cluster)
+    except KeyboardInterrupt:
+        say("interrupted: finished rows are in the manifest; rerun to resume")
+        raise
+    say(
+        f"batch on ray: {len(summary.done)} done, {len(summary.failed)} failed, "
+        f"{len(summary.skipped)} already done in {summary.wall_seconds:.1f} s "
+        f"(manifest: {args.out_dir.rstrip('/')}/manifest.jsonl)"
+    )
+    for index, stats in sorted(summary.replicas.items()):
+        rate = stats.rows / stats.busy_seconds * 60 if stats.busy_seconds else 0.0
+        say(
+            f"  replica {index} on {stats.node}: {stats.rows} rows, {stats.audio_seconds:.1f} s "
+            f"of audio, {rate:.1f} rows/min busy"
+        )
     return 1 if summary.failed else 0

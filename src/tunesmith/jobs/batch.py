@@ -20,7 +20,7 @@ import os
 import random
 import tempfile
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -114,6 +114,11 @@ def compact_manifest(path: Path) -> None:
 def is_done(row: Row, entry: Entry | None, out_dir: Path, base: Entry | None = None) -> bool:
     """Whether `entry` records this very row (prompt, file, settings, and `base`'s model,
     quantize and normalize) as done, with its file still there."""
+    return records_done(row, entry, base) and (out_dir / row.file).is_file()
+
+
+def records_done(row: Row, entry: Entry | None, base: Entry | None = None) -> bool:
+    """Whether `entry` records this very row as done (its file apart: see `is_done`)."""
     if entry is None or entry.get("status") != "done" or row.settings is None:
         return False
     if any(entry.get(key) != value for key, value in (base or {}).items()):
@@ -123,10 +128,7 @@ def is_done(row: Row, entry: Entry | None, out_dir: Path, base: Entry | None = N
         recorded.pop("seed", None)
         wanted.pop("seed")
     return (
-        entry.get("prompt") == row.prompt
-        and entry.get("file") == row.file
-        and recorded == wanted
-        and (out_dir / row.file).is_file()
+        entry.get("prompt") == row.prompt and entry.get("file") == row.file and recorded == wanted
     )
 
 
@@ -230,11 +232,7 @@ class _Job:
         self.manifest = folder / MANIFEST
         self.summary = Summary()
         self.bar: Any = None
-        self.base: Entry = {
-            "model": options.model_name or model.name,
-            "quantize": options.quantize,
-            "normalize": options.normalize,
-        }
+        self.base = job_base(options.model_name or model.name, options)
 
     def record(self, entry: Entry) -> None:
         append_entry(self.manifest, entry)
@@ -245,35 +243,57 @@ class _Job:
             self.on_row(entry)
 
     def run(self, batch: list[Row], drawn: int) -> None:
-        """Generate one batch (one model call) and write its rows."""
-        settings = batch[0].settings
-        assert settings is not None
-        seed = batch[0].seed if batch[0].seed is not None else drawn
-        prompts = [row.prompt for row in batch]
-        start = time.perf_counter()
+        """Generate one batch (one model call) and record its rows as each is written."""
+        for entry in make_batch(
+            self.model, batch, drawn, self.folder, self.options, self.base, self.bar.update
+        ):
+            self.record(entry)
+
+
+def job_base(model_name: str, options: JobOptions) -> Entry:
+    """What every manifest entry of a job records about how it was made."""
+    return {"model": model_name, "quantize": options.quantize, "normalize": options.normalize}
+
+
+def make_batch(
+    model: Any,
+    batch: list[Row],
+    drawn: int,
+    folder: Path,
+    options: JobOptions,
+    base: Entry,
+    on_frames: Callable[[int], Any] | None = None,
+) -> Iterator[Entry]:
+    """Generate one batch (one model call), write its rows' files into `folder`, and yield each
+    row's manifest entry as its file is written (failed ones too: a failure is recorded and
+    the job goes on). Unseeded rows take the `drawn` seed."""
+    settings = batch[0].settings
+    assert settings is not None
+    seed = batch[0].seed if batch[0].seed is not None else drawn
+    prompts = [row.prompt for row in batch]
+    start = time.perf_counter()
+    try:
+        wav = generate_batch(model, prompts, settings, seed, on_frames)
+    except Exception as err:  # a failed batch is recorded; the job goes on
+        for row in batch:
+            yield row.entry(base, seed=seed, error=f"{type(err).__name__}: {err}")
+        return
+    share = (time.perf_counter() - start) / len(batch)
+    for index, row in enumerate(batch):
+        begin = time.perf_counter()
+        subtype = options.wav_subtype if row.format == "wav" else None
+        info = {"prompts": prompts, "index": index}
+        tags = clip_tags(row.prompt, base["model"], row.settings_record(seed), batch=info)
         try:
-            wav = generate_batch(self.model, prompts, settings, seed, self.bar.update)
-        except Exception as err:  # a failed batch is recorded; the job goes on
-            for row in batch:
-                self.record(row.entry(self.base, seed=seed, error=f"{type(err).__name__}: {err}"))
-            return
-        share = (time.perf_counter() - start) / len(batch)
-        for index, row in enumerate(batch):
-            begin = time.perf_counter()
-            subtype = self.options.wav_subtype if row.format == "wav" else None
-            info = {"prompts": prompts, "index": index}
-            tags = clip_tags(row.prompt, self.base["model"], row.settings_record(seed), batch=info)
-            try:
-                save_clip(
-                    self.folder / row.file, wav[index], self.model.sample_rate, tags=tags,
-                    normalize=self.options.normalize, subtype=subtype, plot=self.options.plot,
-                )  # fmt: skip
-            except Exception as err:  # e.g. a file where a folder should be
-                error = f"{type(err).__name__}: {err}"
-                self.record(row.entry(self.base, seed=seed, error=error))
-                continue
-            taken = share + time.perf_counter() - begin
-            self.record(row.entry(self.base, seed=seed, subtype=subtype, batch=info, seconds=taken))
+            save_clip(
+                folder / row.file, wav[index], model.sample_rate, tags=tags,
+                normalize=options.normalize, subtype=subtype, plot=options.plot,
+            )  # fmt: skip
+        except Exception as err:  # e.g. a file where a folder should be
+            yield row.entry(base, seed=seed, error=f"{type(err).__name__}: {err}")
+            continue
+        taken = share + time.perf_counter() - begin
+        yield row.entry(base, seed=seed, subtype=subtype, batch=info, seconds=taken)
 
 
 def generate_batch(
