@@ -11,14 +11,18 @@ activations), int8 with tunesmith's int8 kernel module by module (`EagerStep`: f
 cache, torch's attention), the same compiled (`TorchCompileStep`), int8 as tunesmith runs it
 (`CpuKernelStep`: the whole step in one C++ call, float16 KV cache), and float32 with torch's
 F.linear, with tunesmith's float32 kernel module by module, and in one C++ call
-(`--fp32-only`: just those three).
+(`--fp32-only`: just those three). With `--threads` above 1, the C++ int8 step also runs on
+that many threads and on 1, fixed, beside the measured choice; `--busy N` keeps N cores busy
+with spinning processes meanwhile (the measured choice should then be no slower than 1).
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -28,9 +32,11 @@ import torch
 
 from tunesmith import MusicGen
 from tunesmith.engine.compiled_step import TorchCompileStep, warm_up
+from tunesmith.engine.cpu_step import CpuKernelStep
 from tunesmith.engine.int8 import Int8Linear
 from tunesmith.engine.packed import PackedLinear
 from tunesmith.engine.step import EagerStep, Step
+from tunesmith.engine.threads import ThreadChooser
 from tunesmith.models.lm import MusicGenLM
 
 
@@ -60,6 +66,27 @@ def with_torch_fp32(lm: MusicGenLM) -> EagerStep:
     return twin
 
 
+class FixedThreads(ThreadChooser):
+    """A chooser that always takes `n` threads (to compare with the measured choice)."""
+
+    def __init__(self, n: int) -> None:
+        super().__init__()
+        self.n = n
+
+    def choose(self, most: int) -> int:
+        return min(self.n, most)
+
+    def took(self, threads: int, wall: float, cpu: float) -> None:
+        pass
+
+
+def spinners(count: int) -> list[subprocess.Popen]:
+    """`count` processes that keep a core busy each (a browser, a second job), for an hour at
+    most; the caller kills them."""
+    code = "import time\nend = time.time() + 3600\nwhile time.time() < end: pass"
+    return [subprocess.Popen([sys.executable, "-c", code]) for _ in range(count)]
+
+
 def step_ms(step: Step, text: torch.Tensor, position: int, steps: int) -> float:
     """Median ms of `steps` one-frame steps from `position` on a fresh cache."""
     times = []
@@ -84,6 +111,9 @@ def main() -> None:
     parser.add_argument("--no-fp32", action="store_true")
     parser.add_argument("--no-compile", action="store_true")
     parser.add_argument("--fp32-only", action="store_true", help="only the two float32 variants")
+    parser.add_argument(
+        "--busy", type=int, default=0, help="processes spinning beside the steps (busy cores)"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -102,6 +132,10 @@ def main() -> None:
             variants["int8, torch kernel"] = with_torch_int8(int8.model.decoder)
             variants["int8, our kernel, module by module"] = module_by_module(int8.model.decoder)
             variants["int8, the whole step in C++"] = int8.step
+            if isinstance(int8.step, CpuKernelStep) and args.threads > 1:
+                for n in (args.threads, 1):
+                    fixed = dataclasses.replace(int8.step, chooser=FixedThreads(n))
+                    variants[f"int8, the whole step in C++, {n} thread(s) fixed"] = fixed
         if not (args.no_compile or args.fp32_only):
             start = time.perf_counter()
             compiled = warm_up(TorchCompileStep(copy.deepcopy(int8.model.decoder)))
@@ -113,14 +147,24 @@ def main() -> None:
             variants["float32, the whole step in C++"] = fp32.step
 
     runs: dict[str, list[float]] = {name: [] for name in variants}
-    for r in range(args.rounds):
-        for name, step in variants.items():
-            runs[name].append(step_ms(step, text, args.position, args.steps))
-        print(
-            f"round {r + 1}: " + ", ".join(f"{v[-1]:.1f}" for v in runs.values()), file=sys.stderr
-        )
+    busy = spinners(args.busy)
+    try:
+        time.sleep(0.5 if busy else 0)
+        for r in range(args.rounds):
+            for name, step in variants.items():
+                runs[name].append(step_ms(step, text, args.position, args.steps))
+            print(
+                f"round {r + 1}: " + ", ".join(f"{v[-1]:.1f}" for v in runs.values()),
+                file=sys.stderr,
+            )
+    finally:
+        for proc in busy:
+            proc.kill()
 
-    print(f"\ndecoder step, 2 rows, cache at {args.position} frames, {args.threads} threads")
+    print(
+        f"\ndecoder step, 2 rows, cache at {args.position} frames, {args.threads} threads, "
+        f"{args.busy} busy core(s) beside it"
+    )
     print("| variant | ms/step (median of rounds) | min | max |")
     print("|---|---|---|---|")
     for name, values in runs.items():

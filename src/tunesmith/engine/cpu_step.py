@@ -15,7 +15,7 @@ to the eager twin).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import cast
 
 import torch
@@ -33,6 +33,7 @@ from .int8 import Int8Linear
 from .memory import mapped_kv_buffers
 from .packed import PackedLinear
 from .step import EagerStep
+from .threads import ThreadChooser
 
 
 @dataclass
@@ -106,9 +107,12 @@ class CpuStep:
         sizes = [len(layers), lm.cfg.num_heads, lm.cfg.num_codebooks, int(cross)]
         return cls(tensors, dims, sizes, eps.pop(), kv_dtype)
 
-    def __call__(self, x: torch.Tensor, position: int, cache: LMCache) -> torch.Tensor:
+    def __call__(
+        self, x: torch.Tensor, position: int, cache: LMCache, threads: int | None = None
+    ) -> torch.Tensor:
         """x [B, D] float32 (embeddings and position of the frame at `position`) -> logits
-        [B, K, V] float32; writes the frame's keys and values into `cache`."""
+        [B, K, V] float32 on `threads` threads (default torch's count); writes the frame's
+        keys and values into `cache`."""
         kv = [
             t
             for layer in cache.layers
@@ -117,8 +121,9 @@ class CpuStep:
         mask, rows = cache.cross_mask, cache.cross_rows
         # An additive mask (new_cache's) [rows, 1, 1, S], read as [rows, S].
         flat = x.new_empty(0) if mask is None or rows == 0 else mask.reshape(rows, -1).float()
+        n = threads if threads is not None else torch.get_num_threads()
         return ops.decoder_step(
-            self.tensors, self.dims, self.sizes, self.eps, x, position, kv, flat, rows
+            self.tensors, self.dims, self.sizes, self.eps, x, position, kv, flat, rows, n
         )
 
 
@@ -126,10 +131,12 @@ class CpuStep:
 class CpuKernelStep(EagerStep):
     """One-frame steps in one C++ call (`CpuStep`), on a cache of the step's dtype in one
     anonymous mapping (`memory.mapped_kv_buffers`: the C++ step reads it through raw
-    pointers, and its pages go back to the system when the generation ends); prefills, and
-    caches the step did not make, module by module."""
+    pointers, and its pages go back to the system when the generation ends), on as many
+    threads as measure fastest now (`threads.ThreadChooser`: fewer when a core is busy);
+    prefills, and caches the step did not make, module by module."""
 
     kernel: CpuStep | None = None
+    chooser: ThreadChooser = field(default_factory=ThreadChooser)
 
     @classmethod
     def for_decoder(cls, lm: MusicGenLM, kernel: CpuStep) -> CpuKernelStep:
@@ -149,6 +156,8 @@ class CpuKernelStep(EagerStep):
         start = cache.length
         check_room(cache, start + 1)
         x = self.lm.embed(tokens)[:, 0] + self.lm.buffer_positions(cache)[start]
-        logits = kernel(x, start, cache)
+        logits = self.chooser.run(
+            torch.get_num_threads(), lambda threads: kernel(x, start, cache, threads)
+        )
         cache.length = start + 1
         return logits[:, :, None]

@@ -47,10 +47,12 @@ def decoder_step(
     kv: list[torch.Tensor],
     mask: torch.Tensor,
     cross_rows: int,
+    threads: int,
 ) -> torch.Tensor:
-    """One frame x [B, D] through every layer and head -> logits [B, K, V] float32."""
+    """One frame x [B, D] through every layer and head -> logits [B, K, V] float32, on at
+    most `threads` threads (and at most torch's count)."""
     return torch.ops.tunesmith.decoder_step(
-        weights, dims, sizes, eps, x, position, kv, mask, cross_rows
+        weights, dims, sizes, eps, x, position, kv, mask, cross_rows, threads
     )
 
 

@@ -164,20 +164,23 @@ class Decoder {
   // keys, self values [B, H, T, hd], cross keys, cross values [N, H, S, hd], all float16
   // or all float32; mask: empty or [N, S] additive float32 for the first N = cross_rows
   // rows. -> logits [B, codebooks, vocab] float32. Writes the frame's keys and values.
+  // threads: at most this many (and at most torch's count) share the step.
   at::Tensor step(const at::Tensor& x, int64_t position, at::TensorList kv,
-                  const at::Tensor& mask, int64_t cross_rows) const {
+                  const at::Tensor& mask, int64_t cross_rows, int64_t threads) const {
     const int64_t L = layers_.size();
     TORCH_CHECK(static_cast<int64_t>(kv.size()) == 4 * L, "step: 4 cache tensors a layer");
     const at::ScalarType type = kv[0].scalar_type();
     TORCH_CHECK(type == at::kHalf || type == at::kFloat, "step: a float16 or float32 cache");
-    if (type == at::kHalf) return run<at::Half>(x, position, kv, mask, cross_rows);
-    return run<float>(x, position, kv, mask, cross_rows);
+    const int most = at::in_parallel_region() ? 1 : at::get_num_threads();
+    const int n = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(threads, most)));
+    if (type == at::kHalf) return run<at::Half>(x, position, kv, mask, cross_rows, n);
+    return run<float>(x, position, kv, mask, cross_rows, n);
   }
 
  private:
   template <typename KV>
   at::Tensor run(const at::Tensor& x_in, int64_t position, at::TensorList kv,
-                 const at::Tensor& mask, int64_t cross_rows) const {
+                 const at::Tensor& mask, int64_t cross_rows, int threads) const {
     const int64_t D = dim_, H = heads_, hd = dim_ / heads_, L = layers_.size();
     TORCH_CHECK(x_in.dim() == 2 && x_in.size(1) == D && x_in.scalar_type() == at::kFloat,
                 "step: x must be [B, D] float32");
@@ -222,7 +225,6 @@ class Decoder {
     const float* mp = masked ? mask.data_ptr<float>() : nullptr;
     const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
     const int64_t seen = position + 1;
-    const int threads = at::in_parallel_region() ? 1 : at::get_num_threads();
 
 #pragma omp parallel num_threads(threads)
     {

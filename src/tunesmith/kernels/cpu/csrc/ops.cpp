@@ -97,8 +97,8 @@ at::Tensor attend_one(const at::Tensor& q, const at::Tensor& k, const at::Tensor
 // in a TorchScript class instead would about double the extension's build time.
 at::Tensor decoder_step(at::TensorList weights, at::IntArrayRef dims, at::IntArrayRef sizes,
                         double eps, const at::Tensor& x, int64_t position, at::TensorList kv,
-                        const at::Tensor& mask, int64_t cross_rows) {
-  return step::Decoder(weights, dims, sizes, eps).step(x, position, kv, mask, cross_rows);
+                        const at::Tensor& mask, int64_t cross_rows, int64_t threads) {
+  return step::Decoder(weights, dims, sizes, eps).step(x, position, kv, mask, cross_rows, threads);
 }
 }  // namespace
 
@@ -108,7 +108,7 @@ TORCH_LIBRARY(tunesmith, m) {
   m.def("fp32_linear(Tensor x, Tensor packed, int n, int kc) -> Tensor");
   m.def("attend_one(Tensor q, Tensor k, Tensor v, SymInt n, Tensor mask) -> Tensor");
   m.def("decoder_step(Tensor[] weights, int[] dims, int[] sizes, float eps, Tensor x, "
-        "int position, Tensor[] kv, Tensor mask, int cross_rows) -> Tensor");
+        "int position, Tensor[] kv, Tensor mask, int cross_rows, int threads) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(tunesmith, CPU, m) {
