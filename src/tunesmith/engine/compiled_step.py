@@ -2,8 +2,8 @@
 
 A step runs ~25 small operations per layer on 2 rows; eager, each costs dispatcher and
 Python time. Inductor fuses the layer norms, residual adds, GELU and layout changes into a
-few C++ loops around the matrix products (which stay calls to their kernels: `cpu_fp32`'s,
-`cpu_int8`'s and `cpu_attention`'s custom ops). At musicgen-small sizes on 2 cores that took
+few C++ loops around the matrix products (which stay calls to their kernels: our float32,
+int8 and attention custom ops, `kernels.cpu.ops`). At musicgen-small sizes on 2 cores that took
 ~1-3 ms off an int8 step of ~20 ms (benchmarks/bench_step.py). Decoders on an x86-64 CPU
 run their steps in `cpu_step` instead (one C++ call, faster still), so this serves
 where that step does not apply (no AVX2 or no compiler for our kernels).

@@ -67,13 +67,17 @@ def draw_seed(rng: random.Random | None = None) -> int:
 
 
 def read_manifest(path: str | os.PathLike[str]) -> list[Entry]:
-    """Every entry of a manifest, in order; a line cut short by a crash is passed over."""
-    entries: list[Entry] = []
+    """Every entry of a manifest file, in order (none if there is no file yet)."""
     try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
+        return parse_manifest(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
-        return entries
-    for line in lines:
+        return []
+
+
+def parse_manifest(text: str) -> list[Entry]:
+    """A manifest's entries, in order; a line cut short by a crash is passed over."""
+    entries: list[Entry] = []
+    for line in text.splitlines():
         try:
             entry = json.loads(line)
         except json.JSONDecodeError:
@@ -103,12 +107,16 @@ def append_entry(path: Path, entry: Entry) -> None:
 
 def compact_manifest(path: Path) -> None:
     """Rewrite the manifest with the latest entry of each row, in row order (atomically)."""
-    rows = latest_entries(read_manifest(path))
     fd, tmp = tempfile.mkstemp(prefix=".manifest-", dir=path.parent)
     with os.fdopen(fd, "w", encoding="utf-8") as f:
-        for number in sorted(rows):
-            f.write(json.dumps(rows[number], ensure_ascii=False) + "\n")
+        f.write(compacted(read_manifest(path)))
     os.replace(tmp, path)
+
+
+def compacted(entries: Iterable[Entry]) -> str:
+    """A manifest's text with the latest entry of each row, in row order."""
+    rows = latest_entries(entries)
+    return "".join(json.dumps(rows[number], ensure_ascii=False) + "\n" for number in sorted(rows))
 
 
 def is_done(row: Row, entry: Entry | None, out_dir: Path, base: Entry | None = None) -> bool:

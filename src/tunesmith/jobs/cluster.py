@@ -36,10 +36,13 @@ from .batch import (
     Entry,
     JobOptions,
     Summary,
+    append_entry,
+    compacted,
     draw_seed,
     job_base,
     latest_entries,
     make_batch,
+    parse_manifest,
     plan_batches,
     records_done,
 )
@@ -183,15 +186,7 @@ class Destination:
             return []
         text = self.fs.cat_file(self.manifest).decode("utf-8")
         self.lines = [line for line in text.splitlines() if line.strip()]
-        entries = []
-        for line in self.lines:
-            try:
-                entry = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(entry, dict) and isinstance(entry.get("row"), int):
-                entries.append(entry)
-        return entries
+        return parse_manifest(text)
 
     def write_file(self, name: str, data: bytes) -> None:
         """Write a whole file: beside it first, then moved in place (never half a file)."""
@@ -207,8 +202,6 @@ class Destination:
         """Add manifest lines, durably: appended on a local disk, rewritten elsewhere."""
         lines = [json.dumps(e, ensure_ascii=False) for e in entries]
         if self.local:
-            from .batch import append_entry
-
             for entry in entries:
                 append_entry(Path(self.manifest), entry)
             return
@@ -217,8 +210,7 @@ class Destination:
 
     def compact(self, entries: list[Entry]) -> None:
         """Rewrite the manifest with the latest entry of each row, in row order."""
-        rows = latest_entries(entries)
-        text = "".join(json.dumps(rows[n], ensure_ascii=False) + "\n" for n in sorted(rows))
+        text = compacted(entries)
         self.lines = text.splitlines()
         self.write_file(MANIFEST, text.encode("utf-8"))
 
