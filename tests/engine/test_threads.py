@@ -16,9 +16,14 @@ from tunesmith.engine import threads as threads_module
 from tunesmith.engine.cpu_step import CpuKernelStep
 from tunesmith.engine.int8 import quantize_linears
 from tunesmith.engine.prepare import build_step
-from tunesmith.engine.threads import FIRST_PROBE, ThreadChooser
+from tunesmith.engine.threads import FIRST_PROBE, IdleCores, ThreadChooser
 from tunesmith.kernels.cpu import build
 from tunesmith.models.lm import MusicGenLM
+
+
+def make(idle: float | None = None) -> ThreadChooser:
+    """A chooser whose look at the machine's idle cores says `idle` (None: cannot tell)."""
+    return ThreadChooser(idle=lambda: idle)
 
 
 def steps(chooser: ThreadChooser, most: int, cores_free: float, count: int) -> list[int]:
@@ -32,12 +37,12 @@ def steps(chooser: ThreadChooser, most: int, cores_free: float, count: int) -> l
 
 
 def test_keeps_every_thread_while_each_has_its_core() -> None:
-    chooser = ThreadChooser()
+    chooser = make()
     assert set(steps(chooser, 2, 2.0, 500)) == {2}
 
 
 def test_a_busy_core_takes_a_thread_away_at_once() -> None:
-    chooser = ThreadChooser()
+    chooser = make()
     used = steps(chooser, 2, 1.05, 1000)
     assert used[:2] == [2, 1]
     assert used.count(2) <= 1 + 3  # and tries of 2 threads, ever rarer (128, 256, 512 steps on)
@@ -45,7 +50,7 @@ def test_a_busy_core_takes_a_thread_away_at_once() -> None:
 
 
 def test_a_core_lost_for_a_moment_takes_no_thread() -> None:
-    chooser = ThreadChooser()
+    chooser = make()
     for cores in (1.55, 2.0, 1.55, 2.0, 1.55, 2.0):  # short now and then, never twice in a row
         steps(chooser, 2, cores, 1)
     assert chooser.current == 2
@@ -54,7 +59,7 @@ def test_a_core_lost_for_a_moment_takes_no_thread() -> None:
 
 
 def test_the_core_back_gives_the_thread_back() -> None:
-    chooser = ThreadChooser()
+    chooser = make()
     steps(chooser, 2, 1.0, 50)
     assert chooser.current == 1
     used = steps(chooser, 2, 2.0, 2 * threads_module.LAST_PROBE)
@@ -62,11 +67,11 @@ def test_the_core_back_gives_the_thread_back() -> None:
 
 
 def test_fewer_cores_than_before_and_one_thread() -> None:
-    chooser = ThreadChooser()
+    chooser = make()
     steps(chooser, 4, 4.0, 10)
     assert chooser.current == 4
     assert steps(chooser, 2, 2.0, 5) == [2] * 5  # torch's count lowered meanwhile: follow it
-    single = ThreadChooser()
+    single = make()
     assert set(steps(single, 1, 0.3, 100)) == {1}
 
 
@@ -87,7 +92,7 @@ def test_beside_a_busy_core_two_threads_are_not_slower_than_one() -> None:
     threads = torch.get_num_threads()
 
     def run(fixed: int | None, count: int = 300) -> float:
-        chooser = ThreadChooser()
+        chooser = ThreadChooser()  # as the step has it: it looks at /proc/stat
         cache = step.new_cache(2, count + 8, text, torch.ones(1, 5))
         x = torch.randn(2, 1024)
         start = time.perf_counter()
@@ -115,3 +120,23 @@ def test_beside_a_busy_core_two_threads_are_not_slower_than_one() -> None:
     ratio = sorted(adaptive)[1] / sorted(single)[1]
     print(f"2 threads beside a busy core: {ratio:.2f}x the time of 1")
     assert ratio < 1.25, f"2 threads beside a busy core took {ratio:.2f}x the time of 1"
+
+
+def test_no_try_while_the_machine_has_no_idle_core() -> None:
+    busy = make(idle=0.1)
+    used = steps(busy, 2, 1.0, 3000)
+    assert used.count(2) == 1  # the first step only: no try with every core taken
+    free = make(idle=1.0)
+    steps(free, 2, 1.0, 10)
+    assert free.current == 1
+    steps(free, 2, 2.0, 300)  # a core idle again: the try is made, and kept
+    assert free.current == 2
+
+
+def test_idle_cores_read_from_proc_stat(tmp_path) -> None:
+    stat = tmp_path / "stat"
+    stat.write_text("cpu  100 0 100 800 0 0 0 0 0 0\ncpu0 1\ncpu1 1\n")
+    idle = IdleCores(str(stat))
+    stat.write_text("cpu  200 0 100 900 0 0 0 0 0 0\ncpu0 1\ncpu1 1\n")
+    assert idle() == pytest.approx(1.0)  # half the jiffies idle, of 2 CPUs
+    assert IdleCores(str(tmp_path / "none"))() is None

@@ -12,7 +12,9 @@ threads really ran on (spinning at a barrier counts: the thread had its core). W
 short of the thread count by `LOST` cores in two windows in a row (5 ms of steps each: one
 step at full size), or by twice that in one, one thread fewer; now and then a window tries one thread more, kept if its
 threads all ran. A try that finds a core still taken waits twice as long before the next (up
-to `LAST_PROBE` steps). The step's sums are the same on any count (each output is one
+to `LAST_PROBE` steps); on Linux a try is made only when the machine has had a core idle
+since the last look (`IdleCores`, from /proc/stat), since each step that tries a taken core
+costs ten or more steps' time. The step's sums are the same on any count (each output is one
 thread's sum), so the choice never changes the music.
 """
 
@@ -33,6 +35,35 @@ FIRST_PROBE = 128  # steps before trying one thread more, after a change
 LAST_PROBE = 2048  # the longest wait between tries
 
 
+class IdleCores:
+    """The cores this machine left idle since the last call (Linux's /proc/stat); None where
+    that cannot be read."""
+
+    def __init__(self, path: str = "/proc/stat") -> None:
+        self.path = path
+        self.last = self._read()
+
+    def __call__(self) -> float | None:
+        now = self._read()
+        before, self.last = self.last, now
+        if now is None or before is None or now[1] <= before[1]:
+            return None
+        return (now[0] - before[0]) / (now[1] - before[1]) * now[2]
+
+    def _read(self) -> tuple[float, float, int] | None:
+        """(idle jiffies, all jiffies, CPUs) of the whole machine."""
+        try:
+            with open(self.path) as f:
+                lines = f.read().splitlines()
+        except OSError:
+            return None
+        cpus = sum(1 for line in lines if line.startswith("cpu") and line[3:4].isdigit())
+        fields = [float(v) for v in lines[0].split()[1:]] if lines else []
+        if len(fields) < 5 or not cpus:
+            return None
+        return fields[3] + fields[4], sum(fields[:8]), cpus  # idle + iowait
+
+
 @dataclass
 class ThreadChooser:
     """The thread count for the next step, out of 1..most (torch's count, read each step)."""
@@ -46,6 +77,7 @@ class ThreadChooser:
     steps: int = 0  # steps in this window
     short: int = 0  # windows in a row that fell short of their cores
     clock: Callable[[], float] = field(default=time.process_time, repr=False)
+    idle: Callable[[], float | None] = field(default_factory=IdleCores, repr=False)
 
     def run(self, most: int, step: Callable[[int], T]) -> T:
         """`step(threads)` on the chosen count, measured."""
@@ -62,6 +94,10 @@ class ThreadChooser:
         if self.probing:
             return self.current + 1
         if self.current < most and self.since >= self.wait:
+            free = self.idle()
+            if free is not None and free < 1 - LOST:  # every core still busy: no try
+                self.wait, self.since = min(LAST_PROBE, 2 * self.wait), 0
+                return self.current
             self.probing, self.wall, self.cpu, self.steps = True, 0.0, 0.0, 0
             return self.current + 1
         return self.current
