@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import InvalidOptionError
 from .arguments import (
@@ -18,6 +19,9 @@ from .arguments import (
     model_label,
     say,
 )
+
+if TYPE_CHECKING:  # jobs.batch imports torch: not at the CLI's start
+    from ..jobs.batch import JobOptions
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -80,16 +84,16 @@ def run_batch_command(args: argparse.Namespace) -> int:
     check_machine(args)
     check_model_argument(args.model)
     rows = read_prompts(args.prompts_file, defaults, args.format)
-    if args.ray is not None:
-        return run_on_cluster(args, rows)
-    if "://" in args.out_dir:
-        raise InvalidOptionError("--out-dir as a URL needs --ray (one machine writes a folder)")
-    model = load(args)
     options = JobOptions(
         batch_size=args.batch_size, normalize=args.normalize or "loudness",
         wav_subtype=args.wav_subtype, plot=args.plot, seed=args.seed,
         model_name=model_label(args.model), quantize=args.quantize,
     )  # fmt: skip
+    if args.ray is not None:
+        return run_on_cluster(args, rows, options)
+    if "://" in args.out_dir:
+        raise InvalidOptionError("--out-dir as a URL needs --ray (one machine writes a folder)")
+    model = load(args)
     try:
         summary = run_batch(model, rows, out_dir, options)
     except KeyboardInterrupt:
@@ -102,9 +106,8 @@ def run_batch_command(args: argparse.Namespace) -> int:
     return 1 if summary.failed else 0
 
 
-def run_on_cluster(args: argparse.Namespace, rows: list) -> int:
+def run_on_cluster(args: argparse.Namespace, rows: list, options: JobOptions) -> int:
     """`batch --ray`: the same job over Ray replicas; one line, then each replica's figures."""
-    from ..jobs.batch import JobOptions
     from ..jobs.cluster import ClusterOptions, ModelSpec, require_ray, run_on_ray
 
     require_ray()
@@ -117,11 +120,6 @@ def run_on_cluster(args: argparse.Namespace, rows: list) -> int:
     spec = ModelSpec(
         model_label(args.model), device=args.device, quantize=args.quantize,
         text_encoder=args.text_encoder, compile=args.compile,
-    )  # fmt: skip
-    options = JobOptions(
-        batch_size=args.batch_size, normalize=args.normalize or "loudness",
-        wav_subtype=args.wav_subtype, plot=args.plot, seed=args.seed,
-        model_name=spec.name, quantize=args.quantize,
     )  # fmt: skip
     cluster = ClusterOptions(args.ray, args.replicas, args.cpus_per_replica)
     try:

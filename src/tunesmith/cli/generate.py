@@ -142,12 +142,9 @@ def _check_outputs(args: argparse.Namespace) -> list[Path]:
                 f"-o - writes raw 16-bit PCM: {given} does not apply (write a file with -o NAME)"
             )
         return []
-    if args.stream and Path(output_with_format(args.output, args.format)).suffix.lower() not in (
-        "",
-        ".wav",
-    ):
-        raise InvalidOptionError("--stream writes WAV files: give -o NAME.wav (or -o - for PCM)")
     args.output = output_with_format(args.output, args.format)
+    if args.stream and Path(args.output).suffix.lower() not in ("", ".wav"):
+        raise InvalidOptionError("--stream writes WAV files: give -o NAME.wav (or -o - for PCM)")
     paths = output_paths(args.output, len(args.prompts))
     for path in paths:
         check_writable(path)

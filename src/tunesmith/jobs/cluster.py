@@ -19,6 +19,7 @@ does, skipping finished rows whose files are there.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import random
@@ -322,8 +323,7 @@ def _replicas(ray: Any, spec: ModelSpec, cluster: ClusterOptions) -> list[Any]:
         max_restarts=cluster.max_restarts,
         max_task_retries=cluster.max_restarts,
     )
-    device = "cuda" if use_gpu else spec.device
-    spec = ModelSpec(spec.name, device, spec.quantize, spec.text_encoder, spec.compile)
+    spec = dataclasses.replace(spec, device="cuda" if use_gpu else spec.device)
     actors = [actor.remote(i, spec, cpus) for i in range(count)]
     try:
         ray.get([a.pid.remote() for a in actors])  # each has loaded the model
