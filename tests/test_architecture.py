@@ -16,7 +16,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "tunesmith"
 # layer's parts or below, never up. A part is a folder, or a module at the package's top.
 LAYERS: list[tuple[str, ...]] = [
     ("cli", "server", "__main__"),  # interfaces
-    ("jobs",),  # batch jobs: an interface the CLI (and a cluster runner) drive
+    ("jobs", "training"),  # batch jobs and fine-tuning: work the CLI (and a cluster runner) drive
     ("__init__", "musicgen"),  # the public API
     ("generation", "checkpoints", "audio"),  # the decode loop; loading; audio files
     ("engine",),  # how a step runs: step strategies, weight formats, memory

@@ -19,3 +19,7 @@ class CheckpointError(TunesmithError):
 
 class AudioFileError(TunesmithError):
     """An audio file could not be read or written."""
+
+
+class TrainingDataError(TunesmithError, ValueError):
+    """A fine-tuning data set or output folder cannot be used as given."""

@@ -15,6 +15,7 @@ import torch
 
 from .audio.chroma import melody_chroma
 from .audio.files import match_channels, read_audio, resample
+from .checkpoints.adapters import read_adapters
 from .checkpoints.loading import (
     load_model,
     load_tokenizer,
@@ -39,6 +40,7 @@ from .options import DEFAULT_MODEL, QUANTIZE_MODES, GenerationOptions
 Prompts = str | None | Sequence[str | None]
 Options = GenerationOptions | float | None  # options, or a duration in seconds
 AudioPrompt = torch.Tensor | str | Path
+AdapterPaths = str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None
 DECODE_CONTEXT = 50  # frames of codes on each side of a chunk decoded on its own (1 s)
 STREAM_LOOKAHEAD = 10  # frames a streamed chunk waits for past its end
 
@@ -63,6 +65,8 @@ class MusicGen:
         self.config: MusicGenConfig = model.cfg
         # How the decoder's steps run (chosen once, at load time; see tunesmith.engine).
         self.step: Step = step if step is not None else EagerStep(model.decoder)
+        # The LoRA adapters merged into the weights (path, scale, rank, layers), for reports.
+        self.adapters: tuple[dict[str, Any], ...] = ()
 
     @classmethod
     def from_pretrained(
@@ -73,6 +77,9 @@ class MusicGen:
         quantize: str | None = None,
         text_encoder: str | os.PathLike[str] | None = None,
         compile: bool = False,
+        adapter: AdapterPaths = None,
+        adapter_scale: float | Sequence[float] | None = None,
+        engine: bool = True,
     ) -> MusicGen:
         """Load a checkpoint from a hub id (downloaded into the Hugging Face cache) or a folder.
 
@@ -82,6 +89,11 @@ class MusicGen:
         text_encoder: for audiocraft folders (`state_dict.bin`), the hub id or folder holding
         the T5 weights and tokenizer (default t5-base). compile: on CUDA, compile the
         fixed-shape step (on first use) and replay it as a CUDA graph (`engine.cuda_graphs`).
+        adapter: a LoRA adapter folder in PEFT's format (from `tunesmith train`, or
+        transformers + PEFT), or several; each is merged into the weights as they load,
+        times `adapter_scale` (one for all, or one each; default 1), before any quantizing.
+        engine=False leaves the decoder's modules as the checkpoint has them (no fused or
+        packed layers) and runs its steps eagerly: what training needs.
         On an x86-64 CPU decoder steps already run as one C++ call each (`engine.cpu_step`)
         and nothing is compiled; where our CPU kernels cannot be built (no AVX2 or no compiler), steps
         run through torch.compile instead, compiled here (~50 s the first time).
@@ -94,11 +106,26 @@ class MusicGen:
         folder = resolve_checkpoint(name_or_path)
         config = read_config(folder, text_encoder)
         tokenizer = load_tokenizer(folder, text_encoder)
-        model = load_model(
-            folder, config, dev, dtype or default_dtype(dev), quantize, text_encoder=text_encoder
+        paths = (
+            []
+            if adapter is None
+            else [adapter]
+            if isinstance(adapter, (str, os.PathLike))
+            else list(adapter)
         )
-        step = build_step(model.decoder, compile=compile)
-        return cls(model, tokenizer, name=str(name_or_path), step=step)
+        scales = (
+            [] if adapter_scale is None
+            else [adapter_scale] if isinstance(adapter_scale, (int, float))
+            else list(adapter_scale)
+        )  # fmt: skip
+        adapters = read_adapters(paths, scales)
+        model = load_model(
+            folder, config, dev, dtype or default_dtype(dev), quantize, text_encoder, adapters
+        )
+        step = build_step(model.decoder, compile=compile) if engine else None
+        loaded = cls(model, tokenizer, name=str(name_or_path), step=step)
+        loaded.adapters = tuple(a.describe() for a in adapters)
+        return loaded
 
     # --- facts about the checkpoint -------------------------------------------------------
 

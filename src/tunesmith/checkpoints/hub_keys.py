@@ -134,3 +134,11 @@ def hub_pairs(pairs: Iterable[tuple[str, torch.Tensor]]) -> Iterator[tuple[str, 
         yield name, tensor
     if not shared and tied is not None:  # some exports keep only the encoder's copy
         yield "text_encoder.embed_tokens.weight", tied
+
+
+def hub_decoder_name(name: str) -> str:
+    """transformers' name for one of our decoder's modules or tensors (`layers.0.fc1` ->
+    `decoder.model.decoder.layers.0.fc1`; the output heads sit outside its inner model)."""
+    if name.startswith("lm_heads."):
+        return f"decoder.{name}"
+    return f"decoder.model.decoder.{name}"

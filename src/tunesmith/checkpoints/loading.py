@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import torch
@@ -30,6 +30,7 @@ from ..engine.memory import release_freed_memory
 from ..errors import CheckpointError
 from ..models.melody import MusicGenMelodyModel
 from ..models.network import MusicGenModel
+from .adapters import Adapter, merged
 from .audiocraft_files import audiocraft_config, audiocraft_tensors, is_audiocraft_folder
 from .hub import (  # noqa: F401 (re-exported: the names callers know from this module)
     DEFAULT_TEXT_ENCODER,
@@ -80,6 +81,7 @@ def load_model(
     dtype: torch.dtype,
     quantize: str | None = None,
     text_encoder: str | os.PathLike[str] | None = None,
+    adapters: Sequence[Adapter] = (),
 ) -> MusicGenModel:
     """Build on `meta`, fill strictly from the checkpoint one tensor at a time, place on device.
 
@@ -87,11 +89,14 @@ def load_model(
     fp16, and both are a small share of the run time). `quantize="int8"` stores the decoder's
     linear layers as int8, each weight converted as it is read: the full-precision copy of the
     decoder never exists in memory. audiocraft folders take T5 from `text_encoder`.
+    `adapters` (LoRA) are merged into the weights they change as those are read, before
+    quantizing.
     """
     if is_audiocraft_folder(folder):
         tensors = audiocraft_tensors(folder, resolve_text_encoder(text_encoder))
     else:
         tensors = hub_pairs(iter_tensors(weight_files(folder)))
+    tensors = merged(tensors, adapters, where=str(folder))
     return fill_model(config, tensors, device, dtype, quantize, where=str(folder))
 
 

@@ -58,6 +58,34 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="T5",
         help="audiocraft checkpoints only: hub id or folder of the T5 text encoder (default t5-base)",
     )
+    add_adapter_arguments(parser)
+
+
+def add_adapter_arguments(parser: argparse.ArgumentParser) -> None:
+    """--adapter (repeatable) and --adapter-scale."""
+    parser.add_argument(
+        "--adapter",
+        action="append",
+        default=None,
+        metavar="PATH",
+        help="a LoRA adapter folder (PEFT format, e.g. from tunesmith train) merged into the "
+        "weights at load; repeat for several",
+    )
+    parser.add_argument(
+        "--adapter-scale",
+        action="append",
+        type=float,
+        default=None,
+        metavar="S",
+        help="how strongly each adapter applies (default 1; one for all, or one per --adapter)",
+    )
+
+
+def check_adapters(args: argparse.Namespace) -> None:
+    """The adapters exist and can be read, before the model loads."""
+    from ..checkpoints.adapters import read_adapters
+
+    read_adapters(args.adapter or [], args.adapter_scale or [])
 
 
 def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
@@ -144,6 +172,8 @@ def check_machine(args: argparse.Namespace) -> None:
     from ..engine.devices import resolve_device
 
     resolve_device(args.device)
+    if getattr(args, "adapter", None) or getattr(args, "adapter_scale", None):
+        check_adapters(args)
     if args.threads is not None and args.threads < 1:
         raise InvalidOptionError(f"--threads must be at least 1, got {args.threads}")
 
@@ -186,8 +216,11 @@ def load(args: argparse.Namespace) -> Any:
         quantize=args.quantize,
         text_encoder=args.text_encoder,
         compile=args.compile,
+        adapter=args.adapter,
+        adapter_scale=args.adapter_scale,
     )
-    say(f"loaded {args.model} on {model.device} in {time.perf_counter() - start:.1f} s")
+    adapters = f" with {len(model.adapters)} adapter(s)" if model.adapters else ""
+    say(f"loaded {args.model}{adapters} on {model.device} in {time.perf_counter() - start:.1f} s")
     return model
 
 

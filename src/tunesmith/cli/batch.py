@@ -120,6 +120,8 @@ def run_on_cluster(args: argparse.Namespace, rows: list, options: JobOptions) ->
     spec = ModelSpec(
         model_label(args.model), device=args.device, quantize=args.quantize,
         text_encoder=args.text_encoder, compile=args.compile,
+        adapters=tuple(str(Path(a).resolve()) for a in args.adapter or ()),
+        adapter_scales=tuple(args.adapter_scale or ()),
     )  # fmt: skip
     cluster = ClusterOptions(args.ray, args.replicas, args.cpus_per_replica)
     try:

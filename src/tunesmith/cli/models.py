@@ -32,7 +32,27 @@ def register(commands: argparse._SubParsersAction) -> None:
         ),
     )
     parser.add_argument("--json", action="store_true", help="print the table as JSON")
+    parser.add_argument(
+        "--adapter",
+        action="append",
+        default=None,
+        metavar="PATH",
+        help="also describe this LoRA adapter folder (rank, layers, base model); repeatable",
+    )
     parser.set_defaults(run=run_models)
+
+
+def adapter_rows(paths: list[str]) -> list[dict[str, Any]]:
+    """What each adapter folder holds, read and checked as loading would."""
+    from ..checkpoints.adapters import read_adapter
+
+    rows = []
+    for path in paths:
+        adapter = read_adapter(path)
+        info = adapter.describe()
+        del info["scale"]
+        rows.append({**info, "base_model": adapter.base_model})
+    return rows
 
 
 def rows() -> list[dict[str, Any]]:
@@ -54,8 +74,11 @@ def rows() -> list[dict[str, Any]]:
 
 def run_models(args: argparse.Namespace) -> int:
     table = rows()
+    adapters = adapter_rows(args.adapter or [])
     if args.json:
-        json.dump(table, sys.stdout, indent=2)
+        json.dump(
+            {"models": table, "adapters": adapters} if args.adapter else table, sys.stdout, indent=2
+        )
         print()
         return 0
     cells = [COLUMNS] + [
@@ -86,4 +109,9 @@ def run_models(args: argparse.Namespace) -> int:
         f"Licence: the official MusicGen weights are {CC_BY_NC} (non-commercial use only, "
         f"{CC_BY_NC_URL}); tunesmith's code is MIT."
     )
+    for a in adapters:
+        print(
+            f"adapter {a['path']}: LoRA rank {a['rank']} on {a['layers']} layers, "
+            f"made for {a['base_model'] or 'an unnamed model'}"
+        )
     return 0

@@ -59,5 +59,7 @@ def run_serve(args: argparse.Namespace) -> int:
         quantize=args.quantize,
         text_encoder=args.text_encoder,
         compile=args.compile,
+        adapters=tuple(args.adapter or ()),
+        adapter_scales=tuple(args.adapter_scale or ()),
     )
     return 0

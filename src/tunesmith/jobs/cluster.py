@@ -62,6 +62,8 @@ class ModelSpec:
     quantize: str | None = None
     text_encoder: str | None = None
     compile: bool = False
+    adapters: tuple[str, ...] = ()  # LoRA folders every node sees
+    adapter_scales: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -118,6 +120,7 @@ class Replica:
         self.model = MusicGen.from_pretrained(
             spec.name, device=spec.device, quantize=spec.quantize,
             text_encoder=spec.text_encoder, compile=spec.compile,
+            adapter=list(spec.adapters), adapter_scale=list(spec.adapter_scales) or None,
         )  # fmt: skip
 
     def pid(self) -> int:

@@ -18,6 +18,7 @@ from typing import cast
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from ..config import LMConfig
 
@@ -201,6 +202,13 @@ class DecoderLayer(nn.Module):
         # Self-attention over everything written so far plus these T frames.
         return self.finish(x, attend_causal(q, layer.self_k, layer.self_v, start), cache, layer)
 
+    def whole_sequence(self, x: torch.Tensor, cache: LMCache, layer: LayerCache) -> torch.Tensor:
+        """x: [B, T, D] for frames 0 .. T - 1 (teacher forcing): causal self-attention within
+        x itself, nothing written to the cache."""
+        q, k, v = self.project(x)
+        attended = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        return self.finish(x, attended, cache, layer)
+
     def static_step(
         self,
         x: torch.Tensor,
@@ -291,8 +299,20 @@ class MusicGenLM(nn.Module):
         """
         p = next(self.parameters())
         layout = layout or CacheLayout()
-        kv_dtype = layout.dtype or p.dtype
         buffers, spare = self_kv_buffers(self.cfg, batch, capacity, layout, p)
+        cross, cross_mask = self.text_keys(text, text_mask, layout.dtype or p.dtype)
+        layers = [
+            LayerCache(self_k=keys, self_v=values, cross_k=ck, cross_v=cv)
+            for (keys, values), (ck, cv) in zip(buffers, cross, strict=True)
+        ]
+        return LMCache(layers=layers, cross_mask=cross_mask, cross_rows=text.shape[0], spare=spare)
+
+    def text_keys(
+        self, text: torch.Tensor, text_mask: torch.Tensor, kv_dtype: torch.dtype
+    ) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], torch.Tensor | None]:
+        """Each layer's cross-attention keys and values of the text, and the text mask as
+        attention takes it (None where no token is padding)."""
+        p = next(self.parameters())
         text = text.to(p.dtype)
         mask = text_mask.bool()
         # A row with no text token at all is unconditional: its keys and values are zero, so
@@ -304,18 +324,44 @@ class MusicGenLM(nn.Module):
         if not bool(mask.all()):
             cross_mask = torch.zeros(mask.shape, device=p.device, dtype=p.dtype)
             cross_mask = cross_mask.masked_fill(~mask, float("-inf"))[:, None, None, :]
-        layers = []
-        for layer, (keys, values) in zip(self.layers, buffers, strict=True):
+        cross = []
+        for layer in self.layers:
             xattn = cast(DecoderLayer, layer).encoder_attn
-            layers.append(
-                LayerCache(
-                    self_k=keys,
-                    self_v=values,
-                    cross_k=xattn.split_heads(xattn.k_proj(text)).to(kv_dtype).contiguous(),
-                    cross_v=xattn.split_heads(xattn.v_proj(text)).to(kv_dtype).contiguous(),
-                )
-            )
-        return LMCache(layers=layers, cross_mask=cross_mask, cross_rows=text.shape[0], spare=spare)
+            keys = xattn.split_heads(xattn.k_proj(text)).to(kv_dtype).contiguous()
+            values = xattn.split_heads(xattn.v_proj(text)).to(kv_dtype).contiguous()
+            cross.append((keys, values))
+        return cross, cross_mask
+
+    def teacher_forced(
+        self,
+        tokens: torch.Tensor,
+        text: torch.Tensor,
+        text_mask: torch.Tensor,
+        checkpoint_layers: bool = False,
+    ) -> torch.Tensor:
+        """Training's forward: whole sequences tokens [B, K, L] from position 0, each frame
+        attending to those before it -> logits [B, K, L, V] float32. The same layers as a
+        decode step, without a KV cache (nothing to keep between calls; autograd keeps what
+        the backward pass needs). checkpoint_layers: keep only each layer's input and compute
+        the rest again in the backward pass (less memory, about a third more time)."""
+        p = next(self.parameters())
+        cross, cross_mask = self.text_keys(text, text_mask, p.dtype)
+        empty = p.new_empty(0)
+        cache = LMCache(
+            layers=[LayerCache(empty, empty, ck, cv) for ck, cv in cross],
+            cross_mask=cross_mask,
+            cross_rows=text.shape[0],
+        )
+        x = self.embed(tokens)
+        positions = torch.arange(tokens.shape[-1], device=tokens.device)
+        x = x + sinusoidal_positions(positions, x.shape[-1]).to(x.dtype)
+        for layer, layer_cache in zip(self.layers, cache.layers, strict=True):
+            run = cast(DecoderLayer, layer).whole_sequence
+            if checkpoint_layers and torch.is_grad_enabled():
+                x = checkpoint(run, x, cache, layer_cache, use_reentrant=False)
+            else:
+                x = run(x, cache, layer_cache)
+        return self.heads(x)
 
     def forward(self, tokens: torch.Tensor, cache: LMCache) -> torch.Tensor:
         """tokens: [B, K, T] frames at positions cache.length.. -> logits [B, K, T, V] (float32).

@@ -21,7 +21,7 @@ from ..errors import InvalidOptionError, TunesmithError
 from . import audiofiles
 from .limits import BodySizeLimit
 from .routes import ServerState, get_state, router
-from .schemas import Health, QueueState
+from .schemas import AdapterInfo, Health, QueueState
 from .store import JobStore
 from .streams import StreamHub
 from .worker import Worker
@@ -90,6 +90,10 @@ def create_app(
             max_duration=state.model.max_duration,
             formats=list(audiofiles.available_formats()),
             auth_required=state.api_key is not None,
+            adapters=[  # the folder's name, never its path on this machine
+                AdapterInfo(name=a["name"], scale=a["scale"], rank=a["rank"], layers=a["layers"])
+                for a in state.model.adapters
+            ],
             queue=QueueState(
                 queued=queued, running=running, max_queue=max_queue, max_batch=max_batch
             ),
@@ -143,6 +147,8 @@ def serve(
     quantize: str | None = None,
     text_encoder: str | None = None,
     compile: bool = False,
+    adapters: tuple[str, ...] = (),
+    adapter_scales: tuple[float, ...] = (),
 ) -> None:
     """Load the model once and serve the API and web page until interrupted.
 
@@ -173,8 +179,9 @@ def serve(
     from ..musicgen import MusicGen
 
     model = MusicGen.from_pretrained(
-        model_name, device=device, quantize=quantize, text_encoder=text_encoder, compile=compile
-    )
+        model_name, device=device, quantize=quantize, text_encoder=text_encoder, compile=compile,
+        adapter=list(adapters), adapter_scale=list(adapter_scales) or None,
+    )  # fmt: skip
     app = create_app(
         model, Path(data_dir), api_key=api_key, max_queue=max_queue, max_batch=max_batch
     )

@@ -144,6 +144,15 @@ class QueueState(BaseModel):
     max_batch: int
 
 
+class AdapterInfo(BaseModel):
+    """A LoRA adapter merged into the served model's weights."""
+
+    name: str  # the adapter folder's name (not its path on the server)
+    scale: float
+    rank: int
+    layers: int
+
+
 class Health(BaseModel):
     """Liveness plus what a client needs to build a form: limits, formats, whether a key is due."""
 
@@ -153,6 +162,7 @@ class Health(BaseModel):
     max_duration: float
     formats: list[AudioFormat]
     auth_required: bool
+    adapters: list[AdapterInfo] = []
     queue: QueueState
 
 

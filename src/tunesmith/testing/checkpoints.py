@@ -106,12 +106,16 @@ def hf_config(size: str = "tiny", **decoder_overrides: Any) -> Any:
     )
 
 
-def build_hf_model(size: str = "tiny", seed: int = 0, **decoder_overrides: Any) -> Any:
+def build_hf_model(
+    size: str = "tiny", seed: int = 0, spread: bool = True, **decoder_overrides: Any
+) -> Any:
     """transformers' MusicgenForConditionalGeneration with random weights, eval mode.
 
     The codebooks are filled (random init leaves them at zero, which would make codec tests
     prove nothing), and the tiny decoder is given larger weights so that its logits are far
     apart: greedy parity then tests the arithmetic, not the tie-breaking of near-equal scores.
+    spread=False keeps transformers' own initialisation (a loss near ln 2048 at the start,
+    as a real model's first step of training has).
     """
     from transformers import MusicgenForConditionalGeneration
 
@@ -123,7 +127,7 @@ def build_hf_model(size: str = "tiny", seed: int = 0, **decoder_overrides: Any) 
                 tensor.normal_()
             elif name.endswith("codebook.inited"):
                 tensor.fill_(1.0)
-        if size == "tiny":
+        if size == "tiny" and spread:
             for name, param in model.decoder.named_parameters():
                 if "lm_heads" in name:
                     param.normal_(0.0, 1.0)
@@ -166,10 +170,51 @@ def save_checkpoint(model: Any, folder: Path, *, legacy: bool = False) -> Path:
 
 
 def build_checkpoint(
-    folder: Path, size: str = "tiny", *, legacy: bool = False, seed: int = 0
+    folder: Path,
+    size: str = "tiny",
+    *,
+    legacy: bool = False,
+    seed: int = 0,
+    fitted_codec: bool = False,
+    spread: bool = True,
 ) -> Path:
-    """Random MusicGen checkpoint folder at `size`, in the hub layout."""
-    return save_checkpoint(build_hf_model(size, seed), folder, legacy=legacy)
+    """Random MusicGen checkpoint folder at `size`, in the hub layout. fitted_codec: the
+    codebooks drawn from the encoder's own outputs on varied audio (see fit_codebooks);
+    spread: see build_hf_model."""
+    model = build_hf_model(size, seed, spread)
+    if fitted_codec:
+        fit_codebooks(model, seed)
+    return save_checkpoint(model, folder, legacy=legacy)
+
+
+def fit_codebooks(model: Any, seed: int = 0, seconds: float = 20.0) -> None:
+    """Give a random codec codes that tell sounds apart, as a trained one has.
+
+    Random codebooks (unit normal) lie far from a random encoder's small outputs, so every
+    sound quantizes to the same one or two codes. Here each codebook of the residual stack is
+    drawn from the residuals it will see on varied audio (tones, sweeps, noise, pulses): the
+    first step of k-means. Used where a test needs different audio to give different codes
+    (the fine-tuning learning test)."""
+    generator = torch.Generator().manual_seed(seed)
+    rate = model.config.audio_encoder.sampling_rate
+    t = torch.arange(int(rate * seconds / 4)) / rate
+    pieces = []
+    for f in (55.0, 220.0, 880.0, 3520.0):
+        pieces.append(0.5 * torch.sin(2 * torch.pi * f * t))
+        pieces.append(0.5 * torch.sin(2 * torch.pi * (f + f * 4 * t) * t))
+        pieces.append(0.3 * torch.randn(t.shape, generator=generator) * (t * f % 1 < 0.3))
+    audio = torch.cat(pieces)[None, None]
+    codec = model.audio_encoder
+    with torch.no_grad():
+        residual = codec.encoder(audio)[0].t()  # [frames, dim]
+        for layer in codec.quantizer.layers:
+            book = layer.codebook
+            rows = torch.randint(0, residual.shape[0], (book.embed.shape[0],), generator=generator)
+            jitter = 0.01 * residual.std() * torch.randn(book.embed.shape, generator=generator)
+            book.embed.copy_(residual[rows] + jitter)
+            book.embed_avg.copy_(book.embed)
+            indices = ((residual[:, None] - book.embed[None]) ** 2).sum(-1).argmin(-1)
+            residual = residual - book.embed[indices]
 
 
 def read_config_json(folder: Path) -> dict[str, Any]:

@@ -1,0 +1,102 @@
+"""LoRA for training: a frozen linear layer plus a trainable low-rank update.
+
+    y = W x + (alpha / r) * B A dropout(x),   A: [r, in] (Kaiming-uniform), B: [out, r] (zeros)
+
+as PEFT defines it, so that the trained A and B mean the same in PEFT's format (a fresh
+adapter changes nothing: B starts at zero). For inference the update is merged into W at
+load time (`checkpoints.adapters`), so no step ever pays for it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..checkpoints.adapters import AdapterSettings, write_adapter
+from ..checkpoints.hub_keys import hub_decoder_name
+from ..errors import InvalidOptionError
+
+# The decoder's attention projections (self and cross) and its feed-forward layers.
+DEFAULT_TARGETS: tuple[str, ...] = (
+    *(f"self_attn.{p}" for p in ("q_proj", "k_proj", "v_proj", "out_proj")),
+    *(f"encoder_attn.{p}" for p in ("q_proj", "k_proj", "v_proj", "out_proj")),
+    "fc1",
+    "fc2",
+)
+
+
+class LoRALinear(nn.Module):
+    def __init__(self, base: nn.Linear, rank: int, alpha: float, dropout: float) -> None:
+        super().__init__()
+        self.base = base
+        self.base.requires_grad_(False)
+        self.lora_A = nn.Linear(base.in_features, rank, bias=False)
+        self.lora_B = nn.Linear(rank, base.out_features, bias=False)
+        nn.init.kaiming_uniform_(self.lora_A.weight, a=math.sqrt(5))
+        nn.init.zeros_(self.lora_B.weight)
+        self.lora_A.to(base.weight.device)
+        self.lora_B.to(base.weight.device)
+        self.scaling = alpha / rank
+        self.dropout: nn.Module = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+
+    @property
+    def weight(self) -> torch.Tensor:
+        return self.base.weight
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        update = self.lora_B(self.lora_A(self.dropout(x)))
+        return self.base(x) + update * self.scaling
+
+
+def targeted(module: nn.Module, targets: Sequence[str]) -> list[str]:
+    """Names of the linear layers in `module` that a target names: the whole name, or its
+    last dotted parts (`fc1`, `self_attn.q_proj`), as PEFT matches a list of names."""
+    found = [
+        name
+        for name, child in module.named_modules()
+        if isinstance(child, nn.Linear) and any(_names(name, t) for t in targets)
+    ]
+    unused = [t for t in targets if not any(_names(name, t) for name in found)]
+    if unused:
+        raise InvalidOptionError(
+            f"LoRA target(s) {', '.join(unused)} name no linear layer of the decoder "
+            f"(its layers: {', '.join(DEFAULT_TARGETS)}, lm_heads.N)"
+        )
+    return found
+
+
+def add_lora(
+    module: nn.Module, targets: Sequence[str], rank: int, alpha: float, dropout: float
+) -> list[str]:
+    """Freeze `module` and wrap each targeted linear layer in a LoRALinear; their names."""
+    module.requires_grad_(False)
+    names = targeted(module, targets)
+    for name in names:
+        parent_name, _, child = name.rpartition(".")
+        parent = module.get_submodule(parent_name) if parent_name else module
+        base = getattr(parent, child)
+        setattr(parent, child, LoRALinear(base, rank, alpha, dropout))
+    return names
+
+
+def lora_weights(module: nn.Module) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """{layer name: (A, B)} of every LoRALinear in `module`."""
+    return {
+        name: (child.lora_A.weight, child.lora_B.weight)
+        for name, child in module.named_modules()
+        if isinstance(child, LoRALinear)
+    }
+
+
+def _names(name: str, target: str) -> bool:
+    return name == target or name.endswith("." + target)
+
+
+def export_adapter(module: nn.Module, folder: Path, settings: AdapterSettings) -> Path:
+    """The decoder's LoRA factors as a PEFT adapter folder (transformers' module names)."""
+    factors = {hub_decoder_name(name): ab for name, ab in lora_weights(module).items()}
+    return write_adapter(folder, factors, settings)
