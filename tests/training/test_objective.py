@@ -63,3 +63,23 @@ def test_teacher_forced_matches_cached_steps(tiny_model) -> None:
         cache = lm.new_cache(2, 12, text.states, text.mask)
         stepped = torch.cat([lm(tokens[:, :, t : t + 1], cache) for t in range(12)], dim=2)
     torch.testing.assert_close(whole, stepped, rtol=1e-4, atol=1e-4)
+
+
+def test_gradient_checkpointing_gives_the_same_gradients(tiny_checkpoint, tiny_model) -> None:
+    from tunesmith import MusicGen
+
+    lm = MusicGen.from_pretrained(tiny_checkpoint, device="cpu", engine=False).model.decoder
+    lm.train()
+    torch.manual_seed(2)
+    batch = delayed_batch([torch.randint(0, 2048, (4, 16)) for _ in range(2)], 2048)
+    text = tiny_model.condition(["a", "b"])
+    states, mask = text.states.clone(), text.mask.clone()
+    grads = []
+    for checkpointed in (False, True):
+        lm.zero_grad()
+        loss = codebook_loss(lm.teacher_forced(batch.inputs, states, mask, checkpointed), batch)
+        loss.backward()
+        grads.append([p.grad.clone() for p in lm.parameters() if p.grad is not None])
+    assert len(grads[0]) == len(grads[1]) > 10
+    for a, b in zip(*grads, strict=True):
+        torch.testing.assert_close(a, b)

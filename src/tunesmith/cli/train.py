@@ -110,7 +110,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         "--precision",
         choices=("auto", "fp32", "bf16"),
         default="auto",
-        help="auto: bf16 autocast on CUDA, fp32 elsewhere",
+        help="auto (default): bfloat16 autocast where products run it natively (CUDA, CPUs with AMX or AVX512-BF16), else fp32",
     )
     opt.add_argument(
         "--grad-checkpointing",

@@ -43,3 +43,14 @@ def resolve_device(name: str | torch.device | None) -> torch.device:
 def default_dtype(device: torch.device) -> torch.dtype:
     """fp32 on CPU (exact parity, and CPU half matmuls are slow); fp16 on GPUs."""
     return torch.float32 if device.type == "cpu" else torch.float16
+
+
+def has_fast_bf16(device: torch.device) -> bool:
+    """Whether bfloat16 matrix products run natively here: a CUDA GPU that supports them, or
+    a CPU with AMX or AVX512-BF16 (elsewhere torch emulates them, slower than float32)."""
+    if device.type == "cuda":
+        return bool(torch.cuda.is_bf16_supported())
+    if device.type != "cpu":
+        return False
+    checks = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")  # torch >= 2.3
+    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in checks)

@@ -56,10 +56,11 @@ def delayed_batch(codes: Sequence[torch.Tensor], special: int, channels: int = 1
 def codebook_loss(logits: torch.Tensor, batch: DelayedBatch) -> torch.Tensor:
     """logits [B, K, L, V] -> the mean over codebooks of each codebook's mean cross-entropy
     over its real positions (float32)."""
-    k = logits.shape[1]
-    targets = batch.targets.masked_fill(~batch.valid, -100)  # cross_entropy's ignore_index
-    losses = [
-        F.cross_entropy(logits[:, i].flatten(0, 1).float(), targets[:, i].flatten())
-        for i in range(k)
-    ]
-    return torch.stack(losses).mean()
+    b, k, length, vocab = logits.shape
+    # One cross-entropy over every position (per-codebook slices of the logits would each
+    # cost a full-size zero gradient in the backward pass), then each codebook's mean.
+    targets = batch.targets.masked_fill(~batch.valid, 0)
+    each = F.cross_entropy(logits.reshape(-1, vocab).float(), targets.reshape(-1), reduction="none")
+    valid = batch.valid.to(each.dtype)
+    per_codebook = (each.view(b, k, length) * valid).sum(dim=(0, 2)) / valid.sum(dim=(0, 2))
+    return per_codebook.mean()

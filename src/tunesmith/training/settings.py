@@ -39,7 +39,7 @@ class TrainSettings:
     text_dropout: float = TEXT_DROPOUT
     seed: int = 0
     save_every: int = 200
-    precision: str = "auto"  # auto: bf16 autocast on CUDA, fp32 elsewhere
+    precision: str = "auto"  # auto: bf16 autocast where matmuls run it natively, else fp32
     grad_checkpointing: bool = False
     default_caption: str | None = None
     text_encoder: str | None = None  # audiocraft checkpoints: where T5 comes from

@@ -23,14 +23,14 @@ import torch
 
 from ..checkpoints.adapters import AdapterSettings
 from ..checkpoints.loading import read_config, resolve_checkpoint
-from ..engine.devices import resolve_device
+from ..engine.devices import has_fast_bf16, resolve_device
 from ..errors import TrainingDataError
 from ..musicgen import MusicGen
 from .batches import EpochOrder, TextStates, make_batch
 from .codes import Segment, encode_examples
 from .data import find_examples, split
 from .export import check_exportable, export_full
-from .lora import add_lora, export_adapter, targeted
+from .lora import add_lora, export_adapter, store_frozen_linears, targeted
 from .objective import codebook_loss
 from .plot import plot_losses
 from .run_files import RunFiles, prepare
@@ -82,12 +82,14 @@ def train(
     segments, report = encode_examples(
         model, train_set, files.codes, settings.segment_seconds, progress
     )
-    val_segments, val_report = encode_examples(
-        model, val_set, files.codes, settings.segment_seconds, progress
+    val_segments, val_report = (
+        encode_examples(model, val_set, files.codes, settings.segment_seconds, progress)
+        if val_set
+        else ([], None)
     )
     for line in report.lines():
         say(f"training data: {line}")
-    if val_set:
+    if val_report is not None:
         say(f"validation data: {val_report.lines()[0]}")
     if not segments:
         raise TrainingDataError(
@@ -124,6 +126,11 @@ class Trainer:
                     self.lm, settings.lora_targets, settings.lora_rank,
                     settings.lora_alpha, settings.lora_dropout,
                 )  # fmt: skip
+        self.bf16 = settings.precision == "bf16" or (
+            settings.precision == "auto" and has_fast_bf16(device)
+        )
+        if self.bf16:  # the frozen weights once in bfloat16, not cast again every step
+            store_frozen_linears(self.lm, torch.bfloat16)
         self.params = {n: p for n, p in self.lm.named_parameters() if p.requires_grad}
         batches = math.ceil(len(segments) / settings.batch_size)
         self.total = settings.total_steps(batches)
@@ -151,6 +158,7 @@ class Trainer:
         say(
             f"training {'the whole decoder' if self.settings.full else 'LoRA'}: "
             f"{trainable:,} parameters, {self.total} steps on {self.device}"
+            f" ({'bfloat16 autocast' if self.bf16 else 'float32'})"
         )
         bar = tqdm(total=self.total, initial=self.step, desc="training", unit="step",
                    disable=not progress, dynamic_ncols=True)  # fmt: skip
@@ -251,8 +259,7 @@ class Trainer:
         return loss
 
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
-        precision = self.settings.precision
-        if precision == "bf16" or (precision == "auto" and self.device.type == "cuda"):
+        if self.bf16:
             return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
