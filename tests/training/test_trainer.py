@@ -181,3 +181,34 @@ def test_audio_of_any_format_rate_and_channels(tiny_checkpoint, tmp_path, capsys
     out = tmp_path / "run"
     assert _train(data, tiny_checkpoint, out, "--val-share", "0") == 0
     assert "training data: 8 segments" in capsys.readouterr().err  # 2 one-second segments each
+
+
+def test_audiocraft_files_train_lora_and_refuse_full_and_melody(clips, tmp_path, capsys) -> None:
+    from tunesmith.testing.checkpoints import (
+        build_hf_model,
+        save_audiocraft_checkpoint,
+        save_text_encoder,
+    )
+
+    original = build_hf_model("tiny", seed=2)
+    folder = save_audiocraft_checkpoint(original, tmp_path / "audiocraft")
+    t5 = save_text_encoder(original, tmp_path / "t5")
+    common = ["--text-encoder", str(t5), "--val-share", "0"]
+    assert _train(clips, folder, tmp_path / "lora", *common) == 0
+    assert (tmp_path / "lora" / "adapter" / "adapter_model.safetensors").is_file()
+    assert _train(clips, folder, tmp_path / "full", *common, "--full") == 1
+    assert "train a LoRA adapter instead" in capsys.readouterr().err
+
+    melody = tmp_path / "melody"
+    melody.mkdir()
+    (melody / "compression_state_dict.bin").write_bytes(
+        (folder / "compression_state_dict.bin").read_bytes()
+    )
+    pkg = torch.load(folder / "state_dict.bin", weights_only=True)
+    pkg["best_state"]["condition_provider.conditioners.self_wav.output_proj.weight"] = torch.ones(
+        4, 12
+    )
+    torch.save(pkg, melody / "state_dict.bin")
+    assert _train(clips, melody, tmp_path / "m", *common) == 1
+    assert "melody" in capsys.readouterr().err
+    assert not (tmp_path / "m" / "codes").exists()
