@@ -41,3 +41,13 @@ def test_sampling_respects_filters_and_seed() -> None:
     b = sample(logits, top_k=3, top_p=0.0, temperature=1.5, generator=g2)
     assert torch.equal(a, b)
     assert (allowed == a[:, None]).any(dim=1).all()
+
+
+def test_tiny_temperatures_draw_the_likeliest_token_instead_of_failing() -> None:
+    """{"temperature": 1e-45} was accepted by the server and then failed the job (NaN)."""
+    logits = torch.randn(3, 4, 2048) * 5
+    for temperature in (1e-45, 1e-30, 1e-5):
+        tokens = sample(logits, top_k=250, top_p=0.0, temperature=temperature)
+        assert torch.equal(tokens, logits.argmax(dim=-1))
+    tokens = sample(logits, top_k=0, top_p=0.9, temperature=1e-45)
+    assert torch.equal(tokens, logits.argmax(dim=-1))

@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import torch
 
+# Below this temperature logits are shifted before the division (see `sample`); above it the
+# plain division, as transformers computes it, so that the same draws give the same tokens.
+TINY_TEMPERATURE = 1e-4
+
 
 def cfg_mix(logits: torch.Tensor, scale: float) -> torch.Tensor:
     """[2B, ...] logits, conditional rows first -> [B, ...] guided logits."""
@@ -64,7 +68,12 @@ def sample(
     """
     if top_k == 1:
         return logits.argmax(dim=-1)
-    logits = logits / temperature
+    if temperature < TINY_TEMPERATURE:
+        # logits / 1e-45 overflows to inf (and softmax to NaN); less the row's largest first,
+        # every logit but the largest goes to -inf: the same distribution, computed safely.
+        logits = (logits - logits.amax(dim=-1, keepdim=True)) / temperature
+    else:
+        logits = logits / temperature
     logits = top_k_filter(logits, top_k)
     logits = top_p_filter(logits, top_p)
     probs = softmax(logits)

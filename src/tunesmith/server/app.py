@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -12,17 +13,19 @@ from typing import TYPE_CHECKING, Any
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
+from ..checkpoints.hub import looks_like_path
 from ..errors import InvalidOptionError, TunesmithError
 from . import audiofiles
-from .limits import BodySizeLimit
+from .limits import BodySizeLimit, HostCheck
 from .routes import ServerState, get_state, router
-from .schemas import AdapterInfo, Health, QueueState
-from .store import JobStore
+from .schemas import AdapterInfo, ErrorBody, Health, QueueState
+from .store import DEFAULT_MAX_ATTEMPTS, JobStore
 from .streams import StreamHub
 from .worker import Worker
 
@@ -32,6 +35,8 @@ if TYPE_CHECKING:
 STATIC = Path(__file__).parent / "static"
 API_KEY_ENV = "TUNESMITH_API_KEY"
 MAX_BODY_BYTES = 16 * 1024
+MIN_FREE_BYTES = 64 * 2**20  # below this, no new jobs: room for the ones running
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "[::1]", "::1", "testserver")
 DESCRIPTION = """Text to music with MusicGen. Queue a generation with `POST /v1/generations`,
 poll it, then fetch `/audio` (or listen on `/stream` while it is made). When the server has an
 API key, send it as `Authorization: Bearer KEY` or `X-API-Key: KEY`."""
@@ -45,20 +50,38 @@ def create_app(
     max_queue: int = 16,
     max_batch: int = 4,
     max_body_bytes: int = MAX_BODY_BYTES,
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+    drain_seconds: float = 30.0,
+    min_free_bytes: int = MIN_FREE_BYTES,
+    allowed_hosts: tuple[str, ...] | None = None,
 ) -> FastAPI:
     """The app for one loaded model; jobs and audio live under `data_dir`.
 
     The worker thread starts and stops with the app's lifespan (`with TestClient(app)`, or
-    uvicorn). Opening `data_dir` marks jobs a previous process left unfinished `interrupted`.
+    uvicorn). Opening `data_dir` takes up the jobs a previous process left queued, and puts
+    back in the queue the ones it was running (at most `max_attempts` starts each). Stopping
+    drains for up to `drain_seconds`. Below `min_free_bytes` free in the data folder, new jobs
+    are refused (507) and /readyz says so. allowed_hosts: the Host headers served; None is
+    any with an API key, and only loopback names without one (a foreign Host is a DNS
+    rebinding attempt on a key-less local server).
     """
     if max_queue < 1 or max_batch < 1:
         raise InvalidOptionError(
             f"max_queue and max_batch must be at least 1, got {max_queue} and {max_batch}"
         )
-    store = JobStore(Path(data_dir))
+    if max_attempts < 1 or drain_seconds < 0:
+        raise InvalidOptionError("max_attempts must be at least 1 and drain_seconds at least 0")
+    store = JobStore(Path(data_dir), max_attempts=max_attempts)
     hub = StreamHub()
-    worker = Worker(model, store, hub, max_queue=max_queue, max_batch=max_batch)
-    state = ServerState(model=model, store=store, worker=worker, hub=hub, api_key=api_key or None)
+    worker = Worker(
+        model, store, hub, max_queue=max_queue, max_batch=max_batch, drain_seconds=drain_seconds
+    )
+    state = ServerState(
+        model=model, store=store, worker=worker, hub=hub, api_key=api_key or None,
+        min_free_bytes=min_free_bytes,
+    )  # fmt: skip
+    if allowed_hosts is None and state.api_key is None:
+        allowed_hosts = LOOPBACK_HOSTS
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -74,10 +97,25 @@ def create_app(
     )
     app.state.tunesmith = state
     app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes)
+    if allowed_hosts is not None:
+        app.add_middleware(HostCheck, allowed=allowed_hosts)
     app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]
     app.add_exception_handler(TunesmithError, _tunesmith_error)  # type: ignore[arg-type]
+    app.add_exception_handler(Exception, _internal_error)
     app.include_router(router)
+    app.openapi = lambda: _openapi(app, auth=state.api_key is not None)  # type: ignore[method-assign]
+
+    @app.get(
+        "/readyz", tags=["service"],
+        responses={503: {"model": ErrorBody, "description": "Not taking jobs now, and why."}},
+    )  # fmt: skip
+    def readyz(state: ServerState = Depends(get_state)) -> dict[str, str]:
+        """Whether the server takes jobs now: its worker runs and its disk has room."""
+        reason = state.not_ready()
+        if reason is not None:
+            raise StarletteHTTPException(503, reason)
+        return {"status": "ready"}
 
     @app.get("/healthz", response_model=Health, tags=["service"])
     def healthz(state: ServerState = Depends(get_state)) -> Health:
@@ -85,7 +123,9 @@ def create_app(
         queued, running = state.worker.counts()
         return Health(
             status="ok",
-            model=state.model.name,
+            model=Path(state.model.name).name
+            if looks_like_path(state.model.name)
+            else state.model.name,
             sample_rate=state.model.sample_rate,
             max_duration=state.model.max_duration,
             formats=list(audiofiles.available_formats()),
@@ -122,7 +162,38 @@ def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
 
 
 def _tunesmith_error(request: Request, exc: TunesmithError) -> JSONResponse:
-    return JSONResponse({"detail": str(exc)}, 422)
+    return JSONResponse({"detail": without_paths(str(exc))}, 422)
+
+
+def _internal_error(request: Request, exc: Exception) -> JSONResponse:
+    """A bug of ours: logged in full here, one line without server details to the client."""
+    logging.getLogger("tunesmith.server").exception("internal error on %s", request.url.path)
+    return JSONResponse({"detail": f"internal server error ({type(exc).__name__})"}, 500)
+
+
+_PATH = re.compile(r"(?<![\w.:/])/(?:[\w.\-]+/)+[\w.\-]*")
+
+
+def without_paths(message: str) -> str:
+    """A message with absolute file paths cut to their last part (a client has no business
+    knowing the server's folders)."""
+    return _PATH.sub(lambda m: m.group(0).rstrip("/").rsplit("/", 1)[-1], message)
+
+
+def _openapi(app: FastAPI, auth: bool) -> dict[str, Any]:
+    """The OpenAPI document as this server behaves: without an API key, no security."""
+    if app.openapi_schema is None:
+        schema = get_openapi(
+            title=app.title, version=app.version, description=app.description, routes=app.routes
+        )
+        if not auth:
+            schema.get("components", {}).pop("securitySchemes", None)
+            for path in schema.get("paths", {}).values():
+                for operation in path.values():
+                    operation.pop("security", None)
+                    operation.get("responses", {}).pop("401", None)
+        app.openapi_schema = schema
+    return app.openapi_schema
 
 
 def is_loopback(host: str) -> bool:

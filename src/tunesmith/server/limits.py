@@ -68,3 +68,33 @@ class BodySizeLimit:
             }
         )
         await send({"type": "http.response.body", "body": payload})
+
+
+class HostCheck:
+    """Answer 421 to a request whose Host header names none of `allowed` (its port aside).
+
+    A server without an API key on loopback is still reachable from a web page through DNS
+    rebinding (a name that resolves to 127.0.0.1); such requests carry the foreign name."""
+
+    def __init__(self, app: ASGIApp, allowed: tuple[str, ...]) -> None:
+        self.app = app
+        self.allowed = {h.lower() for h in allowed}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        host = dict(scope["headers"]).get(b"host", b"").decode("latin-1").lower()
+        name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+        if name in self.allowed or host in self.allowed:
+            await self.app(scope, receive, send)
+            return
+        payload = json.dumps(
+            {"detail": f"host {host!r} is not served here; use one of {sorted(self.allowed)}"}
+        ).encode()
+        await send({
+            "type": "http.response.start", "status": 421,
+            "headers": [(b"content-type", b"application/json"),
+                        (b"content-length", str(len(payload)).encode())],
+        })  # fmt: skip
+        await send({"type": "http.response.body", "body": payload})

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hmac
+import shutil
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -26,10 +28,12 @@ from .schemas import (
 from .schemas import Progress as ProgressModel
 from .store import JobRecord, JobStore
 from .streams import StreamHub
-from .worker import QueueFullError, Worker
+from .worker import NotAcceptingError, QueueFullError, StorageError, Worker
 
 if TYPE_CHECKING:
     from ..musicgen import MusicGen
+
+MAX_OFFSET = 10**12  # past any real table; SQLite's integers end at 2**63 - 1
 
 
 @dataclass
@@ -41,6 +45,21 @@ class ServerState:
     worker: Worker
     hub: StreamHub
     api_key: str | None
+    min_free_bytes: int = 0  # below this free space in the data folder, no new jobs
+
+    def free_bytes(self) -> int:
+        return shutil.disk_usage(self.store.data_dir).free
+
+    def not_ready(self) -> str | None:
+        """Why the server cannot take a job now (None: it can)."""
+        if not self.worker.alive:
+            return "the server's worker is not running (stopping, or failed)"
+        if self.free_bytes() < self.min_free_bytes:
+            return (
+                f"the data folder's disk has under {self.min_free_bytes // 2**20} MiB free; "
+                "no new jobs until space is freed"
+            )
+        return None
 
 
 def get_state(request: Request) -> ServerState:
@@ -70,7 +89,12 @@ def require_key(
 
 
 _errors: dict[int | str, dict[str, object]] = {
-    code: {"model": ErrorBody} for code in (401, 404, 409, 413, 422, 429)
+    code: {"model": ErrorBody} for code in (400, 401, 404, 409, 413, 422, 429)
+}
+_errors[400]["description"] = "The body is not valid JSON (or not UTF-8)."
+_busy: dict[int | str, dict[str, object]] = {
+    503: {"model": ErrorBody, "description": "Stopping, or the worker is not running."},
+    507: {"model": ErrorBody, "description": "The data folder's disk is (nearly) full."},
 }
 router = APIRouter(
     prefix="/v1/generations",
@@ -80,7 +104,7 @@ router = APIRouter(
 )
 
 
-@router.post("", status_code=202, response_model=Generation)
+@router.post("", status_code=202, response_model=Generation, responses=_busy)
 def create_generation(
     body: GenerationRequest, response: Response, state: ServerState = Depends(get_state)
 ) -> Generation:
@@ -93,10 +117,16 @@ def create_generation(
     reason = audiofiles.unavailable_reason(body.format)
     if reason is not None:
         raise HTTPException(422, f"format: {reason}")
+    if state.free_bytes() < state.min_free_bytes:
+        raise HTTPException(507, state.not_ready() or "the disk is full")
     try:
         job_id = state.worker.submit(body)
     except QueueFullError as err:
         raise HTTPException(429, str(err), headers={"Retry-After": str(err.retry_after)}) from None
+    except NotAcceptingError as err:
+        raise HTTPException(503, f"{err}; try again later", headers={"Retry-After": "5"}) from None
+    except StorageError:
+        raise HTTPException(507, "the job could not be recorded: the disk is full") from None
     response.headers["Location"] = f"/v1/generations/{job_id}"
     return _view(state, _get(state, job_id))
 
@@ -104,7 +134,7 @@ def create_generation(
 @router.get("", response_model=GenerationList)
 def list_generations(
     limit: int = Query(20, ge=1, le=100),
-    offset: int = Query(0, ge=0),
+    offset: int = Query(0, ge=0, le=MAX_OFFSET),
     status: Status | None = Query(None, description="Only jobs in this state."),
     state: ServerState = Depends(get_state),
 ) -> GenerationList:
@@ -171,7 +201,10 @@ async def stream_generation(job_id: str, state: ServerState = Depends(get_state)
 @router.delete(
     "/{job_id}",
     response_model=Generation,
-    responses={204: {"description": "A finished job and its audio were deleted."}},
+    responses={
+        204: {"description": "A finished job and its audio were deleted."},
+        409: {"model": ErrorBody, "description": "The job is still ending; try again."},
+    },
 )
 def delete_generation(
     job_id: str, state: ServerState = Depends(get_state)
@@ -181,7 +214,10 @@ def delete_generation(
     _get(state, job_id)
     if state.worker.cancel(job_id):
         return _view(state, _get(state, job_id))
-    state.store.delete(job_id)
+    if state.worker.busy(job_id):  # cancelled, its batch not ended yet: the row must stay
+        raise HTTPException(409, f"generation {job_id} is being cancelled; delete it once it ends")
+    if not state.store.delete(job_id):  # another request deleted it first
+        raise HTTPException(404, f"no generation with id {job_id!r}")
     return Response(status_code=204)
 
 
@@ -213,6 +249,9 @@ def _file(state: ServerState, record: JobRecord) -> FileResponse:
 
 
 def _view(state: ServerState, r: JobRecord) -> Generation:
+    held = state.worker.outcome(r.id)  # ended, but the disk has not taken the record yet
+    if held is not None:
+        r = dataclasses.replace(r, status=held[0], error=held[1])
     done, total = r.steps_done, r.steps_total
     live = state.worker.progress(r.id) if r.status == "running" else None
     if live is not None:

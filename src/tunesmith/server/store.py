@@ -4,8 +4,9 @@
       tunesmith.db      one row per job (settings as JSON, status, times, error, peaks)
       audio/<id>.<ext>  finished audio, written to a temporary name and renamed when complete
 
-Opening a store settles what the last process left behind: jobs it had queued or was running
-become `interrupted` (never silently rerun), and half-written temporary files are removed.
+Opening a store settles what the last process left behind: its queued jobs stay queued (the
+worker runs them), a job it was running goes back to the queue (at most `max_attempts` starts
+in all, then it fails with that reason), and half-written temporary files are removed.
 """
 
 from __future__ import annotations
@@ -33,11 +34,13 @@ CREATE TABLE IF NOT EXISTS jobs (
     audio_file TEXT,
     audio_seconds REAL,
     peaks TEXT,
-    error TEXT
+    error TEXT,
+    attempts INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS jobs_created ON jobs (created_at);
 """
 INTERRUPTED_MESSAGE = "the server stopped before this job finished; submit it again"
+DEFAULT_MAX_ATTEMPTS = 3
 
 
 @dataclass(frozen=True)
@@ -56,12 +59,13 @@ class JobRecord:
     audio_file: str | None = None
     audio_seconds: float | None = None
     error: str | None = None
+    attempts: int = 0
 
 
 class JobStore:
     """Thread-safe access to the jobs table and the audio folder (one connection, one lock)."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, max_attempts: int = DEFAULT_MAX_ATTEMPTS) -> None:
         self.data_dir = Path(data_dir)
         self.audio_dir = self.data_dir / "audio"
         self.audio_dir.mkdir(parents=True, exist_ok=True)
@@ -73,19 +77,46 @@ class JobStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(SCHEMA)
-        self.recovered = self._recover()
+        columns = {row["name"] for row in self._db.execute("PRAGMA table_info(jobs)")}
+        if "attempts" not in columns:  # a data folder from before attempts were counted
+            self._db.execute("ALTER TABLE jobs ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0")
+        self.recovered = self._recover(max_attempts)
 
-    def _recover(self) -> int:
-        """Mark what a previous process left queued or running as interrupted; drop temp files."""
+    def _recover(self, max_attempts: int) -> tuple[int, int]:
+        """Put the jobs a previous process was running back in the queue, or fail those that
+        have been started `max_attempts` times; drop temp files. (re-queued, failed)."""
         for tmp in self.audio_dir.glob(".tunesmith-*"):
             tmp.unlink(missing_ok=True)
         with self._lock:
-            cur = self._db.execute(
-                "UPDATE jobs SET status='interrupted', error=?, finished_at=? "
-                "WHERE status IN ('queued', 'running')",
-                (INTERRUPTED_MESSAGE, time.time()),
+            failed = self._db.execute(
+                "UPDATE jobs SET status='failed', finished_at=?, error='the server stopped ' || "
+                "attempts || ' time(s) while running this job (at most ' || ? || ' attempts)' "
+                "WHERE status='running' AND attempts >= ?",
+                (time.time(), max_attempts, max_attempts),
+            ).rowcount
+            requeued = self._db.execute(
+                "UPDATE jobs SET status='queued', started_at=NULL, steps_done=0, steps_total=0, "
+                "batch_size=NULL WHERE status='running'"
+            ).rowcount
+        return requeued, failed
+
+    def queued(self) -> list[tuple[str, GenerationRequest]]:
+        """The queued jobs, oldest first (what a starting worker takes up)."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id, params FROM jobs WHERE status='queued' ORDER BY created_at, rowid"
+            ).fetchall()
+        return [(r["id"], GenerationRequest.model_validate_json(r["params"])) for r in rows]
+
+    def requeue(self, job_ids: list[str]) -> None:
+        """Running jobs a stopping server gave up on go back to the queue (not their fault:
+        the attempt is not counted)."""
+        with self._lock:
+            self._db.executemany(
+                "UPDATE jobs SET status='queued', started_at=NULL, steps_done=0, steps_total=0, "
+                "batch_size=NULL, attempts=MAX(0, attempts - 1) WHERE id=? AND status='running'",
+                [(i,) for i in job_ids],
             )
-        return cur.rowcount
 
     def close(self) -> None:
         with self._lock:
@@ -110,8 +141,8 @@ class JobStore:
     def mark_running(self, job_ids: list[str], started_at: float, steps_total: int) -> None:
         with self._lock:
             self._db.executemany(
-                "UPDATE jobs SET status='running', started_at=?, steps_total=?, batch_size=? "
-                "WHERE id=? AND status='queued'",
+                "UPDATE jobs SET status='running', started_at=?, steps_total=?, batch_size=?, "
+                "attempts=attempts + 1 WHERE id=? AND status='queued'",
                 [(started_at, steps_total, len(job_ids), i) for i in job_ids],
             )
 
@@ -145,15 +176,18 @@ class JobStore:
             )
 
     def delete(self, job_id: str) -> bool:
-        """Remove a finished job and its audio file; False if there was no such job."""
-        record = self.get(job_id)
-        if record is None:
-            return False
-        path = self.audio_path(record)
+        """Remove a finished job and its audio file, at once (of several callers, one is told
+        it deleted the job); False if there is no such finished job."""
         with self._lock:
-            self._db.execute("DELETE FROM jobs WHERE id=?", (job_id,))
-        if path is not None:
-            path.unlink(missing_ok=True)
+            row = self._db.execute(
+                "DELETE FROM jobs WHERE id=? AND status IN ('done', 'failed', 'cancelled', "
+                "'interrupted') RETURNING audio_file",
+                (job_id,),
+            ).fetchone()
+        if row is None:
+            return False
+        if row["audio_file"]:
+            (self.audio_dir / row["audio_file"]).unlink(missing_ok=True)
         return True
 
     # --- reads ------------------------------------------------------------------------------
@@ -196,4 +230,5 @@ def _record(row: sqlite3.Row) -> JobRecord:
         audio_file=row["audio_file"],
         audio_seconds=row["audio_seconds"],
         error=row["error"],
+        attempts=row["attempts"],
     )

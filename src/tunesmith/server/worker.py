@@ -7,12 +7,19 @@ job alone on a GPU. A seeded job runs alone so its seed means the same as in the
 Cancelling a running job sets a flag that the progress callback reads after every decoder
 step; when every job of the batch is cancelled (or the server stops) it raises `_Stop`,
 which unwinds the generation within one step.
+
+The thread never dies of a job: every failure is recorded on the job, and where even that
+fails (a full disk refuses the database write too) the outcome is held in memory, shown by
+the API, and written as soon as the disk takes it. Stopping drains: no new batch starts, the
+running one has `drain_seconds` to finish, and what is still running then goes back to the
+queue, which a restart takes up again.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import sqlite3
 import threading
 import time
 import uuid
@@ -25,7 +32,7 @@ import torch
 
 from . import audiofiles
 from .schemas import GenerationRequest
-from .store import INTERRUPTED_MESSAGE, JobStore
+from .store import JobStore
 from .streams import StreamHub
 
 if TYPE_CHECKING:
@@ -41,6 +48,14 @@ class QueueFullError(Exception):
     def __init__(self, retry_after: int) -> None:
         super().__init__(f"the queue is full; retry in {retry_after}s")
         self.retry_after = retry_after
+
+
+class NotAcceptingError(Exception):
+    """The server is stopping (or its worker is not running): no new jobs."""
+
+
+class StorageError(Exception):
+    """The job could not be recorded (the data folder's disk is full or failing)."""
 
 
 class _Stop(Exception):
@@ -64,36 +79,62 @@ class Worker:
         max_queue: int = 16,
         max_batch: int = 4,
         chunk_seconds: float = 1.0,
+        drain_seconds: float = 30.0,
     ) -> None:
         self.model, self.store, self.hub = model, store, hub
         self.max_queue, self.max_batch, self.chunk_seconds = max_queue, max_batch, chunk_seconds
+        self.drain_seconds = drain_seconds
         self.step_hook: Callable[[list[str]], None] | None = None  # tests: runs on every step
         self._cond = threading.Condition()
         self._queue: deque[_Job] = deque()
         self._running: dict[str, _Job] = {}
         self._cancelled: set[str] = set()
         self._progress: dict[str, tuple[int, int]] = {}
-        self._paused = self._stopping = False
-        self._batch_seconds = 10.0  # running estimate, for Retry-After
+        self._paused = self._stopping = self._draining = False
+        self._steps_per_second: float | None = None  # measured on the batches run so far
+        # Outcomes the store could not take yet (a full disk): id -> (status, error, write).
+        self._unrecorded: dict[str, tuple[str, str | None, Callable[[], None]]] = {}
+        self.jobs_finished: dict[str, int] = {}  # by status, since start (for /metrics)
+        self.steps_done = 0
+        self.generation_seconds = 0.0
         self._thread: threading.Thread | None = None
 
     # --- control ----------------------------------------------------------------------------
 
     def start(self) -> None:
+        """Take up the jobs the store holds queued (a restart's), then start the thread."""
+        with self._cond:
+            for job_id, params in self.store.queued():
+                self.hub.open(job_id)
+                self._queue.append(_Job(job_id, params))
         self._thread = threading.Thread(target=self._loop, name="tunesmith-worker", daemon=True)
         self._thread.start()
 
-    def stop(self, timeout: float = 60.0) -> None:
-        """Stop the running batch at its next step; queued and running jobs become interrupted."""
+    def stop(self, timeout: float | None = None) -> None:
+        """Drain: take no new jobs or batches, give the running batch `drain_seconds` to
+        finish, then stop it at its next step and put its jobs back in the queue. Queued jobs
+        stay queued in the store for the next start."""
+        limit = self.drain_seconds if timeout is None else timeout
+        deadline = time.monotonic() + limit
         with self._cond:
+            self._draining = True
+            self._cond.notify_all()
+            while self._running and time.monotonic() < deadline:
+                self._cond.wait(max(0.0, deadline - time.monotonic()))
             self._stopping = True
-            for job in self._queue:
-                self.store.mark_finished(job.id, "interrupted", INTERRUPTED_MESSAGE)
-                self.hub.close(job.id)
-            self._queue.clear()
             self._cond.notify_all()
         if self._thread is not None:
-            self._thread.join(timeout)
+            self._thread.join(10.0)
+        with self._cond:
+            for job in self._queue:
+                self.hub.close(job.id)
+            self._queue.clear()
+            self._flush_unrecorded()
+
+    @property
+    def alive(self) -> bool:
+        """The worker thread is running and taking jobs."""
+        return self._thread is not None and self._thread.is_alive() and not self._draining
 
     def pause(self) -> None:
         """Take no new batches (the one running finishes); jobs still queue up."""
@@ -110,10 +151,17 @@ class Worker:
     def submit(self, params: GenerationRequest) -> str:
         """Queue a job and return its id; QueueFullError if `max_queue` jobs are waiting."""
         with self._cond:
+            if not self.alive:
+                raise NotAcceptingError("the server is stopping" if self._draining else
+                                        "the server's worker is not running")  # fmt: skip
             if len(self._queue) >= self.max_queue:
                 raise QueueFullError(self._retry_after())
             job = _Job(uuid.uuid4().hex, params)
-            self.store.insert(job.id, params, time.time())
+            try:
+                self.store.insert(job.id, params, time.time())
+            except (sqlite3.Error, OSError) as err:
+                log.error("recording a new job failed: %s", err)
+                raise StorageError(f"the job could not be recorded: {err}") from None
             self.hub.open(job.id)
             self._queue.append(job)
             self._cond.notify_all()
@@ -129,9 +177,21 @@ class Worker:
                 return False
             self._cancelled.add(job_id)
             progress = self._progress.get(job_id)
-            self.store.mark_finished(job_id, "cancelled", CANCELLED_MESSAGE, progress)
+            self._record(job_id, "cancelled", CANCELLED_MESSAGE, progress)
             self.hub.close(job_id)
             return True
+
+    def busy(self, job_id: str) -> bool:
+        """Whether the job is still queued or running (a cancelled one until its batch ends):
+        its row must stay."""
+        with self._cond:
+            return job_id in self._running or any(j.id == job_id for j in self._queue)
+
+    def outcome(self, job_id: str) -> tuple[str, str | None] | None:
+        """(status, error) of a job that ended but whose record the store has not taken yet."""
+        with self._cond:
+            held = self._unrecorded.get(job_id)
+            return None if held is None else (held[0], held[1])
 
     def progress(self, job_id: str) -> tuple[int, int] | None:
         with self._cond:
@@ -142,40 +202,96 @@ class Worker:
         with self._cond:
             return len(self._queue), len(self._running)
 
+    @property
+    def steps_per_second(self) -> float | None:
+        with self._cond:
+            return self._steps_per_second
+
     def _retry_after(self) -> int:
-        batches_ahead = math.ceil(len(self._queue) / self.max_batch) + 1
-        return max(1, min(3600, math.ceil(batches_ahead * self._batch_seconds)))
+        """Seconds until a place in the queue frees: the decoder steps ahead (the running
+        batch's rest and one batch's worth of the queue) at the measured step rate; 1 s
+        before anything has been measured."""
+        if not self._steps_per_second:
+            return 1
+        left = [total - done for done, total in self._progress.values()]
+        running = max(left, default=0)
+        head = list(self._queue)[: self.max_batch]
+        next_batch = max((round(j.params.duration * 50) + 4 for j in head), default=0)
+        return max(1, min(3600, math.ceil((running + next_batch) / self._steps_per_second)))
 
     # --- the thread -------------------------------------------------------------------------
 
     def _loop(self) -> None:
         while True:
-            with self._cond:
-                while not self._stopping and (self._paused or not self._queue):
-                    self._cond.wait()
-                if self._stopping:
-                    return
-                batch = self._take_batch()
-                for job in batch:
-                    self._running[job.id] = job
-                    self._progress[job.id] = (0, 0)
-                self.store.mark_running([j.id for j in batch], time.time(), 0)
-            started = time.perf_counter()
             try:
-                self._generate(batch)
-            except Exception:  # a bug of ours: keep serving, record it on the jobs
-                log.exception("worker failed on batch %s", [j.id for j in batch])
-                self._finish_failed(batch, "internal error while finishing the job")
-            finally:
-                elapsed = time.perf_counter() - started
-                with self._cond:
-                    self._batch_seconds = 0.7 * self._batch_seconds + 0.3 * elapsed
-                    for job in batch:
-                        self._running.pop(job.id, None)
-                        self._progress.pop(job.id, None)
-                        self._cancelled.discard(job.id)
+                if not self._one_batch():
+                    return
+            except Exception:  # never let the thread die: log, and take the next batch
+                log.exception("worker error between batches")
+                time.sleep(0.5)
+
+    def _one_batch(self) -> bool:
+        """Wait for, run and settle one batch; False when the worker should stop."""
+        with self._cond:
+            while not (self._stopping or self._draining) and (self._paused or not self._queue):
+                self._flush_unrecorded()
+                self._cond.wait(5.0 if self._unrecorded else None)
+            if self._stopping or self._draining:
+                return False
+            batch = self._take_batch()
+            for job in batch:
+                self._running[job.id] = job
+                self._progress[job.id] = (0, 0)
+            try:
+                self.store.mark_running([j.id for j in batch], time.time(), 0)
+            except (sqlite3.Error, OSError) as err:
+                log.error("recording a batch's start failed: %s", err)
+        started = time.perf_counter()
+        try:
+            self._generate(batch)
+        except Exception:  # a bug of ours: keep serving, record it on the jobs
+            log.exception("worker failed on batch %s", [j.id for j in batch])
+            self._finish_failed(batch, "internal error while finishing the job")
+        finally:
+            with self._cond:
+                self.generation_seconds += time.perf_counter() - started
                 for job in batch:
-                    self.hub.close(job.id)
+                    self._running.pop(job.id, None)
+                    self._progress.pop(job.id, None)
+                    self._cancelled.discard(job.id)
+                self._cond.notify_all()  # a draining stop() waits for this
+            for job in batch:
+                self.hub.close(job.id)
+        return True
+
+    def _record(
+        self, job_id: str, status: str, error: str | None, progress: tuple[int, int] | None
+    ) -> None:
+        """End a job in the store; where the store cannot take it, hold it and retry."""
+
+        def write() -> None:
+            self.store.mark_finished(job_id, status, error, progress)
+
+        self._write_or_hold(job_id, status, error, write)
+
+    def _write_or_hold(
+        self, job_id: str, status: str, error: str | None, write: Callable[[], None]
+    ) -> None:
+        self.jobs_finished[status] = self.jobs_finished.get(status, 0) + 1
+        try:
+            write()
+        except (sqlite3.Error, OSError) as err:
+            log.error("recording job %s as %s failed (%s); holding it", job_id, status, err)
+            self._unrecorded[job_id] = (status, error, write)
+
+    def _flush_unrecorded(self) -> None:
+        for job_id, (status, _error, write) in list(self._unrecorded.items()):
+            try:
+                write()
+            except (sqlite3.Error, OSError):
+                return  # still full: try again later
+            del self._unrecorded[job_id]
+            log.info("recorded job %s as %s", job_id, status)
 
     def _take_batch(self) -> list[_Job]:
         """The oldest job, plus later jobs that can share its forward batch."""
@@ -196,12 +312,19 @@ class Worker:
         parts: list[list[torch.Tensor]] = [[] for _ in batch]
         steps = (0, 0)
 
+        began = time.perf_counter()
+
         def on_step(done: int, total: int) -> None:
             nonlocal steps
             steps = (done, total)
             with self._cond:
+                self.steps_done += 1
                 for i in ids:
                     self._progress[i] = steps
+                if done >= 8:  # past the first steps' warm-up: the rate this batch runs at
+                    rate = done / (time.perf_counter() - began)
+                    old = self._steps_per_second
+                    self._steps_per_second = rate if old is None else 0.5 * old + 0.5 * rate
             if self.step_hook is not None:
                 self.step_hook(ids)
             with self._cond:
@@ -219,8 +342,15 @@ class Worker:
                     parts[row].append(chunk[row])
                     self.hub.publish(job.id, chunk[row])
         except _Stop:
-            message = INTERRUPTED_MESSAGE if self._stopping else CANCELLED_MESSAGE
-            self._finish_failed(batch, message, "interrupted", steps)
+            if self._stopping:  # the server stopped: back to the queue for the next start
+                with self._cond:
+                    live = [j.id for j in batch if j.id not in self._cancelled]
+                try:
+                    self.store.requeue(live)
+                except (sqlite3.Error, OSError) as err:
+                    log.error("re-queueing %s failed: %s", live, err)
+                return
+            self._finish_failed(batch, CANCELLED_MESSAGE, "interrupted", steps)
             return
         except Exception as err:
             log.exception("generation failed for %s", ids)
@@ -246,7 +376,11 @@ class Worker:
             if job.id in self._cancelled:
                 path.unlink(missing_ok=True)
                 return
-            self.store.mark_done(job.id, name, seconds, picture, steps)
+
+            def write() -> None:
+                self.store.mark_done(job.id, name, seconds, picture, steps)
+
+            self._write_or_hold(job.id, "done", None, write)
             self._running.pop(job.id, None)  # from here on, DELETE deletes rather than cancels
 
     def _finish_failed(
@@ -260,5 +394,5 @@ class Worker:
         with self._cond:
             for job in batch:
                 if job.id not in self._cancelled and job.id in self._running:
-                    self.store.mark_finished(job.id, status, message, steps)
+                    self._record(job.id, status, message, steps)
                     self._running.pop(job.id, None)
