@@ -127,3 +127,24 @@ def test_the_page_asks_for_the_key_of_a_locked_server(browser, serve_app, tmp_pa
     page.fill("#api-key", "page-key")
     saved = _generate_and_download(page, "locked but fine", tmp_path)
     assert sf.info(str(saved)).frames == 16000
+
+
+def test_the_api_docs_render_offline(browser, serve_app):
+    """Was: /docs loaded Swagger UI from a CDN, a blank page offline. Every request that is
+    not to this server is refused here, as it would fail on a machine without a network."""
+    url = serve_app()
+    page = browser.new_page()
+    foreign: list[str] = []
+
+    def only_local(route: Any) -> None:
+        if route.request.url.startswith(url):
+            route.continue_()
+        else:
+            foreign.append(route.request.url)
+            route.abort()
+
+    page.route("**/*", only_local)
+    page.goto(f"{url}/docs")
+    page.wait_for_selector(".opblock", timeout=20_000)
+    assert page.locator(".opblock").count() >= 6
+    assert foreign == []

@@ -13,8 +13,9 @@ from typing import TYPE_CHECKING, Any
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -23,6 +24,7 @@ from ..checkpoints.hub import looks_like_path
 from ..errors import InvalidOptionError, TunesmithError
 from . import audiofiles
 from .limits import BodySizeLimit, HostCheck
+from .operations import RequestIds, docs_assets, metrics_text
 from .routes import ServerState, get_state, router
 from .schemas import AdapterInfo, ErrorBody, Health, QueueState
 from .store import DEFAULT_MAX_ATTEMPTS, JobStore
@@ -54,6 +56,7 @@ def create_app(
     drain_seconds: float = 30.0,
     min_free_bytes: int = MIN_FREE_BYTES,
     allowed_hosts: tuple[str, ...] | None = None,
+    body_timeout: float = 30.0,
 ) -> FastAPI:
     """The app for one loaded model; jobs and audio live under `data_dir`.
 
@@ -93,10 +96,12 @@ def create_app(
             store.close()
 
     app = FastAPI(
-        title="tunesmith", version=__version__, description=DESCRIPTION, lifespan=lifespan
-    )
+        title="tunesmith", version=__version__, description=DESCRIPTION, lifespan=lifespan,
+        docs_url=None, redoc_url=None,  # our own /docs below: from local files, not a CDN
+    )  # fmt: skip
     app.state.tunesmith = state
-    app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes)
+    app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes, timeout=body_timeout)
+    app.add_middleware(RequestIds)
     if allowed_hosts is not None:
         app.add_middleware(HostCheck, allowed=allowed_hosts)
     app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
@@ -138,6 +143,32 @@ def create_app(
                 queued=queued, running=running, max_queue=max_queue, max_batch=max_batch
             ),
         )
+
+    @app.get("/metrics", tags=["service"], response_class=Response,
+             responses={200: {"content": {"text/plain": {}}}})  # fmt: skip
+    def metrics(state: ServerState = Depends(get_state)) -> Response:
+        """Prometheus metrics: queue depth, jobs by status, decoder steps per second,
+        generation seconds, readiness."""
+        body, media_type = metrics_text(state)
+        return Response(body, media_type=media_type)
+
+    assets = docs_assets()
+    if assets is not None:
+        app.mount("/docs-assets", StaticFiles(directory=assets), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    def docs() -> Response:
+        if assets is None:
+            return HTMLResponse(
+                "<p>The API docs need Swagger UI's files: pip install 'tunesmith[server]'. "
+                'The document itself is at <a href="/openapi.json">/openapi.json</a>.</p>'
+            )
+        return get_swagger_ui_html(
+            openapi_url="/openapi.json", title="tunesmith API",
+            swagger_js_url="/docs-assets/swagger-ui-bundle.js",
+            swagger_css_url="/docs-assets/swagger-ui.css",
+            swagger_favicon_url="/docs-assets/favicon-32x32.png",
+        )  # fmt: skip
 
     @app.get("/", include_in_schema=False)
     def index() -> FileResponse:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -14,9 +15,10 @@ class BodySizeLimit:
     past the limit) and handed on only if it fits, so an endless body costs bounded memory.
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, timeout: float = 30.0) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.timeout = timeout  # seconds a body may take to arrive, all of it
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "DELETE", "OPTIONS"):
@@ -32,8 +34,14 @@ class BodySizeLimit:
                 await self._refuse(send)
                 return
         body, more = b"", True
+        deadline = asyncio.get_running_loop().time() + self.timeout
         while more:
-            message = await receive()
+            try:
+                left = deadline - asyncio.get_running_loop().time()
+                message = await asyncio.wait_for(receive(), max(0.0, left))
+            except asyncio.TimeoutError:
+                await _answer(send, 408, f"the request body took over {self.timeout:g} s to arrive")
+                return
             if message["type"] != "http.request":
                 return  # the client went away
             body += message.get("body", b"")
@@ -54,20 +62,18 @@ class BodySizeLimit:
         await self.app(scope, replay, send)
 
     async def _refuse(self, send: Send) -> None:
-        payload = json.dumps(
-            {"detail": f"request body is larger than {self.max_bytes} bytes; send less"}
-        ).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(payload)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": payload})
+        await _answer(send, 413, f"request body is larger than {self.max_bytes} bytes; send less")
+
+
+async def _answer(send: Send, status: int, detail: str) -> None:
+    """A JSON error answered by the middleware itself, before any handler."""
+    payload = json.dumps({"detail": detail}).encode()
+    await send({
+        "type": "http.response.start", "status": status,
+        "headers": [(b"content-type", b"application/json"),
+                    (b"content-length", str(len(payload)).encode())],
+    })  # fmt: skip
+    await send({"type": "http.response.body", "body": payload})
 
 
 class HostCheck:
@@ -89,12 +95,6 @@ class HostCheck:
         if name in self.allowed or host in self.allowed:
             await self.app(scope, receive, send)
             return
-        payload = json.dumps(
-            {"detail": f"host {host!r} is not served here; use one of {sorted(self.allowed)}"}
-        ).encode()
-        await send({
-            "type": "http.response.start", "status": 421,
-            "headers": [(b"content-type", b"application/json"),
-                        (b"content-length", str(len(payload)).encode())],
-        })  # fmt: skip
-        await send({"type": "http.response.body", "body": payload})
+        await _answer(
+            send, 421, f"host {host!r} is not served here; use one of {sorted(self.allowed)}"
+        )

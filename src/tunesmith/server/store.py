@@ -202,6 +202,12 @@ class JobStore:
             row = self._db.execute("SELECT peaks FROM jobs WHERE id=?", (job_id,)).fetchone()
         return None if row is None or row["peaks"] is None else json.loads(row["peaks"])
 
+    def counts(self) -> dict[str, int]:
+        """How many jobs the store holds in each status."""
+        with self._lock:
+            rows = self._db.execute("SELECT status, COUNT(*) AS n FROM jobs GROUP BY status")
+            return {row["status"]: int(row["n"]) for row in rows.fetchall()}
+
     def list(
         self, limit: int, offset: int, status: str | None = None
     ) -> tuple[list[JobRecord], int]:
