@@ -72,15 +72,22 @@ _header = APIKeyHeader(name="X-API-Key", auto_error=False, description="`X-API-K
 
 
 def require_key(
+    request: Request,
     state: ServerState = Depends(get_state),
     bearer: HTTPAuthorizationCredentials | None = Depends(_bearer),
     header: str | None = Depends(_header),
 ) -> None:
-    """Pass when the server has no key, or the request carries it in either header."""
+    """Pass when the server has no key, or the request carries it, in either header; a
+    request that sends both must send it in both (a wrong credential is never outweighed)."""
     if state.api_key is None:
         return
-    given = header if header is not None else bearer.credentials if bearer is not None else None
-    if given is None or not hmac.compare_digest(given.encode(), state.api_key.encode()):
+    given = [
+        c for c in (header, bearer.credentials if bearer is not None else None) if c is not None
+    ]
+    if "authorization" in request.headers and bearer is None:
+        given.append("")  # an Authorization of another scheme (Basic, ...): a wrong credential
+    want = state.api_key.encode()
+    if not given or not all(hmac.compare_digest(c.encode(), want) for c in given):
         raise HTTPException(
             401,
             "missing or wrong API key: send `Authorization: Bearer KEY` or `X-API-Key: KEY`",

@@ -6,11 +6,11 @@ infinities are all refused with a 422 naming the field, before a job is queued.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
-from ..options import AUDIO_FORMATS, DEFAULTS, GenerationOptions
+from ..options import AUDIO_FORMATS, DEFAULTS, WINDOW_SECONDS, GenerationOptions
 
 Status = Literal["queued", "running", "done", "failed", "cancelled", "interrupted"]
 if TYPE_CHECKING:
@@ -19,6 +19,17 @@ else:  # the one list of formats, as the Literal pydantic validates and document
     AudioFormat = Literal[AUDIO_FORMATS]
 FINISHED: frozenset[str] = frozenset({"done", "failed", "cancelled", "interrupted"})
 MAX_PROMPT_CHARS = 1000
+
+
+def _whole_number(value: Any) -> Any:
+    """JSON Schema counts 612.0 an integer: take it as 612. Strings and booleans stay
+    refused (the strict check after this one)."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+WholeNumber = Annotated[int, BeforeValidator(_whole_number)]
 
 
 class GenerationRequest(BaseModel):
@@ -39,9 +50,12 @@ class GenerationRequest(BaseModel):
         description='Text describing the music; "" makes unconditional music.',
     )
     duration: float = Field(
-        default=DEFAULTS.duration, gt=0, description="Seconds, up to the model's window (30 s)."
+        default=DEFAULTS.duration,
+        gt=0,
+        le=WINDOW_SECONDS,
+        description="Seconds, up to the model's window (30 s).",
     )
-    top_k: int = Field(
+    top_k: WholeNumber = Field(
         default=DEFAULTS.top_k,
         ge=0,
         le=100_000,
@@ -59,7 +73,7 @@ class GenerationRequest(BaseModel):
         le=100,
         description="Classifier-free guidance (1 = none, 0 = unconditional).",
     )
-    seed: int | None = Field(
+    seed: WholeNumber | None = Field(
         default=None,
         ge=0,
         lt=2**63,
