@@ -48,3 +48,82 @@ def test_docs_use_only_local_files(client):
     html = client.get("/docs").text
     assert "/docs-assets/swagger-ui-bundle.js" in html and "cdn" not in html.lower()
     assert client.get("/docs-assets/swagger-ui-bundle.js").status_code == 200
+
+
+def test_a_finished_job_downloads_in_another_format(client, submit, wait_job):
+    """Was: ?format=mp3 was ignored (the job's own format came back)."""
+    import io
+
+    import soundfile as sf
+
+    job = wait_job(client, submit(client, "convert me", 0.5))
+    for fmt, media in (("flac", "audio/flac"), ("ogg", "audio/ogg"), ("wav", "audio/wav")):
+        response = client.get(f"{job['audio_url']}?format={fmt}")
+        assert response.status_code == 200 and response.headers["content-type"] == media
+        assert response.headers["content-disposition"].endswith(f'.{fmt}"')
+        data, rate = sf.read(io.BytesIO(response.content))
+        assert rate == 32000 and abs(len(data) - 16000) < 2000
+    assert client.get(f"{job['audio_url']}?format=aiff").status_code == 422
+    audio_dir = client.app.state.tunesmith.store.audio_dir  # type: ignore[attr-defined]
+    assert not [p for p in audio_dir.iterdir() if p.name.startswith(".tunesmith-convert")]
+
+
+def test_idempotency_key_returns_the_same_job(client, worker_of):
+    worker_of(client).pause()
+    body = {"prompt": "once", "duration": 0.3}
+    first = client.post("/v1/generations", json=body, headers={"Idempotency-Key": "k-1"})
+    again = client.post("/v1/generations", json=body, headers={"Idempotency-Key": "k-1"})
+    assert first.status_code == again.status_code == 202
+    assert first.json()["id"] == again.json()["id"]
+    other = client.post("/v1/generations", json=body, headers={"Idempotency-Key": "k-2"})
+    assert other.json()["id"] != first.json()["id"]
+    changed = client.post(
+        "/v1/generations", json={**body, "prompt": "twice"}, headers={"Idempotency-Key": "k-1"}
+    )
+    assert changed.status_code == 409 and "another request body" in changed.json()["detail"]
+    assert client.get("/healthz").json()["queue"]["queued"] == 2
+    worker_of(client).resume()
+
+
+def test_failed_authentication_gets_slower(make_client):
+    import time
+
+    client = make_client(api_key="right", auth_delay_step=0.05)
+    times = []
+    for _ in range(4):
+        began = time.monotonic()
+        assert client.get("/v1/generations", headers={"X-API-Key": "wrong"}).status_code == 401
+        times.append(time.monotonic() - began)
+    assert times[-1] > times[0] + 0.1, times
+    began = time.monotonic()
+    assert client.get("/v1/generations", headers={"X-API-Key": "right"}).status_code == 200
+    assert time.monotonic() - began < 0.5
+
+
+def test_retention_removes_the_oldest_finished_jobs(make_client, submit, wait_job):
+    # A 0.3 s WAV is 19.2 kB: room for one, not two.
+    client = make_client(max_disk_bytes=30_000)
+    first = wait_job(client, submit(client, "old", 0.3))
+    assert first["status"] == "done"
+    second = wait_job(client, submit(client, "new", 0.3))
+    assert second["status"] == "done"
+    assert client.get(f"/v1/generations/{first['id']}").status_code == 404
+    assert client.get(f"/v1/generations/{second['id']}").status_code == 200
+
+
+def test_retention_by_age(tiny_model, tmp_path, submit, wait_job):
+    from fastapi.testclient import TestClient
+
+    from tunesmith.server import create_app
+
+    data = tmp_path / "data"
+    with TestClient(create_app(tiny_model, data)) as client:
+        old = wait_job(client, submit(client, "old", 0.3))
+    import time
+
+    with TestClient(create_app(tiny_model, data, keep_days=1e-9)) as client:  # ~0.1 ms
+        assert client.post("/v1/generations", json={"prompt": "new", "duration": 0.3}).is_success
+        deadline = time.monotonic() + 20  # retention runs after the batch
+        while client.get(f"/v1/generations/{old['id']}").status_code != 404:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)

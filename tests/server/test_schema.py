@@ -25,7 +25,8 @@ EXAMPLES = 25
 
 
 def _schema(model: Any, folder: Path, api_key: str | None) -> Any:
-    app = create_app(model, folder, api_key=api_key, max_queue=4)
+    # Failed authentications are not slowed here: the probes would take minutes.
+    app = create_app(model, folder, api_key=api_key, max_queue=4, auth_delay_step=0.0)
     worker = app.state.tunesmith.worker
     worker.start()
     worker.pause()

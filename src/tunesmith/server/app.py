@@ -57,6 +57,9 @@ def create_app(
     min_free_bytes: int = MIN_FREE_BYTES,
     allowed_hosts: tuple[str, ...] | None = None,
     body_timeout: float = 30.0,
+    keep_days: float | None = None,
+    max_disk_bytes: int | None = None,
+    auth_delay_step: float = 0.1,
 ) -> FastAPI:
     """The app for one loaded model; jobs and audio live under `data_dir`.
 
@@ -77,11 +80,13 @@ def create_app(
     store = JobStore(Path(data_dir), max_attempts=max_attempts)
     hub = StreamHub()
     worker = Worker(
-        model, store, hub, max_queue=max_queue, max_batch=max_batch, drain_seconds=drain_seconds
-    )
+        model, store, hub, max_queue=max_queue, max_batch=max_batch, drain_seconds=drain_seconds,
+        keep_seconds=None if keep_days is None else keep_days * 86400,
+        max_audio_bytes=max_disk_bytes,
+    )  # fmt: skip
     state = ServerState(
         model=model, store=store, worker=worker, hub=hub, api_key=api_key or None,
-        min_free_bytes=min_free_bytes,
+        min_free_bytes=min_free_bytes, auth_delay_step=auth_delay_step,
     )  # fmt: skip
     if allowed_hosts is None and state.api_key is None:
         allowed_hosts = LOOPBACK_HOSTS

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import struct
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -79,3 +80,26 @@ def pcm16(chunk: torch.Tensor) -> bytes:
     """[C, n] float in [-1, 1] -> interleaved little-endian 16-bit PCM bytes."""
     data = chunk.detach().float().clamp(-1.0, 1.0).cpu().numpy().T  # [n, C]
     return np.round(data * 32767.0).astype("<i2").tobytes()
+
+
+def convert(source: Path, fmt: str, folder: Path) -> Path:
+    """A finished file in another format, written to a temporary file in `folder` (the
+    caller removes it once sent)."""
+    import tempfile
+
+    from ..audio.files import read_audio
+
+    info = _rate(source)
+    wav = read_audio(source)
+    fd, name = tempfile.mkstemp(prefix=".tunesmith-convert-", suffix=f".{fmt}", dir=folder)
+    import os
+
+    os.close(fd)
+    write(name, wav, info)
+    return Path(name)
+
+
+def _rate(path: Path) -> int:
+    import soundfile
+
+    return int(soundfile.info(str(path)).samplerate)

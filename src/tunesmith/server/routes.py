@@ -3,20 +3,27 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import hmac
 import shutil
+import sqlite3
+import threading
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import TYPE_CHECKING
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
+from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, StreamingResponse
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from starlette.background import BackgroundTask
 
 from . import audiofiles
 from .schemas import (
+    AudioFormat,
     ErrorBody,
     Generation,
     GenerationList,
@@ -46,6 +53,22 @@ class ServerState:
     hub: StreamHub
     api_key: str | None
     min_free_bytes: int = 0  # below this free space in the data folder, no new jobs
+    auth_delay_step: float = 0.1  # seconds more per recent failed authentication
+    failed_auth: dict[str, tuple[int, float]] = dataclasses.field(default_factory=dict)
+    auth_lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
+
+    def auth_delay(self, client: str) -> float:
+        """Seconds to hold a failed authentication from `client`: `auth_delay_step` more for
+        each recent failure (forgotten after a quiet minute), at most 2 s. Guessing keys gets
+        slow."""
+        now = time.monotonic()
+        with self.auth_lock:
+            count, last = self.failed_auth.get(client, (0, now))
+            count = 1 if now - last > 60 else count + 1
+            self.failed_auth[client] = (count, now)
+            if len(self.failed_auth) > 10_000:  # bounded memory under a spray of addresses
+                self.failed_auth.clear()
+        return min(2.0, self.auth_delay_step * count)
 
     def free_bytes(self) -> int:
         return shutil.disk_usage(self.store.data_dir).free
@@ -88,6 +111,7 @@ def require_key(
         given.append("")  # an Authorization of another scheme (Basic, ...): a wrong credential
     want = state.api_key.encode()
     if not given or not all(hmac.compare_digest(c.encode(), want) for c in given):
+        time.sleep(state.auth_delay(request.client.host if request.client else "?"))
         raise HTTPException(
             401,
             "missing or wrong API key: send `Authorization: Bearer KEY` or `X-API-Key: KEY`",
@@ -113,9 +137,20 @@ router = APIRouter(
 
 @router.post("", status_code=202, response_model=Generation, responses=_busy)
 def create_generation(
-    body: GenerationRequest, response: Response, state: ServerState = Depends(get_state)
+    body: GenerationRequest,
+    response: Response,
+    idempotency_key: str | None = Header(
+        None,
+        max_length=200,
+        description="A retried POST with the same key (and body) returns the same job.",
+    ),
+    state: ServerState = Depends(get_state),
 ) -> Generation:
     """Queue a generation; poll `GET /v1/generations/{id}` or listen on its `stream_url`."""
+    digest = hashlib.sha256(body.model_dump_json().encode()).hexdigest()
+    earlier = _replayed(state, idempotency_key, digest, response)
+    if earlier is not None:
+        return earlier
     if body.duration > state.model.max_duration + 1e-9:
         raise HTTPException(
             422, f"duration: {body.duration:g}s is longer than the model's "
@@ -127,13 +162,18 @@ def create_generation(
     if state.free_bytes() < state.min_free_bytes:
         raise HTTPException(507, state.not_ready() or "the disk is full")
     try:
-        job_id = state.worker.submit(body)
+        job_id = state.worker.submit(body, idempotency=(idempotency_key, digest))
     except QueueFullError as err:
         raise HTTPException(429, str(err), headers={"Retry-After": str(err.retry_after)}) from None
     except NotAcceptingError as err:
         raise HTTPException(503, f"{err}; try again later", headers={"Retry-After": "5"}) from None
     except StorageError:
         raise HTTPException(507, "the job could not be recorded: the disk is full") from None
+    except sqlite3.IntegrityError:  # the same key in a simultaneous POST: that one's job
+        earlier = _replayed(state, idempotency_key, digest, response)
+        if earlier is None:
+            raise
+        return earlier
     response.headers["Location"] = f"/v1/generations/{job_id}"
     return _view(state, _get(state, job_id))
 
@@ -162,9 +202,29 @@ def get_generation(job_id: str, state: ServerState = Depends(get_state)) -> Gene
     response_class=FileResponse,
     responses={200: {"content": {t: {} for t in audiofiles.MEDIA_TYPES.values()}}},
 )
-def get_audio(job_id: str, state: ServerState = Depends(get_state)) -> FileResponse:
-    """The finished audio file, in the format the job asked for."""
-    return _file(state, _get(state, job_id))
+def get_audio(
+    job_id: str,
+    format: AudioFormat | None = Query(
+        None, description="Another format than the job's (converted from its file)."
+    ),
+    state: ServerState = Depends(get_state),
+) -> FileResponse:
+    """The finished audio file, in the format the job asked for or in `format`."""
+    record = _get(state, job_id)
+    if format is None or format == record.params.format:
+        return _file(state, record)
+    reason = audiofiles.unavailable_reason(format)
+    if reason is not None:
+        raise HTTPException(422, f"format: {reason}")
+    source = _file(state, record).path
+    converted = audiofiles.convert(Path(source), format, state.store.audio_dir)
+    return FileResponse(
+        converted,
+        media_type=audiofiles.MEDIA_TYPES[format],
+        filename=audiofiles.download_name(record.params.prompt, record.id, format),
+        content_disposition_type="inline",
+        background=BackgroundTask(converted.unlink, missing_ok=True),
+    )
 
 
 @router.get("/{job_id}/peaks", response_model=Peaks)
@@ -229,6 +289,25 @@ def delete_generation(
 
 
 # --- helpers --------------------------------------------------------------------------------
+
+
+def _replayed(
+    state: ServerState, key: str | None, digest: str, response: Response
+) -> Generation | None:
+    """The job an Idempotency-Key was first used for (None: a new key)."""
+    if key is None:
+        return None
+    earlier = state.store.idempotent(key)
+    if earlier is None:
+        return None
+    job_id, earlier_digest = earlier
+    if earlier_digest != digest:
+        raise HTTPException(409, "Idempotency-Key was used before with another request body")
+    record = state.store.get(job_id)
+    if record is None:
+        return None
+    response.headers["Location"] = f"/v1/generations/{job_id}"
+    return _view(state, record)
 
 
 def _get(state: ServerState, job_id: str) -> JobRecord:

@@ -6,9 +6,9 @@ infinities are all refused with a 422 naming the field, before a job is queued.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ..options import AUDIO_FORMATS, DEFAULTS, WINDOW_SECONDS, GenerationOptions
 
@@ -28,8 +28,6 @@ def _whole_number(value: Any) -> Any:
         return int(value)
     return value
 
-
-WholeNumber = Annotated[int, BeforeValidator(_whole_number)]
 
 
 class GenerationRequest(BaseModel):
@@ -55,7 +53,7 @@ class GenerationRequest(BaseModel):
         le=WINDOW_SECONDS,
         description="Seconds, up to the model's window (30 s).",
     )
-    top_k: WholeNumber = Field(
+    top_k: int = Field(
         default=DEFAULTS.top_k,
         ge=0,
         le=100_000,
@@ -73,7 +71,7 @@ class GenerationRequest(BaseModel):
         le=100,
         description="Classifier-free guidance (1 = none, 0 = unconditional).",
     )
-    seed: WholeNumber | None = Field(
+    seed: int | None = Field(
         default=None,
         ge=0,
         lt=2**63,
@@ -81,6 +79,10 @@ class GenerationRequest(BaseModel):
     )
     format: AudioFormat = Field(
         default=AUDIO_FORMATS[0], description="Audio file format of the result."
+    )
+
+    _whole_numbers = field_validator("top_k", "seed", mode="before")(
+        classmethod(lambda cls, value: _whole_number(value))
     )
 
     def options(self) -> GenerationOptions:

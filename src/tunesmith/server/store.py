@@ -38,6 +38,12 @@ CREATE TABLE IF NOT EXISTS jobs (
     attempts INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS jobs_created ON jobs (created_at);
+CREATE TABLE IF NOT EXISTS idempotency (
+    key TEXT PRIMARY KEY,
+    job_id TEXT NOT NULL,
+    digest TEXT NOT NULL,
+    created_at REAL NOT NULL
+);
 """
 INTERRUPTED_MESSAGE = "the server stopped before this job finished; submit it again"
 DEFAULT_MAX_ATTEMPTS = 3
@@ -131,12 +137,34 @@ class JobStore:
 
     # --- writes -----------------------------------------------------------------------------
 
-    def insert(self, job_id: str, params: GenerationRequest, created_at: float) -> None:
-        with self._lock:
+    def insert(
+        self,
+        job_id: str,
+        params: GenerationRequest,
+        created_at: float,
+        idempotency: tuple[str | None, str] | None = None,
+    ) -> None:
+        """A new queued job; with (Idempotency-Key, request digest), the key is kept with it
+        in the same transaction."""
+        with self._lock, self._db:
+            self._db.execute("BEGIN")
             self._db.execute(
                 "INSERT INTO jobs (id, status, params, created_at) VALUES (?, 'queued', ?, ?)",
                 (job_id, params.model_dump_json(), created_at),
             )
+            if idempotency is not None and idempotency[0] is not None:
+                self._db.execute(
+                    "INSERT INTO idempotency (key, job_id, digest, created_at) VALUES (?, ?, ?, ?)",
+                    (idempotency[0], job_id, idempotency[1], created_at),
+                )
+
+    def idempotent(self, key: str) -> tuple[str, str] | None:
+        """(job id, request digest) an Idempotency-Key was first used for."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT job_id, digest FROM idempotency WHERE key=?", (key,)
+            ).fetchone()
+        return None if row is None else (row["job_id"], row["digest"])
 
     def mark_running(self, job_ids: list[str], started_at: float, steps_total: int) -> None:
         with self._lock:
@@ -184,6 +212,7 @@ class JobStore:
                 "'interrupted') RETURNING audio_file",
                 (job_id,),
             ).fetchone()
+            self._db.execute("DELETE FROM idempotency WHERE job_id=?", (job_id,))
         if row is None:
             return False
         if row["audio_file"]:
@@ -201,6 +230,31 @@ class JobStore:
         with self._lock:
             row = self._db.execute("SELECT peaks FROM jobs WHERE id=?", (job_id,)).fetchone()
         return None if row is None or row["peaks"] is None else json.loads(row["peaks"])
+
+    def expired(self, older_than: float | None, max_audio_bytes: int | None) -> list[str]:
+        """Finished jobs retention removes: finished before `older_than` (a time), then the
+        oldest finished others while their audio files together pass `max_audio_bytes`."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id, finished_at, audio_file FROM jobs WHERE status IN ('done', 'failed', "
+                "'cancelled', 'interrupted') ORDER BY finished_at, rowid"
+            ).fetchall()
+        gone = [
+            r["id"] for r in rows if older_than is not None and (r["finished_at"] or 0) < older_than
+        ]
+        if max_audio_bytes is not None:
+            sizes = {}
+            for r in rows:
+                path = self.audio_dir / r["audio_file"] if r["audio_file"] else None
+                sizes[r["id"]] = path.stat().st_size if path is not None and path.is_file() else 0
+            total = sum(size for job, size in sizes.items() if job not in gone)
+            for r in rows:
+                if total <= max_audio_bytes:
+                    break
+                if r["id"] not in gone:
+                    gone.append(r["id"])
+                    total -= sizes[r["id"]]
+        return gone
 
     def counts(self) -> dict[str, int]:
         """How many jobs the store holds in each status."""

@@ -80,10 +80,15 @@ class Worker:
         max_batch: int = 4,
         chunk_seconds: float = 1.0,
         drain_seconds: float = 30.0,
+        keep_seconds: float | None = None,
+        max_audio_bytes: int | None = None,
     ) -> None:
         self.model, self.store, self.hub = model, store, hub
         self.max_queue, self.max_batch, self.chunk_seconds = max_queue, max_batch, chunk_seconds
         self.drain_seconds = drain_seconds
+        # Retention: finished jobs older than keep_seconds go, then the oldest while the audio
+        # passes max_audio_bytes (checked after each batch and every minute while idle).
+        self.keep_seconds, self.max_audio_bytes = keep_seconds, max_audio_bytes
         self.step_hook: Callable[[list[str]], None] | None = None  # tests: runs on every step
         self._cond = threading.Condition()
         self._queue: deque[_Job] = deque()
@@ -148,7 +153,9 @@ class Worker:
 
     # --- requests ---------------------------------------------------------------------------
 
-    def submit(self, params: GenerationRequest) -> str:
+    def submit(
+        self, params: GenerationRequest, idempotency: tuple[str | None, str] | None = None
+    ) -> str:
         """Queue a job and return its id; QueueFullError if `max_queue` jobs are waiting."""
         with self._cond:
             if not self.alive:
@@ -158,7 +165,9 @@ class Worker:
                 raise QueueFullError(self._retry_after())
             job = _Job(uuid.uuid4().hex, params)
             try:
-                self.store.insert(job.id, params, time.time())
+                self.store.insert(job.id, params, time.time(), idempotency)
+            except sqlite3.IntegrityError:  # the same Idempotency-Key, a moment earlier
+                raise
             except (sqlite3.Error, OSError) as err:
                 log.error("recording a new job failed: %s", err)
                 raise StorageError(f"the job could not be recorded: {err}") from None
@@ -235,7 +244,9 @@ class Worker:
         with self._cond:
             while not (self._stopping or self._draining) and (self._paused or not self._queue):
                 self._flush_unrecorded()
-                self._cond.wait(5.0 if self._unrecorded else None)
+                self._retain()
+                retaining = self.keep_seconds is not None or self.max_audio_bytes is not None
+                self._cond.wait(5.0 if self._unrecorded else 60.0 if retaining else None)
             if self._stopping or self._draining:
                 return False
             batch = self._take_batch()
@@ -262,7 +273,21 @@ class Worker:
                 self._cond.notify_all()  # a draining stop() waits for this
             for job in batch:
                 self.hub.close(job.id)
+            with self._cond:
+                self._retain()
         return True
+
+    def _retain(self) -> None:
+        """Delete the finished jobs retention no longer keeps (oldest first)."""
+        if self.keep_seconds is None and self.max_audio_bytes is None:
+            return
+        older = None if self.keep_seconds is None else time.time() - self.keep_seconds
+        try:
+            for job_id in self.store.expired(older, self.max_audio_bytes):
+                self.store.delete(job_id)
+                log.info("retention removed job %s", job_id)
+        except (sqlite3.Error, OSError) as err:
+            log.error("retention failed: %s", err)
 
     def _record(
         self, job_id: str, status: str, error: str | None, progress: tuple[int, int] | None
