@@ -7,8 +7,9 @@ from typing import Any
 import pytest
 
 from tunesmith.errors import InvalidOptionError
+from tunesmith.server import ServiceSettings, serve
 from tunesmith.server import app as server_app
-from tunesmith.server import serve
+from tunesmith.server.settings import read_api_key
 
 KEY = "s3cret-key"
 
@@ -58,32 +59,48 @@ def test_other_hosts(host):
     assert not server_app.is_loopback(host)
 
 
-def test_serve_refuses_a_public_host_without_a_key(tmp_path, monkeypatch):
+def test_serve_refuses_a_public_host_without_a_key(tmp_path):
+    settings = ServiceSettings(host="0.0.0.0", data_dir=tmp_path)
+    with pytest.raises(InvalidOptionError, match="--api-key-file"):
+        serve("no-such-model", settings, {"device": "cpu"})
+
+
+@pytest.mark.parametrize("source", ["file", "env", "flag"])
+def test_the_key_from_a_file_the_environment_or_the_flag(tmp_path, monkeypatch, source):
+    """Was: the key could only be given as --api-key, which `ps` shows every user."""
     monkeypatch.delenv("TUNESMITH_API_KEY", raising=False)
-    with pytest.raises(InvalidOptionError, match="--api-key"):
-        serve("no-such-model", "0.0.0.0", 8000, tmp_path, None, "cpu", 16, 4)
+    key_file = tmp_path / "key"
+    key_file.write_text("from-file\n")
+    if source == "env":
+        monkeypatch.setenv("TUNESMITH_API_KEY", "from-env")
+    got = read_api_key("from-flag", str(key_file) if source == "file" else None)
+    assert got == {"file": "from-file", "env": "from-env", "flag": "from-flag"}[source]
+    (tmp_path / "empty").write_text("\n")
+    with pytest.raises(InvalidOptionError, match=r"no key read|empty key"):
+        read_api_key(None, str(tmp_path / "empty"))
 
 
-@pytest.mark.parametrize("env_key", [None, "from-env"])
-def test_serve_loads_once_and_runs_uvicorn(tiny_checkpoint, tmp_path, monkeypatch, env_key):
+def test_serve_loads_once_and_runs_uvicorn(tiny_checkpoint, tmp_path, monkeypatch):
     import uvicorn
 
-    if env_key:
-        monkeypatch.setenv("TUNESMITH_API_KEY", env_key)
     seen: dict[str, Any] = {}
     monkeypatch.setattr(uvicorn, "run", lambda app, **kw: seen.update(app=app, **kw))
-    api_key = None if env_key else "given"
-    serve(str(tiny_checkpoint), "0.0.0.0", 8123, tmp_path / "d", api_key, "cpu", 3, 2)
+    settings = ServiceSettings(
+        host="0.0.0.0", port=8123, data_dir=tmp_path / "d", api_key="given", max_queue=3,
+        max_batch=2, keep_alive_seconds=4, max_connections=50,
+    )  # fmt: skip
+    serve(str(tiny_checkpoint), settings, {"device": "cpu"})
     assert seen["host"] == "0.0.0.0" and seen["port"] == 8123
-    assert seen["app"].state.tunesmith.api_key == (env_key or "given")
+    assert seen["timeout_keep_alive"] == 4 and seen["limit_concurrency"] == 50
+    assert seen["app"].state.tunesmith.api_key == "given"
     assert (tmp_path / "d" / "tunesmith.db").is_file()
 
 
 @pytest.mark.parametrize(
-    "args,match",
-    [((8000, 0, 4), "max-queue"), ((8000, 4, 0), "max-batch"), ((70000, 4, 4), "port")],
-)
-def test_serve_checks_its_numbers_before_loading(tmp_path, args, match):
-    port, queue, batch = args
+    "fields,match",
+    [({"max_queue": 0}, "max-queue"), ({"max_batch": 0}, "max-batch"), ({"port": 70000}, "port"),
+     ({"max_attempts": 0}, "max-attempts"), ({"log_format": "xml"}, "log-format")],
+)  # fmt: skip
+def test_service_settings_are_checked_before_loading(fields, match):
     with pytest.raises(InvalidOptionError, match=match):
-        serve("no-such-model", "127.0.0.1", port, tmp_path, None, "cpu", queue, batch)
+        ServiceSettings(**fields)

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from ..errors import InvalidOptionError
-from .arguments import add_model_arguments, check_machine, check_model_argument
+from .arguments import add_model_arguments, check_machine, check_model_argument, say
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -23,7 +23,11 @@ def register(commands: argparse._SubParsersAction) -> None:
     srv.add_argument(
         "--api-key",
         default=None,
-        help="require this key (or $TUNESMITH_API_KEY); needed off loopback",
+        help="require this key; needed off loopback. Every user of the machine sees it in "
+        "`ps`: prefer --api-key-file or $TUNESMITH_API_KEY",
+    )
+    srv.add_argument(
+        "--api-key-file", default=None, metavar="FILE", help="read the API key from FILE"
     )
     srv.add_argument(
         "--max-queue", type=int, default=16, help="queued jobs before 429 (default 16)"
@@ -31,6 +35,48 @@ def register(commands: argparse._SubParsersAction) -> None:
     srv.add_argument(
         "--max-batch", type=int, default=4, help="jobs run together in one batch (default 4)"
     )
+    ops = srv.add_argument_group("operations")
+    ops.add_argument(
+        "--max-attempts",
+        type=int,
+        default=3,
+        help="starts of a job across crashes before it fails (default 3)",
+    )
+    ops.add_argument(
+        "--drain-seconds",
+        type=float,
+        default=30.0,
+        help="on SIGTERM, time the running batch has to finish (default 30)",
+    )
+    ops.add_argument(
+        "--min-free-mb",
+        type=float,
+        default=64.0,
+        help="no new jobs (507) below this free space in --data-dir (default 64)",
+    )
+    ops.add_argument(
+        "--keep-days",
+        type=float,
+        default=None,
+        help="delete finished jobs older than this (default: keep)",
+    )
+    ops.add_argument(
+        "--max-disk-gb",
+        type=float,
+        default=None,
+        help="delete the oldest finished jobs while their audio passes this",
+    )
+    ops.add_argument(
+        "--request-timeout",
+        type=float,
+        default=30.0,
+        help="seconds a request body may take to arrive (default 30)",
+    )
+    ops.add_argument(
+        "--max-connections", type=int, default=256, help="open connections before 503 (default 256)"
+    )
+    ops.add_argument("--log-format", choices=("text", "json"), default="text",
+                     help="json: one JSON object a log line")  # fmt: skip
     srv.set_defaults(run=run_serve)
 
 
@@ -47,19 +93,22 @@ def run_serve(args: argparse.Namespace) -> int:
         raise InvalidOptionError(
             f"the server needs its extras ({err.name} is missing): pip install 'tunesmith[server]'"
         ) from None
-    serve(
-        args.model,
-        args.host,
-        args.port,
-        Path(args.data_dir),
-        args.api_key,
-        args.device,
-        args.max_queue,
-        args.max_batch,
-        quantize=args.quantize,
-        text_encoder=args.text_encoder,
-        compile=args.compile,
-        adapters=tuple(args.adapter or ()),
-        adapter_scales=tuple(args.adapter_scale or ()),
-    )
+    from ..server.settings import ServiceSettings, read_api_key
+
+    if args.api_key is not None:
+        say("warning: --api-key is visible in `ps` to every user here; use --api-key-file")
+    settings = ServiceSettings(
+        host=args.host, port=args.port, data_dir=Path(args.data_dir),
+        api_key=read_api_key(args.api_key, args.api_key_file), max_queue=args.max_queue,
+        max_batch=args.max_batch, max_attempts=args.max_attempts,
+        drain_seconds=args.drain_seconds, min_free_mb=args.min_free_mb,
+        keep_days=args.keep_days, max_disk_gb=args.max_disk_gb,
+        request_timeout=args.request_timeout, max_connections=args.max_connections,
+        log_format=args.log_format,
+    )  # fmt: skip
+    load = {
+        "device": args.device, "quantize": args.quantize, "text_encoder": args.text_encoder,
+        "compile": args.compile, "adapter": args.adapter, "adapter_scale": args.adapter_scale,
+    }  # fmt: skip
+    serve(args.model, settings, load)
     return 0

@@ -24,9 +24,10 @@ from ..checkpoints.hub import looks_like_path
 from ..errors import InvalidOptionError, TunesmithError
 from . import audiofiles
 from .limits import BodySizeLimit, HostCheck
-from .operations import RequestIds, docs_assets, metrics_text
+from .operations import JsonFormatter, RequestIds, docs_assets, metrics_text
 from .routes import ServerState, get_state, router
 from .schemas import AdapterInfo, ErrorBody, Health, QueueState
+from .settings import API_KEY_ENV, ServiceSettings
 from .store import DEFAULT_MAX_ATTEMPTS, JobStore
 from .streams import StreamHub
 from .worker import Worker
@@ -35,7 +36,6 @@ if TYPE_CHECKING:
     from ..musicgen import MusicGen
 
 STATIC = Path(__file__).parent / "static"
-API_KEY_ENV = "TUNESMITH_API_KEY"
 MAX_BODY_BYTES = 16 * 1024
 MIN_FREE_BYTES = 64 * 2**20  # below this, no new jobs: room for the ones running
 LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "[::1]", "::1", "testserver")
@@ -242,38 +242,18 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def serve(
-    model_name: str,
-    host: str,
-    port: int,
-    data_dir: Path,
-    api_key: str | None,
-    device: str | None,
-    max_queue: int,
-    max_batch: int,
-    quantize: str | None = None,
-    text_encoder: str | None = None,
-    compile: bool = False,
-    adapters: tuple[str, ...] = (),
-    adapter_scales: tuple[float, ...] = (),
-) -> None:
-    """Load the model once and serve the API and web page until interrupted.
+def serve(model_name: str, settings: ServiceSettings, load: dict[str, Any]) -> None:
+    """Load the model once and serve the API and web page until stopped (SIGTERM drains).
 
-    api_key: None reads $TUNESMITH_API_KEY. Binding anything but loopback without a key is
-    refused, so a server is never open to a network by accident.
+    Binding anything but loopback without a key is refused, so a server is never open to a
+    network by accident. `load`: the keywords of `MusicGen.from_pretrained`.
     """
-    api_key = api_key or os.environ.get(API_KEY_ENV) or None
-    if not is_loopback(host) and api_key is None:
+    if not is_loopback(settings.host) and settings.api_key is None:
         raise InvalidOptionError(
-            f"refusing to serve on {host!r} without an API key: anyone who can reach it could "
-            f"use it. Pass --api-key KEY (or set {API_KEY_ENV}), or bind 127.0.0.1"
+            f"refusing to serve on {settings.host!r} without an API key: anyone who can reach "
+            f"it could use it. Pass --api-key-file FILE (or set {API_KEY_ENV}), or bind 127.0.0.1"
         )
-    if not 0 <= port <= 65535:
-        raise InvalidOptionError(f"port must be in 0..65535, got {port}")
-    if max_queue < 1 or max_batch < 1:
-        raise InvalidOptionError(
-            f"--max-queue and --max-batch must be at least 1, got {max_queue} and {max_batch}"
-        )
+    data_dir = settings.data_dir
     try:
         Path(data_dir).mkdir(parents=True, exist_ok=True)
     except OSError as err:
@@ -285,26 +265,38 @@ def serve(
 
     from ..musicgen import MusicGen
 
-    model = MusicGen.from_pretrained(
-        model_name, device=device, quantize=quantize, text_encoder=text_encoder, compile=compile,
-        adapter=list(adapters), adapter_scale=list(adapter_scales) or None,
-    )  # fmt: skip
-    app = create_app(
-        model, Path(data_dir), api_key=api_key, max_queue=max_queue, max_batch=max_batch
-    )
+    model = MusicGen.from_pretrained(model_name, **load)
+    app = create_app(model, Path(data_dir), **settings.app_options())
+    host = settings.host
     shown = f"[{host}]" if ":" in host else host
-    print(f"tunesmith: {model_name} on http://{shown}:{port}/  (jobs and audio in {data_dir})")
-    _log_to_stderr()
-    # Open /stream responses would otherwise hold a shutdown until their jobs end.
-    config: dict[str, Any] = {"log_level": "info", "timeout_graceful_shutdown": 5}
-    uvicorn.run(app, host=host, port=port, **config)
+    print(
+        f"tunesmith: {model_name} on http://{shown}:{settings.port}/  (jobs and audio in {data_dir})"
+    )
+    _log_to_stderr(settings.log_format)
+    config: dict[str, Any] = {
+        "log_level": "info",
+        # Open /stream responses would otherwise hold a shutdown until their jobs end; the
+        # worker's own drain (--drain-seconds) comes after.
+        "timeout_graceful_shutdown": 5,
+        "timeout_keep_alive": settings.keep_alive_seconds,
+        "limit_concurrency": settings.max_connections,
+        "log_config": None if settings.log_format == "json" else uvicorn.config.LOGGING_CONFIG,
+    }
+    uvicorn.run(app, host=host, port=settings.port, **config)
 
 
-def _log_to_stderr() -> None:
-    """Show the worker's one line per batch (and its errors) beside uvicorn's own log."""
-    logger = logging.getLogger("tunesmith")
-    if not logger.handlers:
-        handler = logging.StreamHandler()
+def _log_to_stderr(log_format: str = "text") -> None:
+    """Show the worker's one line per batch (and its errors) beside uvicorn's own log; with
+    "json", every line of both as one JSON object."""
+    handler = logging.StreamHandler()
+    if log_format == "json":
+        handler.setFormatter(JsonFormatter())
+        names = ["tunesmith", "uvicorn", "uvicorn.error", "uvicorn.access"]
+    else:
         handler.setFormatter(logging.Formatter("%(levelname)s:     %(name)s: %(message)s"))
-        logger.addHandler(handler)
+        names = ["tunesmith"]
+    for name in names:
+        logger = logging.getLogger(name)
+        logger.handlers = [handler]
         logger.setLevel(logging.INFO)
+        logger.propagate = False

@@ -29,7 +29,6 @@ def _whole_number(value: Any) -> Any:
     return value
 
 
-
 class GenerationRequest(BaseModel):
     """What to make. Defaults follow audiocraft's MusicGen (and the `tunesmith` CLI)."""
 
