@@ -264,6 +264,7 @@ def serve(model_name: str, settings: ServiceSettings, load: dict[str, Any]) -> N
     import uvicorn
 
     from ..musicgen import MusicGen
+    from .connections import HeadTimeoutProtocol
 
     model = MusicGen.from_pretrained(model_name, **load)
     app = create_app(model, Path(data_dir), **settings.app_options())
@@ -280,6 +281,7 @@ def serve(model_name: str, settings: ServiceSettings, load: dict[str, Any]) -> N
         "timeout_graceful_shutdown": 5,
         "timeout_keep_alive": settings.keep_alive_seconds,
         "limit_concurrency": settings.max_connections,
+        "http": HeadTimeoutProtocol,  # a request head must arrive within the keep-alive time
         "log_config": None if settings.log_format == "json" else uvicorn.config.LOGGING_CONFIG,
     }
     uvicorn.run(app, host=host, port=settings.port, **config)
