@@ -17,7 +17,8 @@ from tunesmith.server import audiofiles
 def test_healthz_reports_model_limits_and_formats(client):
     health = client.get("/healthz").json()
     assert health["status"] == "ok"
-    assert health["sample_rate"] == 32000 and health["max_duration"] == 30.0
+    assert health["sample_rate"] == 32000 and health["window_seconds"] == 30.0
+    assert health["max_duration"] == 3600.0 and health["melody"] is False
     assert "wav" in health["formats"] and health["auth_required"] is False
     assert health["queue"] == {"queued": 0, "running": 0, "max_queue": 16, "max_batch": 4}
 

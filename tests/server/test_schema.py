@@ -22,6 +22,15 @@ from tunesmith.server import create_app  # noqa: E402
 
 KEY = "schema-test-key"
 EXAMPLES = 25
+# Deliberate exceptions: (operation, check, why).
+EXCEPTIONS = [
+    (
+        "POST /v1/uploads",
+        "positive_data_acceptance",
+        "the body is any bytes by its schema (binary), but only audio is kept: a PNG or random "
+        "bytes are refused with 422, which the document cannot express",
+    ),
+]
 
 
 def _schema(model: Any, folder: Path, api_key: str | None) -> Any:
@@ -55,16 +64,21 @@ def _failures(schema: Any, headers: dict[str, str] | None) -> list[str]:
     from hypothesis import given
     from hypothesis.errors import Unsatisfiable
     from schemathesis.generation import GenerationMode
+    from schemathesis.specs.openapi import checks
 
     failures = []
     for result in schema.get_all_operations():
         operation = result.ok()
+        excluded = [
+            getattr(checks, name) for label, name, _why in EXCEPTIONS if label == operation.label
+        ]
         for mode in GenerationMode:
 
             @given(case=operation.as_strategy(generation_mode=mode))
             @bounded
             def check(case: Any) -> None:
-                case.call_and_validate(headers=headers)
+                # run below, in this same iteration: the loop variable is the current one
+                case.call_and_validate(headers=headers, excluded_checks=excluded)  # noqa: B023
 
             try:
                 check()

@@ -22,6 +22,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from .. import __version__
 from ..checkpoints.hub import looks_like_path
 from ..errors import InvalidOptionError, TunesmithError
+from ..options import MAX_DURATION
 from . import audiofiles
 from .limits import BodySizeLimit, HostCheck
 from .operations import JsonFormatter, RequestIds, docs_assets, metrics_text
@@ -30,6 +31,7 @@ from .schemas import AdapterInfo, ErrorBody, Health, QueueState
 from .settings import API_KEY_ENV, ServiceSettings
 from .store import DEFAULT_MAX_ATTEMPTS, JobStore
 from .streams import StreamHub
+from .uploads import router as uploads_router
 from .worker import Worker
 
 if TYPE_CHECKING:
@@ -37,6 +39,7 @@ if TYPE_CHECKING:
 
 STATIC = Path(__file__).parent / "static"
 MAX_BODY_BYTES = 16 * 1024
+MAX_UPLOAD_BYTES = 32 * 2**20  # an uploaded audio prompt or melody
 MIN_FREE_BYTES = 64 * 2**20  # below this, no new jobs: room for the ones running
 LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "[::1]", "::1", "testserver")
 DESCRIPTION = """Text to music with MusicGen. Queue a generation with `POST /v1/generations`,
@@ -60,6 +63,7 @@ def create_app(
     keep_days: float | None = None,
     max_disk_bytes: int | None = None,
     auth_delay_step: float = 0.1,
+    max_upload_bytes: int = MAX_UPLOAD_BYTES,
 ) -> FastAPI:
     """The app for one loaded model; jobs and audio live under `data_dir`.
 
@@ -105,7 +109,10 @@ def create_app(
         docs_url=None, redoc_url=None,  # our own /docs below: from local files, not a CDN
     )  # fmt: skip
     app.state.tunesmith = state
-    app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes, timeout=body_timeout)
+    app.add_middleware(
+        BodySizeLimit, max_bytes=max_body_bytes, timeout=body_timeout,
+        larger={"/v1/uploads": max_upload_bytes},
+    )  # fmt: skip
     app.add_middleware(RequestIds)
     if allowed_hosts is not None:
         app.add_middleware(HostCheck, allowed=allowed_hosts)
@@ -114,6 +121,7 @@ def create_app(
     app.add_exception_handler(TunesmithError, _tunesmith_error)  # type: ignore[arg-type]
     app.add_exception_handler(Exception, _internal_error)
     app.include_router(router)
+    app.include_router(uploads_router)
     app.openapi = lambda: _openapi(app, auth=state.api_key is not None)  # type: ignore[method-assign]
 
     @app.get(
@@ -137,7 +145,10 @@ def create_app(
             if looks_like_path(state.model.name)
             else state.model.name,
             sample_rate=state.model.sample_rate,
-            max_duration=state.model.max_duration,
+            max_duration=MAX_DURATION,
+            window_seconds=state.model.max_duration,
+            audio_channels=state.model.audio_channels,
+            melody=state.model.config.melody is not None,
             formats=list(audiofiles.available_formats()),
             auth_required=state.api_key is not None,
             adapters=[  # the folder's name, never its path on this machine

@@ -15,23 +15,31 @@ class BodySizeLimit:
     past the limit) and handed on only if it fits, so an endless body costs bounded memory.
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int, timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_bytes: int,
+        timeout: float = 30.0,
+        larger: dict[str, int] | None = None,
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.larger = larger or {}  # paths that take bigger bodies (uploads), and how big
         self.timeout = timeout  # seconds a body may take to arrive, all of it
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "DELETE", "OPTIONS"):
             await self.app(scope, receive, send)
             return
+        limit = self.larger.get(scope["path"], self.max_bytes)
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None:
             try:
-                too_big = int(declared) > self.max_bytes
+                too_big = int(declared) > limit
             except ValueError:
                 too_big = True
             if too_big:
-                await self._refuse(send)
+                await self._refuse(send, limit)
                 return
         body, more = b"", True
         deadline = asyncio.get_running_loop().time() + self.timeout
@@ -46,8 +54,8 @@ class BodySizeLimit:
                 return  # the client went away
             body += message.get("body", b"")
             more = message.get("more_body", False)
-            if len(body) > self.max_bytes:
-                await self._refuse(send)
+            if len(body) > limit:
+                await self._refuse(send, limit)
                 return
 
         replayed = False
@@ -61,8 +69,8 @@ class BodySizeLimit:
 
         await self.app(scope, replay, send)
 
-    async def _refuse(self, send: Send) -> None:
-        await _answer(send, 413, f"request body is larger than {self.max_bytes} bytes; send less")
+    async def _refuse(self, send: Send, limit: int) -> None:
+        await _answer(send, 413, f"request body is larger than {limit} bytes; send less")
 
 
 async def _answer(send: Send, status: int, detail: str) -> None:

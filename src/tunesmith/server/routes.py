@@ -35,6 +35,7 @@ from .schemas import (
 from .schemas import Progress as ProgressModel
 from .store import JobRecord, JobStore
 from .streams import StreamHub
+from .upload_files import describe, upload_path
 from .worker import NotAcceptingError, QueueFullError, StorageError, Worker
 
 if TYPE_CHECKING:
@@ -151,11 +152,7 @@ def create_generation(
     earlier = _replayed(state, idempotency_key, digest, response)
     if earlier is not None:
         return earlier
-    if body.duration > state.model.max_duration + 1e-9:
-        raise HTTPException(
-            422, f"duration: {body.duration:g}s is longer than the model's "
-            f"{state.model.max_duration:g}s window; ask for at most {state.model.max_duration:g}",
-        )  # fmt: skip
+    _check_uploads(state, body)
     reason = audiofiles.unavailable_reason(body.format)
     if reason is not None:
         raise HTTPException(422, f"format: {reason}")
@@ -289,6 +286,29 @@ def delete_generation(
 
 
 # --- helpers --------------------------------------------------------------------------------
+
+
+def _check_uploads(state: ServerState, body: GenerationRequest) -> None:
+    """The uploads a request names exist and suit the model, as the CLI checks its files."""
+    window = state.model.max_duration
+    if body.audio_prompt is not None:
+        path = upload_path(state.store.data_dir, body.audio_prompt)
+        if path is None:
+            raise HTTPException(404, f"audio_prompt: no upload with id {body.audio_prompt!r}")
+        seconds = describe(path, body.audio_prompt).seconds
+        if seconds >= window:
+            raise HTTPException(
+                422, f"audio_prompt: the upload is {seconds:.2f}s; it must be shorter than the "
+                f"model's {window:g}s window",
+            )  # fmt: skip
+    if body.melody is not None:
+        if upload_path(state.store.data_dir, body.melody) is None:
+            raise HTTPException(404, f"melody: no upload with id {body.melody!r}")
+        if state.model.config.melody is None:
+            raise HTTPException(
+                422, "melody: this server's model is conditioned on text only; a melody needs "
+                "a melody checkpoint",
+            )  # fmt: skip
 
 
 def _replayed(

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from ..options import AUDIO_FORMATS, DEFAULTS, WINDOW_SECONDS, GenerationOptions
+from ..options import AUDIO_FORMATS, DEFAULTS, MAX_DURATION, WINDOW_SECONDS, GenerationOptions
 
 Status = Literal["queued", "running", "done", "failed", "cancelled", "interrupted"]
 if TYPE_CHECKING:
@@ -19,6 +19,7 @@ else:  # the one list of formats, as the Literal pydantic validates and document
     AudioFormat = Literal[AUDIO_FORMATS]
 FINISHED: frozenset[str] = frozenset({"done", "failed", "cancelled", "interrupted"})
 MAX_PROMPT_CHARS = 1000
+UPLOAD_ID = r"^[0-9a-f]{32}$"
 
 
 def _whole_number(value: Any) -> Any:
@@ -49,8 +50,9 @@ class GenerationRequest(BaseModel):
     duration: float = Field(
         default=DEFAULTS.duration,
         gt=0,
-        le=WINDOW_SECONDS,
-        description="Seconds, up to the model's window (30 s).",
+        le=MAX_DURATION,
+        description="Seconds of new music; past the model's 30 s window the piece is continued "
+        "window by window (long form, see `stride`).",
     )
     top_k: int = Field(
         default=DEFAULTS.top_k,
@@ -79,6 +81,23 @@ class GenerationRequest(BaseModel):
     format: AudioFormat = Field(
         default=AUDIO_FORMATS[0], description="Audio file format of the result."
     )
+    stride: float = Field(
+        default=DEFAULTS.stride,
+        gt=0,
+        le=WINDOW_SECONDS,
+        description="Long form: seconds each window past the first adds.",
+    )
+    audio_prompt: str | None = Field(
+        default=None,
+        pattern=UPLOAD_ID,
+        description="An upload's id (POST /v1/uploads): the music continues it; the result "
+        "starts with it. Shorter than the model's window.",
+    )
+    melody: str | None = Field(
+        default=None,
+        pattern=UPLOAD_ID,
+        description="Melody checkpoints: an upload's id whose chroma conditions the music.",
+    )
 
     _whole_numbers = field_validator("top_k", "seed", mode="before")(
         classmethod(lambda cls, value: _whole_number(value))
@@ -90,13 +109,22 @@ class GenerationRequest(BaseModel):
         return GenerationOptions(
             duration=self.duration, top_k=self.top_k, top_p=self.top_p,
             temperature=self.temperature, cfg_scale=self.cfg_scale, seed=self.seed,
+            stride=self.stride,
         )  # fmt: skip
 
-    def batch_key(self) -> tuple[float, int, float, float, float] | None:
-        """Jobs with equal keys can share one forward batch; seeded jobs (None) never do."""
-        if self.seed is not None:
+    def batch_key(self) -> tuple[float, ...] | None:
+        """Jobs with equal keys can share one forward batch; seeded jobs and jobs with an
+        uploaded audio prompt or melody (None) never do."""
+        if self.seed is not None or self.audio_prompt is not None or self.melody is not None:
             return None
-        return (self.duration, self.top_k, self.top_p, self.temperature, self.cfg_scale)
+        return (
+            self.duration,
+            self.top_k,
+            self.top_p,
+            self.temperature,
+            self.cfg_scale,
+            self.stride,
+        )
 
 
 class Progress(BaseModel):
@@ -174,11 +202,23 @@ class Health(BaseModel):
     status: Literal["ok"]
     model: str
     sample_rate: int
-    max_duration: float
+    max_duration: float = Field(description="The longest duration a request may ask for.")
+    window_seconds: float = Field(description="The model's window; longer pieces slide it.")
+    audio_channels: int
+    melody: bool = Field(description="Whether `melody` (an uploaded melody) is taken.")
     formats: list[AudioFormat]
     auth_required: bool
     adapters: list[AdapterInfo] = []
     queue: QueueState
+
+
+class Upload(BaseModel):
+    """An uploaded audio file, kept for `audio_prompt` or `melody`."""
+
+    id: str
+    seconds: float
+    sample_rate: int
+    channels: int
 
 
 class ErrorBody(BaseModel):

@@ -26,7 +26,7 @@ import uuid
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -358,10 +358,16 @@ class Worker:
                 raise _Stop
 
         log.info("generating %d job(s), %.2fs each: %s", len(batch), p.duration, ids)
+        uploads = self.store.data_dir / "uploads"
+        extra: dict[str, Any] = {}
+        if p.audio_prompt is not None:  # such jobs run alone (batch_key)
+            extra["audio_prompt"] = uploads / p.audio_prompt
+        if p.melody is not None:
+            extra["melody"] = uploads / p.melody
         try:
             for chunk in self.model.stream(
                 [j.params.prompt for j in batch], p.options(),
-                chunk_seconds=self.chunk_seconds, progress=on_step,
+                chunk_seconds=self.chunk_seconds, progress=on_step, **extra,
             ):  # fmt: skip
                 for row, job in enumerate(batch):
                     parts[row].append(chunk[row])
