@@ -148,3 +148,50 @@ def test_the_api_docs_render_offline(browser, serve_app):
     page.wait_for_selector(".opblock", timeout=20_000)
     assert page.locator(".opblock").count() >= 6
     assert foreign == []
+
+
+def test_continue_an_uploaded_file_then_run_it_again(browser, serve_app, tmp_path):
+    """The page's upload: a file chosen for the continuation is uploaded, the job continues
+    it (its audio is the prompt's second and the new half second), the result shows a
+    spectrogram, and "Again" runs the same settings (the upload included) once more."""
+    import numpy as np
+
+    clip = tmp_path / "intro.flac"
+    t = np.arange(44100) / 44100
+    sf.write(clip, 0.3 * np.sin(2 * np.pi * 330 * t), 44100)
+    url = serve_app()
+    page = browser.new_page(viewport={"width": 1200, "height": 900}, accept_downloads=True)
+    errors: list[str] = []
+    page.on("pageerror", lambda err: errors.append(str(err)))
+    page.goto(url)
+    page.wait_for_selector("#health-dot.ok")
+    page.click("#advanced summary")
+    page.set_input_files("#audio-prompt-file", str(clip))
+    page.fill("#seed", "5")
+    saved = _generate_and_download(page, "carry on", tmp_path)
+    assert sf.info(saved).duration == pytest.approx(1.5, abs=0.03)
+    page.wait_for_function("document.getElementById('spectrogram').naturalWidth > 0")
+    page.wait_for_selector("#history .item:has-text('continues an upload')")
+    _screenshot(page, "continuation.png")
+    page.locator("#history .item").first.get_by_role("button", name="Again").click()
+    page.wait_for_function(
+        "document.querySelectorAll('#history .item').length === 2", timeout=30_000
+    )
+    page.wait_for_selector("#result:not([hidden])", timeout=30_000)
+    first, second = page.locator("#history .item .item-meta").all_inner_texts()[:2]
+    assert "continues an upload" in first and "continues an upload" in second
+    assert "seed 5" in first and "seed 5" in second
+    assert errors == []
+
+
+def test_a_piece_longer_than_the_window_from_the_page(browser, serve_app, tmp_path):
+    url = serve_app()
+    page = browser.new_page(accept_downloads=True)
+    page.goto(url)
+    page.wait_for_selector("#health-dot.ok")
+    assert page.get_attribute("#duration", "max") == "3600"
+    page.fill("#prompt", "a long one")
+    page.fill("#duration", "40")
+    page.click("#generate")
+    page.wait_for_selector("#result:not([hidden])", timeout=120_000)
+    assert "40.0 s" in page.inner_text("#job-text")

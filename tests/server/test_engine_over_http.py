@@ -125,3 +125,10 @@ def test_stereo_checkpoints_serve_two_channels(tmp_path, wait_job) -> None:
         job = wait_job(client, job["id"])
         data, _ = sf.read(io.BytesIO(client.get(job["audio_url"]).content))
         assert data.shape[1] == 2
+
+
+def test_a_finished_job_has_a_spectrogram(client, submit, wait_job) -> None:
+    job = wait_job(client, submit(client, "picture", 0.5))
+    response = client.get(f"/v1/generations/{job['id']}/spectrogram")
+    assert response.status_code == 200 and response.headers["content-type"] == "image/png"
+    assert response.content.startswith(b"\x89PNG")

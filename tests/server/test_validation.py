@@ -13,7 +13,9 @@ BAD_BODIES = [
     ({"prompt": None}, "prompt"),
     ({"duration": 0}, "duration"),
     ({"duration": -1}, "duration"),
-    ({"duration": 30.5}, "duration"),
+    ({"duration": 3600.5}, "duration"),  # past the long-form limit (30.5 s is long form)
+    ({"stride": 31}, "stride"),
+    ({"audio_prompt": "../../etc/passwd"}, "audio_prompt"),
     ({"duration": "8"}, "duration"),
     ({"duration": True}, "duration"),
     ({"top_k": -1}, "top_k"),

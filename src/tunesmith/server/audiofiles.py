@@ -103,3 +103,19 @@ def _rate(path: Path) -> int:
     import soundfile
 
     return int(soundfile.info(str(path)).samplerate)
+
+
+def spectrogram_png(path: Path) -> bytes:
+    """A spectrogram picture of an audio file (ImportError without matplotlib)."""
+    import tempfile
+
+    import matplotlib  # noqa: F401  (ImportError here, not halfway through)
+
+    from ..audio.files import read_audio
+    from ..audio.spectrogram import plot_spectrogram
+
+    wav = read_audio(path)
+    with tempfile.TemporaryDirectory(prefix="tunesmith-spectrogram-") as folder:
+        target = Path(folder) / "spectrogram.png"
+        plot_spectrogram(wav, _rate(path), target)
+        return target.read_bytes()

@@ -224,6 +224,24 @@ def get_audio(
     )
 
 
+@router.get(
+    "/{job_id}/spectrogram",
+    response_class=Response,
+    responses={
+        200: {"content": {"image/png": {}}},
+        501: {"model": ErrorBody, "description": "The server lacks matplotlib."},
+    },
+)
+def get_spectrogram(job_id: str, state: ServerState = Depends(get_state)) -> Response:
+    """A spectrogram picture (PNG) of the finished audio."""
+    source = Path(_file(state, _get(state, job_id)).path)
+    try:
+        png = audiofiles.spectrogram_png(source)
+    except ImportError:
+        raise HTTPException(501, "spectrograms need matplotlib on the server") from None
+    return Response(png, media_type="image/png", headers={"Cache-Control": "max-age=3600"})
+
+
 @router.get("/{job_id}/peaks", response_model=Peaks)
 def get_peaks(job_id: str, state: ServerState = Depends(get_state)) -> Peaks:
     """Peak levels of the finished audio, for a waveform picture."""
@@ -237,8 +255,9 @@ def get_peaks(job_id: str, state: ServerState = Depends(get_state)) -> Peaks:
 @router.get(
     "/{job_id}/stream",
     response_class=StreamingResponse,
-    responses={200: {"content": {"audio/wav": {}}}},
-)
+    responses={200: {"content": {t: {} for t in audiofiles.MEDIA_TYPES.values()},
+                     "description": "A live job: WAV as it is made. A finished one: its file."}},
+)  # fmt: skip
 async def stream_generation(job_id: str, state: ServerState = Depends(get_state)) -> Response:
     """Audio while it is made: a 16-bit WAV of unknown length, sent chunk by chunk from when
     the job starts until it ends. A finished job answers with its file, as `/audio` does."""

@@ -4,7 +4,10 @@
 
 const $ = (id) => document.getElementById(id);
 const LIVE = new Set(["queued", "running"]);
-const state = { current: null, pollTimer: null, offset: 0, pageSize: 12, objectUrl: null };
+const state = {
+  current: null, pollTimer: null, offset: 0, pageSize: 12, objectUrl: null,
+  uploads: new Map(), spectrogramUrl: null,
+};
 
 function keyHeaders() {
   const key = localStorage.getItem("tunesmith-key");
@@ -69,10 +72,39 @@ function readForm() {
     top_p: number("top_p"),
     temperature: number("temperature"),
     cfg_scale: number("cfg_scale"),
+    stride: number("stride"),
     format: $("format").value,
   };
   if ($("seed").value !== "") body.seed = Math.round(number("seed"));
   return body;
+}
+
+// An audio file chosen in the form, uploaded once (POST /v1/uploads); its id.
+async function uploaded(inputId) {
+  const file = $(inputId).files[0];
+  if (!file) return null;
+  const known = state.uploads.get(file);
+  if (known) return known;
+  const info = await (await api("/v1/uploads", {
+    method: "POST",
+    headers: { "Content-Type": file.type || "application/octet-stream" },
+    body: file,
+  })).json();
+  state.uploads.set(file, info.id);
+  return info.id;
+}
+
+async function queue(body) {
+  const job = await (await api("/v1/generations", {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify(body),
+  })).json();
+  state.current = job.id;
+  state.lastStatus = null;
+  $("result").hidden = true;
+  showJob(job);
+  poll();
 }
 
 async function submit(event) {
@@ -82,16 +114,12 @@ async function submit(event) {
   if (key) localStorage.setItem("tunesmith-key", key);
   $("generate").disabled = true;
   try {
-    const job = await (await api("/v1/generations", {
-      method: "POST",
-      headers: { "Content-Type": "application/json" },
-      body: JSON.stringify(readForm()),
-    })).json();
-    state.current = job.id;
-    state.lastStatus = null;
-    $("result").hidden = true;
-    showJob(job);
-    poll();
+    const body = readForm();
+    const prompt = await uploaded("audio-prompt-file");
+    if (prompt) body.audio_prompt = prompt;
+    const melody = await uploaded("melody-file");
+    if (melody) body.melody = melody;
+    await queue(body);
   } catch (err) {
     showError(err.message);
   } finally {
@@ -163,6 +191,33 @@ async function loadResult(job) {
   $("result").hidden = false;
   state.peaks = await fetchPeaks(job.id).catch(() => null);
   if (state.peaks) drawPeaks($("wave"), state.peaks);
+  try {
+    const picture = await (await api(`/v1/generations/${job.id}/spectrogram`)).blob();
+    if (state.spectrogramUrl) URL.revokeObjectURL(state.spectrogramUrl);
+    state.spectrogramUrl = URL.createObjectURL(picture);
+    $("spectrogram").src = state.spectrogramUrl;
+    $("spectrogram").hidden = false;
+  } catch (_) {
+    $("spectrogram").hidden = true; // no matplotlib on the server: the waveform suffices
+  }
+}
+
+// Run a past job again with the same settings (its uploads included), and show them.
+async function again(job) {
+  const p = job.parameters;
+  $("prompt").value = p.prompt;
+  $("duration").value = p.duration;
+  $("duration-range").value = Math.min(p.duration, Number($("duration-range").max));
+  $("duration-out").textContent = `${Number(p.duration).toFixed(1)} s`;
+  for (const key of ["top_k", "top_p", "temperature", "cfg_scale", "stride"]) $(key).value = p[key];
+  $("seed").value = p.seed === null ? "" : p.seed;
+  $("format").value = p.format;
+  showError("");
+  try {
+    await queue({ ...p });
+  } catch (err) {
+    showError(err.message);
+  }
 }
 
 function onTimeUpdate() {
@@ -205,14 +260,17 @@ function historyItem(job) {
   const when = new Date(job.timings.created_at)
     .toLocaleString([], { dateStyle: "short", timeStyle: "short" });
   const seed = job.parameters.seed === null ? "" : ` · seed ${job.parameters.seed}`;
+  const upload = job.parameters.audio_prompt ? " · continues an upload"
+    : job.parameters.melody ? " · follows a melody" : "";
   const facts = document.createElement("span");
-  facts.textContent = `${job.parameters.duration} s · ${job.parameters.format}${seed} · ${when}`;
+  facts.textContent = `${job.parameters.duration} s · ${job.parameters.format}${seed}${upload} · ${when}`;
   const actions = document.createElement("span");
   actions.className = "actions";
   meta.append(facts, actions);
   if (job.status === "done") {
     actions.append(button("Play", () => { state.current = job.id; loadResult(job).then(() => $("player").play()); }));
   }
+  if (!LIVE.has(job.status)) actions.append(button("Again", () => again(job)));
   actions.append(button(LIVE.has(job.status) ? "Cancel" : "Delete", async () => {
     try {
       await api(`/v1/generations/${job.id}`, { method: "DELETE" });
@@ -268,7 +326,9 @@ async function start() {
     const health = await (await fetch("/healthz")).json();
     $("health-dot").className = "dot ok";
     $("model-name").textContent = `${health.model} · ${health.sample_rate / 1000} kHz`;
-    range.max = number.max = String(health.max_duration);
+    number.max = String(health.max_duration);
+    range.max = String(Math.min(health.max_duration, 120)); // past it, type the seconds
+    $("melody-row").hidden = !health.melody;
     for (const option of $("format").options) {
       option.disabled = !health.formats.includes(option.value);
     }
