@@ -107,7 +107,8 @@ def test_readyz_and_post_refuse_below_the_free_space_floor(tiny_model, tmp_path)
         assert ready.status_code == 503 and "MiB free" in ready.json()["detail"]
         response = client.post("/v1/generations", json={"prompt": "x", "duration": 0.3})
         assert response.status_code == 507 and "MiB free" in response.json()["detail"]
-        assert client.get("/healthz").status_code == 200  # alive, though not ready
+        health = client.get("/healthz")
+        assert health.status_code == 200 and health.json()["ready"] is False  # alive, not ready
     with TestClient(create_app(tiny_model, tmp_path / "ok")) as client:
         assert client.get("/readyz").json() == {"status": "ready"}
 

@@ -141,6 +141,7 @@ def create_app(
         queued, running = state.worker.counts()
         return Health(
             status="ok",
+            ready=state.not_ready() is None,
             model=Path(state.model.name).name
             if looks_like_path(state.model.name)
             else state.model.name,

@@ -200,6 +200,7 @@ class Health(BaseModel):
     """Liveness plus what a client needs to build a form: limits, formats, whether a key is due."""
 
     status: Literal["ok"]
+    ready: bool = Field(description="Taking jobs now (see /readyz for why not).")
     model: str
     sample_rate: int
     max_duration: float = Field(description="The longest duration a request may ask for.")
