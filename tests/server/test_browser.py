@@ -53,14 +53,15 @@ def _free_port() -> int:
 
 @pytest.fixture
 def serve_app(tiny_model: Any, tmp_path: Path) -> Iterator[Any]:
-    """serve_app(**create_app_kwargs) -> base URL of a uvicorn server running in a thread."""
+    """serve_app(model=None, **create_app_kwargs) -> base URL of a uvicorn server running in a
+    thread (the tiny model unless another is given)."""
     import uvicorn
 
     servers: list[tuple[uvicorn.Server, threading.Thread]] = []
 
-    def start(**kwargs: Any) -> str:
+    def start(model: Any = None, **kwargs: Any) -> str:
         port = _free_port()
-        app = create_app(tiny_model, tmp_path / f"data-{port}", **kwargs)
+        app = create_app(model or tiny_model, tmp_path / f"data-{port}", **kwargs)
         config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
         server = uvicorn.Server(config)
         thread = threading.Thread(target=server.run, daemon=True)
@@ -195,3 +196,34 @@ def test_a_piece_longer_than_the_window_from_the_page(browser, serve_app, tmp_pa
     page.click("#generate")
     page.wait_for_selector("#result:not([hidden])", timeout=120_000)
     assert "40.0 s" in page.inner_text("#job-text")
+
+
+def test_a_melody_job_from_the_page(browser, serve_app, tmp_path):
+    """On a melody checkpoint the page offers a melody upload, and the job follows it."""
+    import numpy as np
+
+    from tunesmith import MusicGen
+    from tunesmith.testing.checkpoints import build_melody_model, save_checkpoint
+
+    folder = save_checkpoint(build_melody_model(seed=7), tmp_path / "melody-model")
+    url = serve_app(MusicGen.from_pretrained(folder, device="cpu"))
+    tune = tmp_path / "tune.wav"
+    t = np.arange(32000 * 2) / 32000
+    sf.write(tune, 0.3 * np.sin(2 * np.pi * 262 * t * (1 + (t > 1))), 32000)
+    page = browser.new_page(accept_downloads=True)
+    page.goto(url)
+    page.wait_for_selector("#health-dot.ok")
+    page.click("#advanced summary")
+    assert page.is_visible("#melody-file")
+    page.set_input_files("#melody-file", str(tune))
+    saved = _generate_and_download(page, "hummed tune", tmp_path)
+    assert sf.info(saved).duration == pytest.approx(0.5, abs=0.03)
+    page.wait_for_selector("#history .item:has-text('follows a melody')")
+
+
+def test_the_melody_upload_is_hidden_on_text_models(browser, serve_app):
+    page = browser.new_page()
+    page.goto(serve_app())
+    page.wait_for_selector("#health-dot.ok")
+    page.click("#advanced summary")
+    assert not page.is_visible("#melody-file")

@@ -132,3 +132,51 @@ def test_a_finished_job_has_a_spectrogram(client, submit, wait_job) -> None:
     response = client.get(f"/v1/generations/{job['id']}/spectrogram")
     assert response.status_code == 200 and response.headers["content-type"] == "image/png"
     assert response.content.startswith(b"\x89PNG")
+
+
+def test_a_continuation_streams_live(client, worker_of, wait_job) -> None:
+    """Streaming works for every kind of job: here a continuation, its prompt first."""
+    prompt = _upload(client, _wav_bytes(1.0, rate=32000, channels=1))
+    worker_of(client).pause()
+    job_id = client.post(
+        "/v1/generations", json={"prompt": "on", "duration": 0.5, "audio_prompt": prompt["id"]}
+    ).json()["id"]
+    with client.stream("GET", f"/v1/generations/{job_id}/stream") as stream:
+        worker_of(client).resume()
+        body = b"".join(stream.iter_bytes())
+    samples = (len(body) - 44) // 2
+    assert samples == pytest.approx(48000, abs=700)  # 1 s of prompt, then 0.5 s
+    assert wait_job(client, job_id)["status"] == "done"
+
+
+def test_a_draining_server_refuses_new_jobs_with_503(tiny_model, tmp_path) -> None:
+    with TestClient(create_app(tiny_model, tmp_path, drain_seconds=0)) as client:
+        client.app.state.tunesmith.worker.stop()  # type: ignore[attr-defined]  # as SIGTERM does
+        response = client.post("/v1/generations", json={"prompt": "late", "duration": 0.3})
+        assert response.status_code == 503 and "stopping" in response.json()["detail"]
+        assert response.headers["Retry-After"]
+        assert client.get("/readyz").status_code == 503
+
+
+def test_the_document_declares_security_only_with_a_key(tiny_model, tmp_path) -> None:
+    """Was: security declared when no key was set; the 400 for a body that is not JSON (or
+    not UTF-8) undocumented; the duration limit missing; /stream's other media types."""
+    with TestClient(create_app(tiny_model, tmp_path / "open")) as client:
+        document = client.get("/openapi.json").json()
+        assert "securitySchemes" not in document.get("components", {})
+        post = document["paths"]["/v1/generations"]["post"]
+        assert "security" not in post and "401" not in post["responses"]
+        assert "400" in post["responses"]
+        duration = document["components"]["schemas"]["GenerationRequest"]["properties"]["duration"]
+        assert duration["maximum"] == 3600.0
+        stream = document["paths"]["/v1/generations/{job_id}/stream"]["get"]["responses"]["200"]
+        assert {"audio/wav", "audio/flac", "audio/mpeg", "audio/ogg"} <= set(stream["content"])
+        bad = client.post(
+            "/v1/generations", content=b'{"prompt": "\xff"}',
+            headers={"Content-Type": "application/json"},
+        )  # fmt: skip
+        assert bad.status_code in (400, 422) and bad.json()["detail"]
+    with TestClient(create_app(tiny_model, tmp_path / "keyed", api_key="k")) as client:
+        document = client.get("/openapi.json").json()
+        assert document["components"]["securitySchemes"]
+        assert "401" in document["paths"]["/v1/generations"]["post"]["responses"]
