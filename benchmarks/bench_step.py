@@ -14,6 +14,12 @@ F.linear, with tunesmith's float32 kernel module by module, and in one C++ call
 (`--fp32-only`: just those three). With `--threads` above 1, the C++ int8 step also runs on
 that many threads and on 1, fixed, beside the measured choice; `--busy N` keeps N cores busy
 with spinning processes meanwhile (the measured choice should then be no slower than 1).
+
+Also measured in the same run: the machine's read bandwidth (a streaming sum of a 1 GiB
+buffer, far past the caches), each variant's bytes read per step (its weights and scales,
+and the keys and values before `--position`) as a share of that bandwidth, and the time an
+int8 generation spends per step outside the decoder step (sampling with CFG and top-k, the
+delay pattern, progress).
 """
 
 from __future__ import annotations
@@ -101,6 +107,70 @@ def step_ms(step: Step, text: torch.Tensor, position: int, steps: int) -> float:
     return 1e3 * statistics.median(times)
 
 
+def read_bandwidth(threads: int, gigabytes: float = 1.0, repeats: int = 5) -> float:
+    """The machine's read bandwidth (bytes/s): the best of a few plain streaming reads
+    (a sum) of a buffer far larger than the caches, on the step's threads."""
+    buffer = torch.ones(int(gigabytes * 2**30) // 4)
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        buffer.sum()
+        best = min(best, time.perf_counter() - start)
+    return buffer.numel() * 4 / best
+
+
+def bytes_per_step(step: Step, position: int, rows: int = 2) -> int:
+    """What one step must read from memory: every weight and scale of the decoder (the token
+    tables aside: a step reads 4 of their rows) and the self-attention keys and values of
+    the `position` frames before it."""
+    lm = step.lm
+    seen: set[int] = set()
+    total = 0
+    for name, tensor in [*lm.named_parameters(), *lm.named_buffers()]:
+        if "embed_tokens" in name or tensor.data_ptr() in seen:
+            continue
+        seen.add(tensor.data_ptr())
+        total += tensor.numel() * tensor.element_size()
+    cfg = lm.cfg
+    kv_bytes = 2 if isinstance(step, CpuKernelStep) else 4  # its float16 cache
+    total += 2 * cfg.num_layers * rows * cfg.hidden_size * position * kv_bytes
+    return total
+
+
+def outside_ms(model: MusicGen, steps: int = 150) -> tuple[float, float]:
+    """(ms a step of generation spends outside the decoder step, ms inside): sampling with
+    CFG and top-k, the delay pattern, progress, as `generate_tokens` runs them."""
+    inner = model.step
+    spent: list[float] = []
+
+    def timed(tokens: torch.Tensor, cache: object) -> torch.Tensor:
+        start = time.perf_counter()
+        out = inner(tokens, cache)
+        spent.append(time.perf_counter() - start)
+        return out
+
+    class Timed:
+        lm = inner.lm
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(inner, name)
+
+        def __call__(self, tokens: torch.Tensor, cache: object) -> torch.Tensor:
+            return timed(tokens, cache)
+
+    model.step = Timed()  # type: ignore[assignment]
+    try:
+        with model.token_stream("lofi beat", duration=steps / 50, seed=0, progress=True) as blocks:
+            marks = [time.perf_counter() for _ in blocks]
+    finally:
+        model.step = inner
+    # From the first block to the last: the per-call setup (T5, the cache) stays out.
+    inner_steps = spent[1 : len(marks)]
+    wall = marks[-1] - marks[0]
+    per = len(marks) - 1
+    return 1e3 * (wall - sum(inner_steps)) / per, 1e3 * sum(inner_steps) / per
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--folder", help="a musicgen-small-sized checkpoint (default: build one)")
@@ -146,6 +216,7 @@ def main() -> None:
             variants["float32, our kernel, module by module"] = module_by_module(fp32.model.decoder)
             variants["float32, the whole step in C++"] = fp32.step
 
+    reads = {name: bytes_per_step(step, args.position) for name, step in variants.items()}
     runs: dict[str, list[float]] = {name: [] for name in variants}
     busy = spinners(args.busy)
     try:
@@ -160,16 +231,32 @@ def main() -> None:
     finally:
         for proc in busy:
             proc.kill()
+    # After the rounds: a 1 GiB read, or a generation's threads, just before them would
+    # move the steps' thread choice.
+    bandwidth = read_bandwidth(args.threads)
+    outside = None
+    if not args.fp32_only and not args.busy:
+        outside = outside_ms(int8)
 
     print(
         f"\ndecoder step, 2 rows, cache at {args.position} frames, {args.threads} threads, "
         f"{args.busy} busy core(s) beside it"
     )
-    print("| variant | ms/step (median of rounds) | min | max |")
-    print("|---|---|---|---|")
+    print(f"read bandwidth: {bandwidth / 1e9:.1f} GB/s (streaming sum of 1 GiB)")
+    print("| variant | ms/step (median of rounds) | min | max | GB read | share of bandwidth |")
+    print("|---|---|---|---|---|---|")
     for name, values in runs.items():
         med = statistics.median(values)
-        print(f"| {name} | {med:.1f} | {min(values):.1f} | {max(values):.1f} |")
+        share = reads[name] / (med / 1e3) / bandwidth
+        print(
+            f"| {name} | {med:.1f} | {min(values):.1f} | {max(values):.1f} "
+            f"| {reads[name] / 1e9:.3f} | {share:.0%} |"
+        )
+    if outside is not None:
+        print(
+            f"int8 generation (CFG, top-k 250, progress): {outside[0]:.2f} ms a step outside "
+            f"the decoder step, beside {outside[1]:.1f} ms in it"
+        )
 
 
 if __name__ == "__main__":
