@@ -17,7 +17,7 @@ import math
 import os
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -81,7 +81,6 @@ class AdapterSettings:
     alpha: float
     dropout: float
     base_model: str
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def read_adapter(path: str | os.PathLike[str], scale: float = 1.0) -> Adapter:
@@ -197,7 +196,7 @@ def write_adapter(
     for module, (a, b) in factors.items():
         tensors[f"{PREFIX}{module}.lora_A.weight"] = a.detach().float().cpu().contiguous()
         tensors[f"{PREFIX}{module}.lora_B.weight"] = b.detach().float().cpu().contiguous()
-    config = {
+    config: dict[str, Any] = {
         "peft_type": "LORA",
         "task_type": None,
         "base_model_name_or_path": settings.base_model,
@@ -214,7 +213,6 @@ def write_adapter(
         "modules_to_save": None,
         "rank_pattern": {},
         "alpha_pattern": {},
-        **settings.extra,
     }
     # Weights first, then the config that makes the folder an adapter: a crash between the
     # two leaves no folder that looks complete but is not.

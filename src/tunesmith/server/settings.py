@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,9 +62,6 @@ class ServiceSettings:
             "max_disk_bytes": None if self.max_disk_gb is None else int(self.max_disk_gb * 1e9),
             "body_timeout": self.request_timeout,
         }
-
-    def with_key(self, key: str | None) -> ServiceSettings:
-        return dataclasses.replace(self, api_key=key)
 
 
 def read_api_key(given: str | None, key_file: str | None) -> str | None:

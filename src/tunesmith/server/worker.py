@@ -99,7 +99,6 @@ class Worker:
         self._steps_per_second: float | None = None  # measured on the batches run so far
         # Outcomes the store could not take yet (a full disk): id -> (status, error, write).
         self._unrecorded: dict[str, tuple[str, str | None, Callable[[], None]]] = {}
-        self.jobs_finished: dict[str, int] = {}  # by status, since start (for /metrics)
         self.steps_done = 0
         self.generation_seconds = 0.0
         self._thread: threading.Thread | None = None
@@ -302,7 +301,6 @@ class Worker:
     def _write_or_hold(
         self, job_id: str, status: str, error: str | None, write: Callable[[], None]
     ) -> None:
-        self.jobs_finished[status] = self.jobs_finished.get(status, 0) + 1
         try:
             write()
         except (sqlite3.Error, OSError) as err:

@@ -47,10 +47,6 @@ class LoRALinear(nn.Module):
         # is at least this, which makes the drop probability a multiple of 1/65536.
         self.threshold = round(dropout * 65536) - 32768
 
-    @property
-    def weight(self) -> torch.Tensor:
-        return self.base.weight
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, scale = x, self.scaling
         if self.training and self.p > 0:
