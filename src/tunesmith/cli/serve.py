@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from ..errors import InvalidOptionError
+from ..server.settings import LOG_FORMATS, ServiceSettings
 from .arguments import add_model_arguments, check_machine, check_model_argument, say
 
 
@@ -17,9 +18,10 @@ def register(commands: argparse._SubParsersAction) -> None:
         description="Load the model once and serve a JSON API (docs at /docs) and a web page at /.",
     )
     add_model_arguments(srv)
-    srv.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    srv.add_argument("--port", type=int, default=8000, help="port (default 8000)")
-    srv.add_argument("--data-dir", default="tunesmith-data", help="jobs database and audio files")
+    d = ServiceSettings()  # every default, from the one place it is defined
+    srv.add_argument("--host", default=d.host, help=f"address to bind (default {d.host})")
+    srv.add_argument("--port", type=int, default=d.port, help=f"port (default {d.port})")
+    srv.add_argument("--data-dir", default=str(d.data_dir), help="jobs database and audio files")
     srv.add_argument(
         "--api-key",
         default=None,
@@ -30,53 +32,64 @@ def register(commands: argparse._SubParsersAction) -> None:
         "--api-key-file", default=None, metavar="FILE", help="read the API key from FILE"
     )
     srv.add_argument(
-        "--max-queue", type=int, default=16, help="queued jobs before 429 (default 16)"
+        "--max-queue",
+        type=int,
+        default=d.max_queue,
+        help=f"queued jobs before 429 (default {d.max_queue})",
     )
     srv.add_argument(
-        "--max-batch", type=int, default=4, help="jobs run together in one batch (default 4)"
+        "--max-batch",
+        type=int,
+        default=d.max_batch,
+        help=f"jobs run together in one batch (default {d.max_batch})",
     )
     ops = srv.add_argument_group("operations")
     ops.add_argument(
         "--max-attempts",
         type=int,
-        default=3,
-        help="starts of a job across crashes before it fails (default 3)",
+        default=d.max_attempts,
+        help=f"starts of a job across crashes before it fails (default {d.max_attempts})",
     )
     ops.add_argument(
         "--drain-seconds",
         type=float,
-        default=30.0,
-        help="on SIGTERM, time the running batch has to finish (default 30)",
+        default=d.drain_seconds,
+        help=f"on SIGTERM, time the running batch has to finish (default {d.drain_seconds:g})",
     )
     ops.add_argument(
         "--min-free-mb",
         type=float,
-        default=64.0,
-        help="no new jobs (507) below this free space in --data-dir (default 64)",
+        default=d.min_free_mb,
+        help=f"no new jobs (507) below this free space in --data-dir (default {d.min_free_mb:g})",
     )
     ops.add_argument(
         "--keep-days",
         type=float,
-        default=None,
+        default=d.keep_days,
         help="delete finished jobs older than this (default: keep)",
     )
     ops.add_argument(
         "--max-disk-gb",
         type=float,
-        default=None,
+        default=d.max_disk_gb,
         help="delete the oldest finished jobs while their audio passes this",
     )
     ops.add_argument(
         "--request-timeout",
         type=float,
-        default=30.0,
-        help="seconds a request body may take to arrive (default 30)",
+        default=d.request_timeout,
+        help=f"seconds a request body may take to arrive (default {d.request_timeout:g})",
     )
     ops.add_argument(
-        "--max-connections", type=int, default=256, help="open connections before 503 (default 256)"
+        "--max-connections",
+        type=int,
+        default=d.max_connections,
+        help=f"open connections before 503 (default {d.max_connections})",
     )
-    ops.add_argument("--log-format", choices=("text", "json"), default="text",
-                     help="json: one JSON object a log line")  # fmt: skip
+    ops.add_argument(
+        "--log-format", choices=LOG_FORMATS, default=d.log_format,
+        help="json: one JSON object a log line",
+    )  # fmt: skip
     srv.set_defaults(run=run_serve)
 
 
@@ -93,7 +106,7 @@ def run_serve(args: argparse.Namespace) -> int:
         raise InvalidOptionError(
             f"the server needs its extras ({err.name} is missing): pip install 'tunesmith[server]'"
         ) from None
-    from ..server.settings import ServiceSettings, read_api_key
+    from ..server.settings import read_api_key
 
     if args.api_key is not None:
         say("warning: --api-key is visible in `ps` to every user here; use --api-key-file")

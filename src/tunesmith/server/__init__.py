@@ -13,7 +13,18 @@ An interface, like `cli`: it may import the public API (`tunesmith.musicgen`), `
 `options` and `errors`; nothing in the package below it imports it.
 """
 
-from .app import create_app, serve
+from typing import Any
+
 from .settings import ServiceSettings
 
 __all__ = ["ServiceSettings", "create_app", "serve"]
+
+
+def __getattr__(name: str) -> Any:
+    """create_app and serve on first use: `settings` alone (the CLI's defaults) needs no
+    FastAPI."""
+    if name in ("create_app", "serve"):
+        from . import app
+
+        return getattr(app, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

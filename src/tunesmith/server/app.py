@@ -29,7 +29,7 @@ from .operations import JsonFormatter, RequestIds, docs_assets, metrics_text
 from .routes import ServerState, get_state, router
 from .schemas import AdapterInfo, ErrorBody, Health, QueueState
 from .settings import API_KEY_ENV, ServiceSettings
-from .store import DEFAULT_MAX_ATTEMPTS, JobStore
+from .store import JobStore
 from .streams import StreamHub
 from .uploads import router as uploads_router
 from .worker import Worker
@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 STATIC = Path(__file__).parent / "static"
 MAX_BODY_BYTES = 16 * 1024
 MAX_UPLOAD_BYTES = 32 * 2**20  # an uploaded audio prompt or melody
-MIN_FREE_BYTES = 64 * 2**20  # below this, no new jobs: room for the ones running
+SERVICE = ServiceSettings()  # the defaults, defined once there
 LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "[::1]", "::1", "testserver")
 DESCRIPTION = """Text to music with MusicGen. Queue a generation with `POST /v1/generations`,
 poll it, then fetch `/audio` (or listen on `/stream` while it is made). When the server has an
@@ -52,14 +52,14 @@ def create_app(
     data_dir: Path,
     *,
     api_key: str | None = None,
-    max_queue: int = 16,
-    max_batch: int = 4,
+    max_queue: int = SERVICE.max_queue,
+    max_batch: int = SERVICE.max_batch,
     max_body_bytes: int = MAX_BODY_BYTES,
-    max_attempts: int = DEFAULT_MAX_ATTEMPTS,
-    drain_seconds: float = 30.0,
-    min_free_bytes: int = MIN_FREE_BYTES,
+    max_attempts: int = SERVICE.max_attempts,
+    drain_seconds: float = SERVICE.drain_seconds,
+    min_free_bytes: int = SERVICE.min_free_bytes,
     allowed_hosts: tuple[str, ...] | None = None,
-    body_timeout: float = 30.0,
+    body_timeout: float = SERVICE.request_timeout,
     keep_days: float | None = None,
     max_disk_bytes: int | None = None,
     auth_delay_step: float = 0.1,

@@ -11,6 +11,7 @@ from ..errors import InvalidOptionError
 
 API_KEY_ENV = "TUNESMITH_API_KEY"
 LOG_FORMATS = ("text", "json")
+DEFAULT_MAX_ATTEMPTS = 3
 
 
 @dataclass(frozen=True)
@@ -21,7 +22,7 @@ class ServiceSettings:
     api_key: str | None = None
     max_queue: int = 16
     max_batch: int = 4
-    max_attempts: int = 3  # starts of a job across crashes before it fails
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS  # starts of a job across crashes before it fails
     drain_seconds: float = 30.0  # on SIGTERM, time the running batch has to finish
     min_free_mb: float = 64.0  # below this free in the data folder: no new jobs (507)
     keep_days: float | None = None  # retention: finished jobs older than this go
@@ -49,6 +50,10 @@ class ServiceSettings:
             if not ok:
                 raise InvalidOptionError(message)
 
+    @property
+    def min_free_bytes(self) -> int:
+        return int(self.min_free_mb * 2**20)
+
     def app_options(self) -> dict[str, Any]:
         """The keywords of `create_app` these settings give."""
         return {
@@ -57,7 +62,7 @@ class ServiceSettings:
             "max_batch": self.max_batch,
             "max_attempts": self.max_attempts,
             "drain_seconds": self.drain_seconds,
-            "min_free_bytes": int(self.min_free_mb * 2**20),
+            "min_free_bytes": self.min_free_bytes,
             "keep_days": self.keep_days,
             "max_disk_bytes": None if self.max_disk_gb is None else int(self.max_disk_gb * 1e9),
             "body_timeout": self.request_timeout,

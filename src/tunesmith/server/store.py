@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .schemas import FINISHED, GenerationRequest
+from .settings import DEFAULT_MAX_ATTEMPTS
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -46,7 +47,6 @@ CREATE TABLE IF NOT EXISTS idempotency (
 );
 """
 INTERRUPTED_MESSAGE = "the server stopped before this job finished; submit it again"
-DEFAULT_MAX_ATTEMPTS = 3
 
 
 @dataclass(frozen=True)
