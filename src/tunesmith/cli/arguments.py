@@ -201,14 +201,19 @@ def check_audio_input(flag: str, path: str) -> None:
     read_audio(path)
 
 
+def set_threads(args: argparse.Namespace) -> None:
+    """--threads, if given, as torch's thread count."""
+    if args.threads is not None:
+        import torch
+
+        torch.set_num_threads(args.threads)
+
+
 def load(args: argparse.Namespace) -> Any:
     """Set threads, load the model, say how long it took."""
-    import torch
-
     from ..musicgen import MusicGen
 
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
+    set_threads(args)
     start = time.perf_counter()
     model = MusicGen.from_pretrained(
         args.model,

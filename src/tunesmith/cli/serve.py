@@ -7,7 +7,13 @@ from pathlib import Path
 
 from ..errors import InvalidOptionError
 from ..server.settings import LOG_FORMATS, ServiceSettings
-from .arguments import add_model_arguments, check_machine, check_model_argument, say
+from .arguments import (
+    add_model_arguments,
+    check_machine,
+    check_model_argument,
+    say,
+    set_threads,
+)
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -96,10 +102,7 @@ def register(commands: argparse._SubParsersAction) -> None:
 def run_serve(args: argparse.Namespace) -> int:
     check_machine(args)
     check_model_argument(args.model)
-    if args.threads is not None:
-        import torch
-
-        torch.set_num_threads(args.threads)
+    set_threads(args)
     try:
         from ..server import serve
     except ImportError as err:

@@ -6,15 +6,17 @@ import argparse
 from typing import TYPE_CHECKING
 
 from ..errors import InvalidOptionError
-from .arguments import check_machine, check_model_argument, say
+from .arguments import check_machine, check_model_argument, say, set_threads
 
-if TYPE_CHECKING:  # training imports torch: not at the CLI's start
+if TYPE_CHECKING:  # the rest of training imports torch: not at the CLI's start
     from ..training.settings import TrainSettings
 
 
 def register(commands: argparse._SubParsersAction) -> None:
-    """Add the `train` subcommand."""
+    """Add the `train` subcommand (its defaults read from TrainSettings)."""
     from ..options import DEFAULT_MODEL
+    from ..training.settings import PRECISIONS
+    from ..training.settings import default as d
 
     p = commands.add_parser(
         "train",
@@ -49,38 +51,45 @@ def register(commands: argparse._SubParsersAction) -> None:
     data.add_argument(
         "--segment-seconds",
         type=float,
-        default=30.0,
-        help="segment length (default 30, at most the window)",
+        default=d("segment_seconds"),
+        help=f"segment length (default {d('segment_seconds'):g}, at most the window)",
     )
     data.add_argument(
         "--val-share",
         type=float,
-        default=0.1,
-        help="share of files held out for validation (default 0.1)",
+        default=d("val_share"),
+        help=f"share of files held out for validation (default {d('val_share'):g})",
     )
     data.add_argument("--default-caption", default=None, help="caption for files that have none")
     data.add_argument(
         "--text-dropout",
         type=float,
-        default=None,
-        help="share of examples trained without text, for guidance (default 0.3, audiocraft's)",
+        default=d("text_dropout"),
+        help="share of examples trained without text, for guidance "
+        f"(default {d('text_dropout'):g}, audiocraft's)",
     )
     lora = p.add_argument_group("what is trained")
     lora.add_argument("--full", action="store_true", help="train the whole decoder, not LoRA")
-    lora.add_argument("--lora-rank", type=int, default=16, help="LoRA rank (default 16)")
-    lora.add_argument("--lora-alpha", type=float, default=16.0, help="LoRA alpha (default 16)")
-    lora.add_argument(
-        "--lora-dropout", type=float, default=0.05, help="LoRA dropout (default 0.05)"
-    )
+    for name, kind in (("lora_rank", int), ("lora_alpha", float), ("lora_dropout", float)):
+        lora.add_argument(
+            "--" + name.replace("_", "-"), type=kind, default=d(name),
+            help=f"{name.replace('_', ' ').replace('lora', 'LoRA')} (default {d(name):g})",
+        )  # fmt: skip
     lora.add_argument(
         "--lora-targets", default=None, metavar="NAMES",
         help="comma-separated decoder layers (default: self_attn and encoder_attn's q/k/v/out_proj, fc1, fc2)",
     )  # fmt: skip
     opt = p.add_argument_group("optimization")
-    opt.add_argument("--batch-size", type=int, default=4, help="segments per batch (default 4)")
     opt.add_argument(
-        "--grad-accum", type=int, default=1, help="batches per optimizer step (default 1)"
+        "--batch-size",
+        type=int,
+        default=d("batch_size"),
+        help=f"segments per batch (default {d('batch_size')})",
     )
+    opt.add_argument(
+        "--grad-accum", type=int, default=d("grad_accum"),
+        help=f"batches per optimizer step (default {d('grad_accum')})",
+    )  # fmt: skip
     opt.add_argument("--steps", type=int, default=None, help="optimizer steps (default: 10 epochs)")
     opt.add_argument(
         "--epochs", type=float, default=None, help="passes over the data instead of --steps"
@@ -92,24 +101,31 @@ def register(commands: argparse._SubParsersAction) -> None:
         "--warmup-steps", type=int, default=None, help="linear warm-up (default 5%% of the steps)"
     )
     opt.add_argument(
-        "--weight-decay", type=float, default=0.01, help="AdamW weight decay (default 0.01)"
+        "--weight-decay",
+        type=float,
+        default=d("weight_decay"),
+        help=f"AdamW weight decay (default {d('weight_decay'):g})",
     )
     opt.add_argument(
-        "--max-grad-norm", type=float, default=1.0, help="gradient clipping (default 1)"
+        "--max-grad-norm",
+        type=float,
+        default=d("max_grad_norm"),
+        help=f"gradient clipping (default {d('max_grad_norm'):g})",
     )
     opt.add_argument(
-        "--seed", type=int, default=0, help="seed for the data order and dropout (default 0)"
-    )
-    opt.add_argument(
-        "--save-every",
+        "--seed",
         type=int,
-        default=200,
-        help="save (and validate) every N steps (default 200)",
+        default=d("seed"),
+        help=f"seed for the data order and dropout (default {d('seed')})",
     )
+    opt.add_argument(
+        "--save-every", type=int, default=d("save_every"),
+        help=f"save (and validate) every N steps (default {d('save_every')})",
+    )  # fmt: skip
     opt.add_argument(
         "--precision",
-        choices=("auto", "fp32", "bf16"),
-        default="auto",
+        choices=PRECISIONS,
+        default=d("precision"),
         help="auto (default): bfloat16 autocast where products run it natively (CUDA, CPUs with AMX or AVX512-BF16), else fp32",
     )
     opt.add_argument(
@@ -121,8 +137,7 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def settings_from(args: argparse.Namespace) -> TrainSettings:
-    from ..training.lora import DEFAULT_TARGETS
-    from ..training.settings import TEXT_DROPOUT, TrainSettings
+    from ..training.settings import DEFAULT_TARGETS, TrainSettings
 
     targets = DEFAULT_TARGETS
     if args.lora_targets is not None:
@@ -136,7 +151,7 @@ def settings_from(args: argparse.Namespace) -> TrainSettings:
         grad_accum=args.grad_accum, steps=args.steps, epochs=args.epochs, lr=args.lr,
         warmup_steps=args.warmup_steps, weight_decay=args.weight_decay,
         max_grad_norm=args.max_grad_norm,
-        text_dropout=TEXT_DROPOUT if args.text_dropout is None else args.text_dropout,
+        text_dropout=args.text_dropout,
         seed=args.seed, save_every=args.save_every, precision=args.precision,
         grad_checkpointing=args.grad_checkpointing, default_caption=args.default_caption,
         text_encoder=args.text_encoder,
@@ -147,12 +162,9 @@ def run_train(args: argparse.Namespace) -> int:
     check_machine(args)
     check_model_argument(args.model)
     settings = settings_from(args)
-    import torch
-
     from ..training.trainer import train
 
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
+    set_threads(args)
     result = train(settings, args.data, args.out, device=args.device, resume=args.resume, say=say)
     say(
         f"loss {result.first_loss:.4f} at the first step, {result.last_loss:.4f} at step "

@@ -20,14 +20,7 @@ from torch import nn
 from ..checkpoints.adapters import AdapterSettings, write_adapter
 from ..checkpoints.hub_keys import hub_decoder_name
 from ..errors import InvalidOptionError
-
-# The decoder's attention projections (self and cross) and its feed-forward layers.
-DEFAULT_TARGETS: tuple[str, ...] = (
-    *(f"self_attn.{p}" for p in ("q_proj", "k_proj", "v_proj", "out_proj")),
-    *(f"encoder_attn.{p}" for p in ("q_proj", "k_proj", "v_proj", "out_proj")),
-    "fc1",
-    "fc2",
-)
+from .settings import DEFAULT_TARGETS
 
 
 class LoRALinear(nn.Module):

@@ -12,7 +12,14 @@ from typing import Any
 
 from ..errors import InvalidOptionError
 from ..options import WINDOW_SECONDS
-from .lora import DEFAULT_TARGETS
+
+# The decoder's attention projections (self and cross) and its feed-forward layers.
+DEFAULT_TARGETS: tuple[str, ...] = (
+    *(f"self_attn.{p}" for p in ("q_proj", "k_proj", "v_proj", "out_proj")),
+    *(f"encoder_attn.{p}" for p in ("q_proj", "k_proj", "v_proj", "out_proj")),
+    "fc1",
+    "fc2",
+)
 
 TEXT_DROPOUT = 0.3  # audiocraft's classifier-free guidance training dropout for MusicGen
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -98,6 +105,11 @@ class TrainSettings:
 RESUME_KEYS = tuple(
     f.name for f in dataclasses.fields(TrainSettings) if f.name not in ("save_every",)
 )
+
+
+def default(name: str) -> Any:
+    """A field's default (what the CLI shows and uses): read from the dataclass, not repeated."""
+    return next(f.default for f in dataclasses.fields(TrainSettings) if f.name == name)
 
 
 def differences(saved: dict[str, Any], now: dict[str, Any]) -> list[str]:
