@@ -57,6 +57,14 @@ def read_audio(
     return wav
 
 
+def probe_write(folder: Path) -> None:
+    """Create and remove a file in `folder` (OSError if it cannot): a real file, not
+    os.access, since root may "write" to a read-only or virtual file system."""
+    fd, probe = tempfile.mkstemp(prefix=".tunesmith-", dir=folder)
+    os.close(fd)
+    os.unlink(probe)
+
+
 def check_writable(path: str | os.PathLike[str]) -> None:
     """Raise AudioFileError unless a file can be created at `path` (checked before any work)."""
     target = Path(path)
@@ -67,10 +75,8 @@ def check_writable(path: str | os.PathLike[str]) -> None:
         raise AudioFileError(
             f"cannot write {os.fspath(path)!r}: folder {str(folder)!r} does not exist"
         )
-    try:  # a real file, not os.access: root may "write" to a read-only or virtual file system
-        fd, probe = tempfile.mkstemp(prefix=".tunesmith-", dir=folder)
-        os.close(fd)
-        os.unlink(probe)
+    try:
+        probe_write(folder)
     except OSError as err:
         raise AudioFileError(
             f"cannot write {os.fspath(path)!r}: {err.strerror or err} in {str(folder)!r}"

@@ -71,19 +71,20 @@ class ServerState:
                 self.failed_auth.clear()
         return min(2.0, self.auth_delay_step * count)
 
-    def free_bytes(self) -> int:
-        return shutil.disk_usage(self.store.data_dir).free
-
-    def not_ready(self) -> str | None:
-        """Why the server cannot take a job now (None: it can)."""
-        if not self.worker.alive:
-            return "the server's worker is not running (stopping, or failed)"
-        if self.free_bytes() < self.min_free_bytes:
+    def low_disk(self) -> str | None:
+        """Why the data folder's disk takes no new job (None: it has room)."""
+        if shutil.disk_usage(self.store.data_dir).free < self.min_free_bytes:
             return (
                 f"the data folder's disk has under {self.min_free_bytes // 2**20} MiB free; "
                 "no new jobs until space is freed"
             )
         return None
+
+    def not_ready(self) -> str | None:
+        """Why the server cannot take a job now (None: it can)."""
+        if not self.worker.alive:
+            return "the server's worker is not running (stopping, or failed)"
+        return self.low_disk()
 
 
 def get_state(request: Request) -> ServerState:
@@ -156,8 +157,9 @@ def create_generation(
     reason = audiofiles.unavailable_reason(body.format)
     if reason is not None:
         raise HTTPException(422, f"format: {reason}")
-    if state.free_bytes() < state.min_free_bytes:
-        raise HTTPException(507, state.not_ready() or "the disk is full")
+    low_disk = state.low_disk()
+    if low_disk is not None:
+        raise HTTPException(507, low_disk)
     try:
         job_id = state.worker.submit(body, idempotency=(idempotency_key, digest))
     except QueueFullError as err:

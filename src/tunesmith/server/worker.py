@@ -224,7 +224,8 @@ class Worker:
         left = [total - done for done, total in self._progress.values()]
         running = max(left, default=0)
         head = list(self._queue)[: self.max_batch]
-        next_batch = max((round(j.params.duration * 50) + 4 for j in head), default=0)
+        # Each frame a step, plus the delay pattern's few: the steps are frames to a percent.
+        next_batch = max((self.model.frames_for(j.params.duration) for j in head), default=0)
         return max(1, min(3600, math.ceil((running + next_batch) / self._steps_per_second)))
 
     # --- the thread -------------------------------------------------------------------------

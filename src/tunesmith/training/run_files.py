@@ -11,12 +11,11 @@ DIR/loss.png       training and validation loss
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..audio.files import probe_write
 from ..errors import TrainingDataError
 
 
@@ -68,9 +67,7 @@ def prepare(out: str | Path) -> RunFiles:
     root = Path(out).expanduser()
     try:
         (root / "state").mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=".tunesmith-", dir=root)
-        os.close(fd)
-        os.unlink(probe)
+        probe_write(root)
     except OSError as err:
         raise TrainingDataError(
             f"cannot write to output folder {str(out)!r}: {err.strerror or err}"
