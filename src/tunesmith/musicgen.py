@@ -15,7 +15,7 @@ import torch
 
 from .audio.chroma import melody_chroma
 from .audio.files import match_channels, read_audio, resample
-from .checkpoints.adapters import read_adapters
+from .checkpoints.adapters import AdapterPaths, AdapterScales, read_adapters
 from .checkpoints.loading import (
     load_model,
     load_tokenizer,
@@ -40,7 +40,6 @@ from .options import DEFAULT_MODEL, QUANTIZE_MODES, GenerationOptions
 Prompts = str | None | Sequence[str | None]
 Options = GenerationOptions | float | None  # options, or a duration in seconds
 AudioPrompt = torch.Tensor | str | Path
-AdapterPaths = str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None
 DECODE_CONTEXT = 50  # frames of codes on each side of a chunk decoded on its own (1 s)
 STREAM_LOOKAHEAD = 10  # frames a streamed chunk waits for past its end
 
@@ -78,7 +77,7 @@ class MusicGen:
         text_encoder: str | os.PathLike[str] | None = None,
         compile: bool = False,
         adapter: AdapterPaths = None,
-        adapter_scale: float | Sequence[float] | None = None,
+        adapter_scale: AdapterScales = None,
         engine: bool = True,
     ) -> MusicGen:
         """Load a checkpoint from a hub id (downloaded into the Hugging Face cache) or a folder.
@@ -106,19 +105,7 @@ class MusicGen:
         folder = resolve_checkpoint(name_or_path)
         config = read_config(folder, text_encoder)
         tokenizer = load_tokenizer(folder, text_encoder)
-        paths = (
-            []
-            if adapter is None
-            else [adapter]
-            if isinstance(adapter, (str, os.PathLike))
-            else list(adapter)
-        )
-        scales = (
-            [] if adapter_scale is None
-            else [adapter_scale] if isinstance(adapter_scale, (int, float))
-            else list(adapter_scale)
-        )  # fmt: skip
-        adapters = read_adapters(paths, scales)
+        adapters = read_adapters(adapter, adapter_scale)
         model = load_model(
             folder, config, dev, dtype or default_dtype(dev), quantize, text_encoder, adapters
         )

@@ -134,18 +134,25 @@ def read_adapter(path: str | os.PathLike[str], scale: float = 1.0) -> Adapter:
     )
 
 
-def read_adapters(
-    paths: Sequence[str | os.PathLike[str]], scales: Sequence[float] = ()
-) -> list[Adapter]:
-    """Several adapters, each with its scale (one scale for all, or one each; default 1)."""
-    if len(scales) > 1 and len(scales) != len(paths):
+AdapterPaths = str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None
+AdapterScales = float | Sequence[float] | None
+
+
+def read_adapters(paths: AdapterPaths, scales: AdapterScales = None) -> list[Adapter]:
+    """No adapter, one, or several, each with its scale (one scale for all, or one each;
+    default 1)."""
+    folders = (
+        [] if paths is None else [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
+    )
+    given = [] if scales is None else [scales] if isinstance(scales, (int, float)) else list(scales)
+    if len(given) > 1 and len(given) != len(folders):
         raise CheckpointError(
-            f"{len(scales)} adapter scales for {len(paths)} adapters: give one, or one each"
+            f"{len(given)} adapter scales for {len(folders)} adapters: give one, or one each"
         )
-    if scales and not paths:
+    if given and not folders:
         raise CheckpointError("an adapter scale needs an adapter")
-    each = list(scales) if len(scales) > 1 else [scales[0] if scales else 1.0] * len(paths)
-    return [read_adapter(p, s) for p, s in zip(paths, each, strict=True)]
+    each = given if len(given) > 1 else [given[0] if given else 1.0] * len(folders)
+    return [read_adapter(p, s) for p, s in zip(folders, each, strict=True)]
 
 
 def merged(

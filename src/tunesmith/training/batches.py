@@ -79,6 +79,7 @@ def make_batch(
 ) -> tuple[DelayedBatch, TextCondition]:
     chosen = [segments[i] for i in indices]
     batch = delayed_batch([s.codes for s in chosen], special, channels)
-    draws = torch.rand(len(chosen), generator=generator)
-    dropped = [bool(d < text_dropout) for d in draws]
+    dropped = [False] * len(chosen)
+    if text_dropout > 0:  # no draw where nothing is dropped (validation): the stream stays put
+        dropped = [bool(d < text_dropout) for d in torch.rand(len(chosen), generator=generator)]
     return batch, texts([s.caption for s in chosen], dropped)
