@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from tunesmith.kernels.cpu import build, isa
+from tunesmith.kernels.cpu.ops import Kernels
 from tunesmith.models.lm import MusicGenLM
 from tunesmith.testing.checkpoints import build_checkpoint
 
@@ -52,6 +54,18 @@ def decoder_pair() -> tuple[object, MusicGenLM]:
     state = strip_prefix(hf_to_tunesmith(hf.state_dict()), "decoder.")
     ours.load_state_dict(state, strict=True)
     return hf.decoder, ours.eval()
+
+
+@pytest.fixture(params=isa.NAMES)
+def kernel_build(request: pytest.FixtureRequest) -> Kernels:
+    """Each CPU kernel build this machine can run (the others skip, saying why)."""
+    name = request.param
+    if name not in {i.name for i in isa.runnable(isa.cpu_features())}:
+        pytest.skip(f"this CPU cannot run the {name} kernels")
+    found = build.kernels_for(name)
+    if found is None:
+        pytest.skip(f"the {name} kernels do not build here")
+    return found
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:

@@ -16,6 +16,7 @@ from tunesmith.engine.cpu_step import CpuKernelStep
 from tunesmith.engine.int8 import quantize_linears
 from tunesmith.engine.prepare import build_step
 from tunesmith.kernels.cpu import build
+from tunesmith.kernels.cpu.ops import Kernels
 from tunesmith.models.lm import LMCache, MusicGenLM
 
 needs_kernel = pytest.mark.skipif(
@@ -27,8 +28,11 @@ def relative_error(got: torch.Tensor, want: torch.Tensor) -> float:
     return ((got - want).norm() / want.norm()).item()
 
 
-def decoder(cfg: LMConfig, int8: bool = True, seed: int = 0) -> CpuKernelStep:
-    """A random decoder (int8 or float32), fused as loading fuses it, and its step."""
+def decoder(
+    cfg: LMConfig, int8: bool = True, seed: int = 0, kernels: Kernels | None = None
+) -> CpuKernelStep:
+    """A random decoder (int8 or float32), fused as loading fuses it (for this CPU's kernel
+    build, or `kernels`), and its step."""
     torch.manual_seed(seed)
     lm = MusicGenLM(cfg)
     for module in lm.modules():  # non-trivial norms, so that their parameters are tested
@@ -37,7 +41,7 @@ def decoder(cfg: LMConfig, int8: bool = True, seed: int = 0) -> CpuKernelStep:
             torch.nn.init.normal_(module.bias, 0.0, 0.2)
     if int8:
         quantize_linears(lm, "int8")
-    step = build_step(lm.eval())
+    step = build_step(lm.eval(), kernels=kernels)
     assert isinstance(step, CpuKernelStep)
     return step
 
@@ -114,6 +118,28 @@ def test_step_matches_modules_at_musicgen_head_size(int8: bool) -> None:
     assert lm.kernel is not None
     a, b = caches(lm, 5, 3, 9, True)
     assert compare_steps(lm, a, b, 10) < 1e-3
+
+
+@needs_kernel
+@pytest.mark.parametrize("int8", [True, False])
+def test_every_build_gives_the_avx2_logits(kernel_build: Kernels, int8: bool) -> None:
+    """Each kernel build this CPU runs steps like the AVX2 one: the same integer sums (int8)
+    or the same float32 FMAs, in another order. musicgen's 64-wide heads, 2 K-chunks in fc2,
+    a guided batch with padded text."""
+    cfg = LMConfig(vocab_size=128, hidden_size=256, num_layers=2, num_heads=4, ffn_dim=2048)
+    avx2 = build.kernels_for("avx2")
+    assert avx2 is not None
+    steps = [decoder(cfg, int8, kernels=kernels) for kernels in (avx2, kernel_build)]
+    assert [s.kernel.kernels.name for s in steps if s.kernel] == ["avx2", kernel_build.name]
+    torch.manual_seed(1)
+    a, b = caches(steps[0], 4, 2, 9, True)
+    tokens = torch.randint(0, cfg.vocab_size, (4, cfg.num_codebooks, 6))
+    with torch.inference_mode():
+        steps[0](tokens[:, :, :3], a), steps[1](tokens[:, :, :3], b)
+        for i in range(3, 6):
+            want = steps[0](tokens[:, :, i : i + 1], a)
+            got = steps[1](tokens[:, :, i : i + 1], b)
+            assert relative_error(got, want) < 1e-5
 
 
 @needs_kernel

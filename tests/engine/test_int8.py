@@ -12,6 +12,7 @@ from torch import nn
 from tunesmith import InvalidOptionError, MusicGen
 from tunesmith.engine.int8 import Int8Linear, quantize_linears, quantize_rows
 from tunesmith.kernels.cpu import build, layout
+from tunesmith.kernels.cpu.ops import Kernels
 
 
 def relative_error(got: torch.Tensor, want: torch.Tensor) -> float:
@@ -62,13 +63,14 @@ def test_unknown_quantize_is_refused(tiny_checkpoint: Path) -> None:
 
 
 @pytest.mark.parametrize(("rows", "n", "k"), [(1, 8, 48), (2, 96, 1024), (3, 12, 2048), (5, 4, 16)])
-def test_cpu_kernel_matches_float64_product(rows: int, n: int, k: int) -> None:
-    if not build.available():
-        pytest.skip("no int8 CPU kernel here (needs x86-64 AVX2 and a C++ compiler)")
+def test_cpu_kernel_matches_float64_product(
+    kernel_build: Kernels, rows: int, n: int, k: int
+) -> None:
+    """Every build this CPU runs (AVX2's vpmaddwd, the VNNI builds' vpdpbusd)."""
     layer = Int8Linear.from_linear(nn.Linear(k, n, bias=False))
     x = torch.randn(rows, k)
     want = x.double() @ layer.weight.double().T * layer.scales.double()
-    assert layer.pack_for_cpu() and layer.chunk == min(k, layout.CHUNK)
+    assert layer.pack_for_cpu(kernel_build) and layer.chunk == min(k, layout.CHUNK)
     assert torch.equal(layer.unpacked_weight(), layout.unpack(layer.weight, n, k, layer.chunk))
     got = layer(x)
     assert got.dtype == torch.float32
@@ -103,13 +105,11 @@ def test_packed_layers_fuse_and_match(tiny_checkpoint: Path) -> None:
     assert relative_error(got, want) < 0.01
 
 
-def test_cpu_kernel_applies_gelu() -> None:
+def test_cpu_kernel_applies_gelu(kernel_build: Kernels) -> None:
     """fc1's GELU runs in the kernel (gelu=True): torch's exact GELU of the kernel's output."""
-    if not build.available():
-        pytest.skip("no int8 CPU kernel here (needs x86-64 AVX2 and a C++ compiler)")
     plain = Int8Linear.from_linear(nn.Linear(1024, 256, bias=False))
     fused = copy.deepcopy(plain)
-    assert plain.pack_for_cpu() and fused.pack_for_cpu()
+    assert plain.pack_for_cpu(kernel_build) and fused.pack_for_cpu(kernel_build)
     fused.gelu = True
     x = 3 * torch.randn(2, 1024)
     want = torch.nn.functional.gelu(plain(x))

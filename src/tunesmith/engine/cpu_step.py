@@ -20,7 +20,7 @@ from typing import cast
 
 import torch
 
-from ..kernels.cpu import build, ops
+from ..kernels.cpu.ops import Kernels
 from ..models.lm import (
     CacheLayout,
     DecoderLayer,
@@ -46,17 +46,17 @@ class CpuStep:
     sizes: list[int]  # layers, heads, codebooks, cross-attention (1) or not (0)
     eps: float  # the LayerNorms' epsilon
     kv_dtype: torch.dtype  # the cache it steps on: float16 (int8 weights) or float32
+    kernels: Kernels  # the build its weights were packed for
 
     @classmethod
     def for_decoder(cls, lm: MusicGenLM) -> CpuStep | None:
         """The step for `lm` if every product of its steps is packed for our CPU kernels,
         all int8 with a float16 cache or all float32 (what `fuse` makes of a decoder on a
         CPU); else None."""
-        if not build.available():
-            return None
         tensors: list[torch.Tensor] = []
         dims: list[int] = []
         kinds: set[type] = set()  # Int8Linear or PackedLinear: one kind for the whole step
+        builds: set[Kernels] = set()  # the kernel builds they were packed for: one
         eps: set[float] = set()  # the norms' epsilons: one for the whole step
         empty = torch.empty(0)
 
@@ -69,10 +69,16 @@ class CpuStep:
             return True
 
         def linear(module: object) -> bool:
-            if isinstance(module, Int8Linear) and module.scales_f32 is not None:
+            if (
+                isinstance(module, Int8Linear)
+                and module.scales_f32 is not None
+                and module.kernels is not None
+            ):
                 tensors.extend([module.weight, module.scales_f32])
+                builds.add(module.kernels)
             elif isinstance(module, PackedLinear):
                 tensors.extend([module.weight, empty])
+                builds.add(module.kernels)
             else:
                 return False
             kinds.add(type(module))
@@ -102,10 +108,10 @@ class CpuStep:
         # float32 keys and values would be a large share of each step's reads), float32 ones
         # on float32.
         kv_dtype = torch.float16 if kinds == {Int8Linear} else torch.float32
-        if len(eps) != 1 or len(kinds) != 1:
+        if len(eps) != 1 or len(kinds) != 1 or len(builds) != 1:
             return None
         sizes = [len(layers), lm.cfg.num_heads, lm.cfg.num_codebooks, int(cross)]
-        return cls(tensors, dims, sizes, eps.pop(), kv_dtype)
+        return cls(tensors, dims, sizes, eps.pop(), kv_dtype, builds.pop())
 
     def __call__(
         self, x: torch.Tensor, position: int, cache: LMCache, threads: int | None = None
@@ -122,7 +128,7 @@ class CpuStep:
         # An additive mask (new_cache's) [rows, 1, 1, S], read as [rows, S].
         flat = x.new_empty(0) if mask is None or rows == 0 else mask.reshape(rows, -1).float()
         n = threads if threads is not None else torch.get_num_threads()
-        return ops.decoder_step(
+        return self.kernels.decoder_step(
             self.tensors, self.dims, self.sizes, self.eps, x, position, kv, flat, rows, n
         )
 

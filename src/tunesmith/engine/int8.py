@@ -15,7 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..kernels.cpu import build, layout, ops
+from ..kernels.cpu import build, layout
+from ..kernels.cpu.ops import Kernels
 from ..options import QUANTIZE_MODES
 
 
@@ -43,6 +44,7 @@ class Int8Linear(nn.Module):
         self.chunk: int | None = None  # set when packed: input columns per kernel pass
         self.gelu = False  # apply GELU to the output (in the kernel, when packed)
         self.scales_f32: torch.Tensor | None = None
+        self.kernels: Kernels | None = None  # the build it was packed for
         self.register_buffer("weight", torch.zeros(out_features, in_features, dtype=torch.int8))
         self.register_buffer("scales", torch.ones(out_features, dtype=torch.bfloat16))
 
@@ -68,28 +70,33 @@ class Int8Linear(nn.Module):
             return self.weight
         return layout.unpack(self.weight, self.out_features, self.in_features, self.chunk)
 
-    def pack_for_cpu(self) -> bool:
-        """Switch to our int8 kernel where it applies (CPU, shapes, a compiler); True if it
-        did. The effective weights (int8 x bfloat16 scales) are unchanged."""
+    def pack_for_cpu(self, kernels: Kernels | None = None) -> bool:
+        """Switch to our int8 kernel (this CPU's build, or `kernels`) where it applies (CPU,
+        shapes, a compiler); True if it did. The effective weights (int8 x bfloat16 scales)
+        are unchanged."""
         chunk = layout.chunk_for(self.in_features)
         if (
             self.chunk is not None
             or self.weight.device.type != "cpu"
             or chunk is None
             or not layout.fits(self.out_features, self.in_features)
-            or not build.available()
         ):
+            return False
+        kernels = kernels or build.kernels()
+        if kernels is None:
             return False
         self.weight = layout.pack(self.weight, chunk)
         self.scales_f32 = self.scales.float()
-        self.chunk = chunk
+        self.chunk, self.kernels = chunk, kernels
         return True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
-        if self.chunk is not None and self.scales_f32 is not None:
+        if self.chunk is not None and self.scales_f32 is not None and self.kernels is not None:
             flat32 = x.reshape(-1, shape[-1]).float().contiguous()
-            out = ops.int8_linear(flat32, self.weight, self.scales_f32, self.chunk, self.gelu)
+            out = self.kernels.int8_linear(
+                flat32, self.weight, self.scales_f32, self.chunk, self.gelu
+            )
             return out.to(x.dtype).reshape(*shape[:-1], self.out_features)
         flat = x.reshape(-1, shape[-1]).to(torch.bfloat16)
         if flat.device.type == "cpu":

@@ -17,7 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..kernels.cpu import build, layout, ops
+from ..kernels.cpu import build, layout
+from ..kernels.cpu.ops import Kernels
 
 MAX_ROWS = 128  # above this torch's GEMM (on the unpacked weight) wins, 1 or 2 threads here
 
@@ -30,16 +31,18 @@ class PackedLinear(nn.Module):
 
     weight: torch.Tensor
 
-    def __init__(self, weight: torch.Tensor, chunk: int) -> None:
+    def __init__(self, weight: torch.Tensor, chunk: int, kernels: Kernels) -> None:
         super().__init__()
         self.out_features, self.in_features = weight.shape
-        self.chunk = chunk
+        self.chunk, self.kernels = chunk, kernels
         # A parameter, as in nn.Linear: parameter counts and `.parameters()` users see it.
         packed = layout.pack(weight.detach(), chunk)
         self.weight = nn.Parameter(packed, requires_grad=False)
 
     @classmethod
-    def from_linear(cls, linear: nn.Linear) -> PackedLinear | None:
+    def from_linear(cls, linear: nn.Linear, kernels: Kernels | None = None) -> PackedLinear | None:
+        """`linear` packed for this CPU's build (or `kernels`), or None where the kernel does
+        not apply."""
         w = linear.weight
         chunk = layout.chunk_for(linear.in_features)
         if (
@@ -48,10 +51,10 @@ class PackedLinear(nn.Module):
             or w.dtype != torch.float32
             or chunk is None
             or not layout.fits(linear.out_features, linear.in_features)
-            or not build.available()
         ):
             return None
-        return cls(w, chunk)
+        kernels = kernels or build.kernels()
+        return None if kernels is None else cls(w, chunk, kernels)
 
     def unpacked_weight(self) -> torch.Tensor:
         return layout.unpack(self.weight, self.out_features, self.in_features, self.chunk)
@@ -64,7 +67,9 @@ class PackedLinear(nn.Module):
             and flat.dtype == self.weight.dtype == torch.float32
             and flat.device.type == "cpu"
         ):
-            out = ops.fp32_linear(flat.contiguous(), self.weight, self.out_features, self.chunk)
+            out = self.kernels.fp32_linear(
+                flat.contiguous(), self.weight, self.out_features, self.chunk
+            )
         else:  # many rows, or moved off the CPU / float32 since packing
             out = F.linear(flat, self.unpacked_weight().to(flat.dtype))
         return out.reshape(*shape[:-1], self.out_features)

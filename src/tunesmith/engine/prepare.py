@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from ..kernels.cpu import build
+from ..kernels.cpu.ops import Kernels
 from ..models.lm import Attention, DecoderLayer, MusicGenLM
 from .compiled_step import TorchCompileStep, warm_up
 from .cpu_step import CpuKernelStep, CpuStep
@@ -34,10 +35,11 @@ from .step import EagerStep, Step
 _ONCE_PER_CALL = ("encoder_attn.k_proj", "encoder_attn.v_proj")
 
 
-def build_step(lm: MusicGenLM, compile: bool = False) -> Step:
-    """Fuse `lm` for inference and choose how its steps run (see the module docstring)."""
+def build_step(lm: MusicGenLM, compile: bool = False, kernels: Kernels | None = None) -> Step:
+    """Fuse `lm` for inference (for this CPU's kernel build, or `kernels`) and choose how its
+    steps run (see the module docstring)."""
     device = next(lm.parameters()).device
-    kernel = fuse(lm)
+    kernel = fuse(lm, kernels)
     release_freed_memory()  # the float32 copies that packing replaced
     if device.type == "cuda" and compile:
         return CudaGraphStep(lm, static=compile_static(lm))
@@ -48,24 +50,27 @@ def build_step(lm: MusicGenLM, compile: bool = False) -> Step:
     return EagerStep(lm)
 
 
-def fuse(lm: MusicGenLM) -> CpuStep | None:
-    """Repack `lm`'s weights in place for inference; the C++ step over them where every
-    product landed in our kernels, else None."""
+def fuse(lm: MusicGenLM, kernels: Kernels | None = None) -> CpuStep | None:
+    """Repack `lm`'s weights in place for inference, for this CPU's kernel build (or
+    `kernels`); the C++ step over them where every product landed in our kernels, else None."""
     for layer in lm.layers:
         fuse_qkv(cast(DecoderLayer, layer).self_attn)
-    if next(lm.parameters()).device.type != "cpu" or not build.available():
+    if next(lm.parameters()).device.type != "cpu":
+        return None
+    kernels = kernels or build.kernels()
+    if kernels is None:
         return None
     # By name, not a list of modules: that list would keep every replaced layer's float32
     # weight alive until the end, two copies of the decoder at once.
     for name in [name for name, _ in lm.named_modules()]:
         module = lm.get_submodule(name)
         if isinstance(module, Int8Linear):
-            if module.pack_for_cpu() and name.endswith(".fc1"):
+            if module.pack_for_cpu(kernels) and name.endswith(".fc1"):
                 module.gelu = True  # applied in the kernel, as its outputs are finished
                 layer = cast(DecoderLayer, lm.get_submodule(name.removesuffix(".fc1")))
                 layer.activation = nn.Identity()
         elif isinstance(module, nn.Linear) and not name.endswith(_ONCE_PER_CALL):
-            packed = PackedLinear.from_linear(module)
+            packed = PackedLinear.from_linear(module, kernels)
             if packed is not None:
                 parent, _, attr = name.rpartition(".")
                 setattr(lm.get_submodule(parent), attr, packed)

@@ -1,2 +1,3 @@
 """Compute kernels of our own, the leaves of the package: they import nothing of tunesmith.
-`cpu/`: AVX2 C++ for the decoder's few-row products, attention and whole step."""
+`cpu/`: C++ (AVX2, AVX-VNNI, AVX-512 VNNI builds) for the decoder's few-row products,
+attention and whole step."""

@@ -10,7 +10,8 @@ import torch
 import torch.nn.functional as F
 
 from tunesmith import MusicGen
-from tunesmith.kernels.cpu import build, ops
+from tunesmith.kernels.cpu import build
+from tunesmith.kernels.cpu.ops import Kernels
 from tunesmith.models.lm import CacheLayout
 
 needs_kernel = pytest.mark.skipif(
@@ -25,7 +26,13 @@ needs_kernel = pytest.mark.skipif(
 )
 @pytest.mark.parametrize("masked", [False, True])
 def test_kernel_matches_torch_attention(
-    batch: int, heads: int, frames: int, head_dim: int, seen: int, masked: bool
+    kernel_build: Kernels,
+    batch: int,
+    heads: int,
+    frames: int,
+    head_dim: int,
+    seen: int,
+    masked: bool,
 ) -> None:
     q = torch.randn(batch, heads, 1, head_dim)
     k = torch.randn(batch, heads, frames, head_dim).half()
@@ -34,7 +41,7 @@ def test_kernel_matches_torch_attention(
     if masked:  # padded text: the last keys of row 0 are not there
         mask = torch.zeros(batch, seen)
         mask[0, seen // 2 + 1 :] = float("-inf")
-    got = ops.attend_one(q, k, v, seen, mask)
+    got = kernel_build.attend_one(q, k, v, seen, mask)
     want = F.scaled_dot_product_attention(
         q,
         k[:, :, :seen].float(),

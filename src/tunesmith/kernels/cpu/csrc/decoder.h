@@ -244,7 +244,10 @@ class Decoder {
             layer_norm(v, width, *norm, eps_, y);
             v = y;
           }
-          if (int8_) int8k::quantize_rows16(v, 1, width, hq + r * width, hs + r);
+          if (int8_) {
+            int8k::quantize_rows16(v, 1, width, hq + r * width, hs + r);
+            int8k::to_product_layout(hq + r * width, width);
+          }
         }
 #pragma omp barrier
       };

@@ -1,6 +1,7 @@
 // tunesmith's CPU ops: the torch bindings of the kernels in the headers beside this file,
 // compiled as one extension (one translation unit: most of a build is reading torch's headers).
-// Each op checks its inputs and calls the kernel; every op is registered below, in one place.
+// Each op checks its inputs and calls the kernel; every op is registered below, in one place,
+// under the namespace the build names (TS_NAMESPACE: one per instruction set, see isa.py).
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
@@ -13,6 +14,7 @@
 #include "fp32_product.h"
 #include "head_attention.h"
 #include "int8_product.h"
+#include "sampling.h"
 
 namespace {
 // out [M, N] = (x [M, K] @ w.T) * scales (then GELU if `gelu`), w packed as
@@ -29,6 +31,7 @@ at::Tensor int8_linear(const at::Tensor& x, const at::Tensor& packed, const at::
   auto xq = at::empty({M, K}, x.options().dtype(at::kShort));
   auto xs = at::empty({M}, x.options());
   int8k::quantize_rows16(x.data_ptr<float>(), M, K, xq.data_ptr<int16_t>(), xs.data_ptr<float>());
+  int8k::to_product_layout(xq.data_ptr<int16_t>(), M * K);
   const int16_t* xp = xq.data_ptr<int16_t>();
   const float* xsp = xs.data_ptr<float>();
   const int8_t* wp = packed.data_ptr<int8_t>();
@@ -93,6 +96,28 @@ at::Tensor attend_one(const at::Tensor& q, const at::Tensor& k, const at::Tensor
   return out;
 }
 
+// logits [..., V] float32 -> the same shape, -inf below each row's k-th largest (1 <= k <= V).
+at::Tensor top_k_filter(const at::Tensor& logits, int64_t k) {
+  TORCH_CHECK(logits.scalar_type() == at::kFloat && logits.dim() >= 1, "top_k: float32 logits");
+  const int64_t v = logits.size(-1);
+  TORCH_CHECK(1 <= k && k <= v, "top_k: k must be in [1, V]");
+  const at::Tensor x = logits.contiguous();
+  auto out = at::empty_like(x);
+  sampling::top_k_filter(x.data_ptr<float>(), x.numel() / v, v, k, out.data_ptr<float>());
+  return out;
+}
+
+// probs [R, V] float32 -> [R, 1] int64, as torch.multinomial(probs, 1, generator=generator).
+at::Tensor multinomial_one(const at::Tensor& probs, std::optional<at::Generator> generator) {
+  TORCH_CHECK(probs.scalar_type() == at::kFloat && probs.dim() == 2, "draw: [R, V] float32");
+  const at::Tensor p = probs.contiguous();
+  auto* gen = at::get_generator_or_default<at::CPUGeneratorImpl>(
+      generator, at::detail::getDefaultCPUGenerator());
+  auto out = at::empty({p.size(0), 1}, p.options().dtype(at::kLong));
+  sampling::draw(p.data_ptr<float>(), p.size(0), p.size(1), gen, out.data_ptr<int64_t>());
+  return out;
+}
+
 // The weights are parsed again on every call (a few us against a ~10 ms step): holding them
 // in a TorchScript class instead would about double the extension's build time.
 at::Tensor decoder_step(at::TensorList weights, at::IntArrayRef dims, at::IntArrayRef sizes,
@@ -102,18 +127,29 @@ at::Tensor decoder_step(at::TensorList weights, at::IntArrayRef dims, at::IntArr
 }
 }  // namespace
 
+#ifndef TS_NAMESPACE
+#error "build with -DTS_NAMESPACE=<the ops' namespace> (build.py does)"
+#endif
+// TORCH_LIBRARY pastes its argument: one more macro level expands TS_NAMESPACE first.
+#define TS_LIBRARY(ns, m) TORCH_LIBRARY(ns, m)
+#define TS_LIBRARY_IMPL(ns, key, m) TORCH_LIBRARY_IMPL(ns, key, m)
+
 // The schemas here and the fake (shape-only) implementations in ops.py are one table each.
-TORCH_LIBRARY(tunesmith, m) {
+TS_LIBRARY(TS_NAMESPACE, m) {
   m.def("int8_linear(Tensor x, Tensor packed, Tensor scales, int kc, bool gelu=False) -> Tensor");
   m.def("fp32_linear(Tensor x, Tensor packed, int n, int kc) -> Tensor");
   m.def("attend_one(Tensor q, Tensor k, Tensor v, SymInt n, Tensor mask) -> Tensor");
+  m.def("top_k_filter(Tensor logits, int k) -> Tensor");
+  m.def("multinomial_one(Tensor probs, Generator? generator) -> Tensor");
   m.def("decoder_step(Tensor[] weights, int[] dims, int[] sizes, float eps, Tensor x, "
         "int position, Tensor[] kv, Tensor mask, int cross_rows, int threads) -> Tensor");
 }
 
-TORCH_LIBRARY_IMPL(tunesmith, CPU, m) {
+TS_LIBRARY_IMPL(TS_NAMESPACE, CPU, m) {
   m.impl("int8_linear", &int8_linear);
   m.impl("fp32_linear", &fp32_linear);
   m.impl("attend_one", &attend_one);
+  m.impl("top_k_filter", &top_k_filter);
+  m.impl("multinomial_one", &multinomial_one);
   m.impl("decoder_step", &decoder_step);
 }
