@@ -32,6 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -138,15 +139,23 @@ def bytes_per_step(step: Step, position: int, rows: int = 2) -> int:
 
 
 def outside_ms(model: MusicGen, steps: int = 150) -> tuple[float, float]:
-    """(ms a step of generation spends outside the decoder step, ms inside): sampling with
-    CFG and top-k, the delay pattern, progress, as `generate_tokens` runs them."""
+    """(ms a step of generation spends outside the decoder's forward pass, ms in it): CFG,
+    sampling with top-k, the delay pattern, progress, as `generate_tokens` runs them.
+
+    The loop's own time is the wall time less the step calls. Where the step draws the
+    tokens itself (`Step.drawn`: CFG and the draw in its C++ call), what that adds to the
+    call is measured in pairs, the same position on two caches: one call that draws, one that
+    only returns the guided logits (a paired difference: these VMs' step times drift by more
+    than the draw takes)."""
     inner = model.step
     spent: list[float] = []
+    drew: list[bool] = []
 
-    def timed(tokens: torch.Tensor, cache: object) -> torch.Tensor:
+    def timed(call: Callable[[], torch.Tensor | None], draws: bool) -> torch.Tensor | None:
         start = time.perf_counter()
-        out = inner(tokens, cache)
+        out = call()
         spent.append(time.perf_counter() - start)
+        drew.append(draws and out is not None)
         return out
 
     class Timed:
@@ -155,8 +164,14 @@ def outside_ms(model: MusicGen, steps: int = 150) -> tuple[float, float]:
         def __getattr__(self, name: str) -> object:
             return getattr(inner, name)
 
-        def __call__(self, tokens: torch.Tensor, cache: object) -> torch.Tensor:
-            return timed(tokens, cache)
+        def __call__(self, tokens: torch.Tensor, cache: object) -> torch.Tensor | None:
+            return timed(lambda: inner(tokens, cache), False)
+
+        def guided(self, tokens: torch.Tensor, cache: object, scale: float) -> torch.Tensor | None:
+            return timed(lambda: inner.guided(tokens, cache, scale), False)
+
+        def drawn(self, tokens: torch.Tensor, cache: object, scale: float, draw: object) -> object:
+            return timed(lambda: inner.drawn(tokens, cache, scale, draw), True)
 
     model.step = Timed()  # type: ignore[assignment]
     try:
@@ -168,7 +183,34 @@ def outside_ms(model: MusicGen, steps: int = 150) -> tuple[float, float]:
     inner_steps = spent[1 : len(marks)]
     wall = marks[-1] - marks[0]
     per = len(marks) - 1
-    return 1e3 * (wall - sum(inner_steps)) / per, 1e3 * sum(inner_steps) / per
+    loop = 1e3 * (wall - sum(inner_steps)) / per
+    in_call = draw_in_call_ms(model, steps) if any(drew) else 0.0
+    return loop + in_call, 1e3 * sum(inner_steps) / per - in_call
+
+
+def draw_in_call_ms(model: MusicGen, steps: int) -> float:
+    """Median ms that drawing adds to a guided step call (paired, position by position)."""
+    from tunesmith.engine.step import Draw
+
+    step = model.step
+    text = model.condition(["lofi beat", None])
+    caches = [step.new_cache(2, steps + 1, text.states, text.mask) for _ in range(2)]
+    draw = Draw(1.0, 250, torch.Generator().manual_seed(0))
+    tokens = torch.zeros(2, step.lm.cfg.num_codebooks, 1, dtype=torch.long)
+    extra = []
+    with torch.inference_mode():
+        for i in range(steps):
+            first, second = (0, 1) if i % 2 else (1, 0)  # alternate which goes first
+            took = [0.0, 0.0]
+            for which in (first, second):
+                start = time.perf_counter()
+                if which:
+                    step.drawn(tokens, caches[1], 3.0, draw)
+                else:
+                    step.guided(tokens, caches[0], 3.0)
+                took[which] = time.perf_counter() - start
+            extra.append(took[1] - took[0])
+    return 1e3 * statistics.median(extra)
 
 
 def main() -> None:

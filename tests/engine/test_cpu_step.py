@@ -15,6 +15,8 @@ from tunesmith.config import LMConfig
 from tunesmith.engine.cpu_step import CpuKernelStep
 from tunesmith.engine.int8 import quantize_linears
 from tunesmith.engine.prepare import build_step
+from tunesmith.engine.step import Draw, guide
+from tunesmith.generation.sampling import sample
 from tunesmith.kernels.cpu import build
 from tunesmith.kernels.cpu.ops import Kernels
 from tunesmith.models.lm import LMCache, MusicGenLM
@@ -198,3 +200,49 @@ def test_compile_leaves_cpu_steps_to_the_step(tiny_checkpoint: Path, quantize: s
     """compile=True has nothing to do for a decoder stepping in C++ (no ~50 s compile)."""
     model = MusicGen.from_pretrained(tiny_checkpoint, device="cpu", quantize=quantize, compile=True)
     assert isinstance(model.step, CpuKernelStep) and model.step.kernel is not None
+
+
+@needs_kernel
+@pytest.mark.parametrize("int8", [True, False])
+@pytest.mark.parametrize("scale", [3.0, 0.5])
+def test_guidance_in_the_step_is_torchs_formula(int8: bool, scale: float) -> None:
+    """`guided` mixes the halves in C++ exactly as `guide` does in torch, on the same step."""
+    cfg = LMConfig(vocab_size=128, hidden_size=64, num_layers=2, num_heads=2, ffn_dim=128)
+    lm = decoder(cfg, int8)
+    a, b = caches(lm, 4, 2, 5, True)
+    tokens = torch.randint(0, cfg.vocab_size, (4, cfg.num_codebooks, 4))
+    with torch.inference_mode():
+        lm(tokens[:, :, :2], a), lm(tokens[:, :, :2], b)
+        for i in (2, 3):
+            want = guide(lm(tokens[:, :, i : i + 1], a)[:, :, -1], scale)
+            got = lm.guided(tokens[:, :, i : i + 1], b, scale)
+            assert got.shape == (2, cfg.num_codebooks, cfg.vocab_size)
+            assert torch.equal(got, want)
+    with pytest.raises(RuntimeError, match="even number of rows"):
+        lm.guided(
+            tokens[:3, :, 3:], lm.new_cache(3, 8, torch.randn(3, 5, 64), torch.ones(3, 5)), 3.0
+        )
+
+
+@needs_kernel
+@pytest.mark.parametrize("guided", [True, False])
+def test_drawn_in_the_step_is_the_loops_sample(guided: bool) -> None:
+    """`drawn` (guidance and the draw in the C++ call) gives `sample`'s tokens from the same
+    logits, and leaves the generator where sampling leaves it."""
+    cfg = LMConfig(vocab_size=128, hidden_size=64, num_layers=2, num_heads=2, ffn_dim=128)
+    lm = decoder(cfg, True)
+    a, b = caches(lm, 4, 2, 5, True)
+    tokens = torch.randint(0, cfg.vocab_size, (4, cfg.num_codebooks, 5))
+    ours, theirs = torch.Generator().manual_seed(4), torch.Generator().manual_seed(4)
+    scale = 3.0 if guided else None
+    with torch.inference_mode():
+        lm(tokens[:, :, :2], a), lm(tokens[:, :, :2], b)
+        for i in (2, 3, 4):
+            frame = tokens[:, :, i : i + 1]
+            logits = lm.guided(frame, a, 3.0) if guided else lm(frame, a)[:, :, -1]
+            want = sample(logits, top_k=20, top_p=0.0, temperature=1.2, generator=theirs)
+            got = lm.drawn(frame, b, scale, Draw(1.2, 20, ours))
+            assert got is not None and torch.equal(got, want)
+            assert torch.equal(ours.get_state(), theirs.get_state())
+    prefill = tokens[:, :, :2]
+    assert lm.drawn(prefill, b, scale, Draw(1.2, 20, ours)) is None  # many frames: not drawn

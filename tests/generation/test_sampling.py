@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from tunesmith.generation.sampling import cfg_mix, sample, top_k_filter, top_p_filter
+from tunesmith.engine.step import guide as cfg_mix
+from tunesmith.generation.sampling import sample, top_k_filter, top_p_filter
 
 
 def test_cfg_mix_formula() -> None:

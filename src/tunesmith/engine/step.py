@@ -18,6 +18,23 @@ from ..config import LMConfig
 from ..models.lm import CacheLayout, LMCache, MusicGenLM
 
 
+@dataclass(frozen=True)
+class Draw:
+    """A token draw a step may run itself, right after its logits (`Step.drawn`): torch's
+    division by `temperature`, top-k filter (0 < top_k < V; else none), softmax and one
+    multinomial draw per row from `generator`, with torch's results and use of the stream."""
+
+    temperature: float
+    top_k: int
+    generator: torch.Generator | None
+
+
+def guide(logits: torch.Tensor, scale: float) -> torch.Tensor:
+    """Classifier-free guidance: [2B, ...] logits, conditional rows first -> [B, ...]."""
+    cond, uncond = logits.chunk(2, dim=0)
+    return uncond + scale * (cond - uncond)
+
+
 class Step(Protocol):
     """A decoder and the way its steps run."""
 
@@ -33,6 +50,19 @@ class Step(Protocol):
     def __call__(self, tokens: torch.Tensor, cache: LMCache) -> torch.Tensor:
         """tokens [B, K, T] at cache.length.. -> logits [B, K, T, V] float32; advances the
         cache by T frames."""
+        ...
+
+    def guided(self, tokens: torch.Tensor, cache: LMCache, scale: float) -> torch.Tensor:
+        """tokens [2B, K, T] of a guided batch (conditional rows first) -> the last frame's
+        guided logits [B, K, V] (`guide`); advances the cache by T frames."""
+        ...
+
+    def drawn(
+        self, tokens: torch.Tensor, cache: LMCache, scale: float | None, draw: Draw
+    ) -> torch.Tensor | None:
+        """The next tokens [B, K] drawn by the step itself from the last frame's logits
+        (guided if `scale`: tokens is then a guided batch of 2B rows), or None, the cache
+        untouched, where this step does not draw."""
         ...
 
 
@@ -55,3 +85,11 @@ class EagerStep:
 
     def __call__(self, tokens: torch.Tensor, cache: LMCache) -> torch.Tensor:
         return self.lm(tokens, cache)
+
+    def guided(self, tokens: torch.Tensor, cache: LMCache, scale: float) -> torch.Tensor:
+        return guide(self(tokens, cache)[:, :, -1], scale)
+
+    def drawn(
+        self, tokens: torch.Tensor, cache: LMCache, scale: float | None, draw: Draw
+    ) -> torch.Tensor | None:
+        return None  # the loop samples (generation.sampling)

@@ -19,7 +19,7 @@ import torch
 from ..engine.step import Step
 from ..options import GenerationOptions
 from .delay import apply_delay, delays, valid_mask
-from .sampling import cfg_mix, sample
+from .sampling import sample, step_draw
 
 StepCallback = Callable[[int, int], None]  # (steps done, steps in all)
 
@@ -112,6 +112,7 @@ def iter_window(
     pos = torch.arange(length)[None, :]
     shift = torch.tensor(shifts)[:, None]
     writable = (valid_mask(k, length, cfg.audio_channels) & (pos >= 1 + shift + p)).to(device)
+    every = writable.all(dim=0).tolist()  # positions where every codebook takes its token
     gather = torch.tensor(shifts, device=device)[None, :, None]  # frame t of k is at t + 1 + d_k
 
     use_cfg = options.cfg_scale != 1.0
@@ -120,19 +121,26 @@ def iter_window(
 
     first = p + 1  # first position with anything to sample (codebook 0 right after the prompt)
     feed = seq[:, :, :first]
+    top_k, top_p, temperature = options.top_k, options.top_p, options.temperature
+    draw = step_draw(top_k=top_k, top_p=top_p, temperature=temperature, generator=generator)
+    scale = options.cfg_scale if use_cfg else None
     for position in range(first, length):
         inputs = torch.cat([feed, feed]) if use_cfg else feed
-        logits = step(inputs, cache)[:, :, -1]  # [rows, K, V]
-        if use_cfg:
-            logits = cfg_mix(logits, options.cfg_scale)
-        tokens = sample(
-            logits,
-            top_k=options.top_k,
-            top_p=options.top_p,
-            temperature=options.temperature,
-            generator=generator,
-        )
-        seq[:, :, position] = torch.where(writable[:, position], tokens, seq[:, :, position])
+        # The step draws the tokens itself where it can (one C++ call on a CPU), else the
+        # loop samples its logits (the step mixes the guided halves: in C++ on a CPU).
+        tokens = None if draw is None else step.drawn(inputs, cache, scale, draw)
+        if tokens is None:
+            if scale is not None:
+                logits = step.guided(inputs, cache, scale)
+            else:
+                logits = step(inputs, cache)[:, :, -1]  # [B, K, V]
+            tokens = sample(
+                logits, top_k=top_k, top_p=top_p, temperature=temperature, generator=generator
+            )
+        if every[position]:  # most steps: one write, not four ops
+            seq[:, :, position] = tokens
+        else:
+            seq[:, :, position] = torch.where(writable[:, position], tokens, seq[:, :, position])
         feed = seq[:, :, position : position + 1]
         frame = position - 1 - max_delay  # the frame whose last codebook was just written
         if frame >= p:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import torch
 
+from ..engine.step import Draw
 from ..kernels.cpu import build
 from ..kernels.cpu.ops import Kernels
 
@@ -19,17 +20,22 @@ from ..kernels.cpu.ops import Kernels
 TINY_TEMPERATURE = 1e-4
 
 
-def cfg_mix(logits: torch.Tensor, scale: float) -> torch.Tensor:
-    """[2B, ...] logits, conditional rows first -> [B, ...] guided logits."""
-    cond, uncond = logits.chunk(2, dim=0)
-    return uncond + scale * (cond - uncond)
-
-
 def cpu_kernels(logits: torch.Tensor) -> Kernels | None:
     """Our CPU kernels where they take these logits (float32, on a CPU that has them)."""
     if logits.device.type != "cpu" or logits.dtype != torch.float32:
         return None
     return build.kernels()
+
+
+def step_draw(
+    *, top_k: int, top_p: float, temperature: float, generator: torch.Generator | None
+) -> Draw | None:
+    """The draw a step may run itself (`Step.drawn`) for these settings: `sample`'s result
+    for them is torch's temperature, top-k, softmax and multinomial, nothing else (no top-p,
+    no greedy argmax, no tiny temperature)."""
+    if top_k == 1 or temperature < TINY_TEMPERATURE or 0.0 < top_p < 1.0:
+        return None
+    return Draw(temperature, top_k, generator)
 
 
 def top_k_filter(logits: torch.Tensor, k: int) -> torch.Tensor:
@@ -84,6 +90,12 @@ def sample(
     """
     if top_k == 1:
         return logits.argmax(dim=-1)
+    kernels = cpu_kernels(logits)
+    if kernels is not None and generator is not None and generator.device.type != "cpu":
+        kernels = None
+    if kernels is not None and temperature >= TINY_TEMPERATURE and not 0.0 < top_p < 1.0:
+        flat = logits.reshape(-1, logits.shape[-1])
+        return kernels.sample_rows(flat, temperature, top_k, generator).view(logits.shape[:-1])
     if temperature < TINY_TEMPERATURE:
         # logits / 1e-45 overflows to inf (and softmax to NaN); less the row's largest first,
         # every logit but the largest goes to -inf: the same distribution, computed safely.
@@ -94,8 +106,7 @@ def sample(
     logits = top_p_filter(logits, top_p)
     probs = softmax(logits)
     flat = probs.reshape(-1, probs.shape[-1])
-    kernels = cpu_kernels(flat)
-    if kernels is not None and (generator is None or generator.device.type == "cpu"):
+    if kernels is not None:
         drawn = kernels.multinomial_one(flat, generator)
     else:
         drawn = torch.multinomial(flat, 1, generator=generator)

@@ -53,3 +53,19 @@ def test_a_skewed_row_draws_its_likely_token(kernel_build: Kernels) -> None:
     probs = torch.zeros(2, 100)
     probs[0, 7], probs[1, 99] = 1.0, 1.0
     assert kernel_build.multinomial_one(probs).flatten().tolist() == [7, 99]
+
+
+@pytest.mark.parametrize(("temperature", "k"), [(1.0, 250), (1.3, 50), (0.7, 0), (2.0, 2048)])
+def test_sample_rows_is_torchs_pipeline(kernel_build: Kernels, temperature: float, k: int) -> None:
+    """temperature, top-k, softmax, draw in one call: torch's tokens and generator state."""
+    for seed in range(20):
+        logits = 4 * torch.randn(4, 2048, generator=torch.Generator().manual_seed(seed))
+        ours, theirs = torch.Generator().manual_seed(seed), torch.Generator().manual_seed(seed)
+        scaled = logits / temperature
+        if 0 < k < 2048:
+            kth = torch.topk(scaled, k, dim=-1).values.amin(dim=-1, keepdim=True)
+            scaled = scaled.masked_fill(scaled < kth, float("-inf"))
+        want = torch.multinomial(scaled.softmax(dim=-1), 1, generator=theirs)
+        got = kernel_build.sample_rows(logits, temperature, k, ours)
+        assert torch.equal(got, want), seed
+        assert torch.equal(ours.get_state(), theirs.get_state())

@@ -6,7 +6,8 @@ The ops take float32 activations and the weights in `layout`'s packed form:
 - `fp32_linear`: x [M, K] @ float32 weight.T;
 - `attend_one`: one query's attention over a float16 KV cache;
 - `decoder_step`: a whole decoder's one-frame step (see `tunesmith.engine.cpu_step`);
-- `top_k_filter`, `multinomial_one`: sampling's two slow parts, as torch computes them.
+- `top_k_filter`, `multinomial_one`: sampling's two slow parts, as torch computes them;
+  `sample_rows`: temperature, top-k, softmax and the draw in one call.
 Each build registers them under its own namespace (`isa.Isa.namespace`).
 """
 
@@ -73,12 +74,20 @@ class Kernels:
         mask: torch.Tensor,
         cross_rows: int,
         threads: int,
+        guidance: float | None = None,
+        draw: tuple[float, int, torch.Generator | None] | None = None,
     ) -> torch.Tensor:
         """One frame x [B, D] through every layer and head -> logits [B, K, V] float32, on at
-        most `threads` threads (and at most torch's count)."""
+        most `threads` threads (and at most torch's count); with `guidance`, x is a guided
+        batch (conditional rows first) and the result its guided logits [B/2, K, V]; with
+        `draw` (temperature, top-k, generator), the tokens `sample_rows` draws from those
+        logits, [B, K] (or [B/2, K]) int64."""
+        scale = 1.0 if guidance is None else guidance
+        temperature, top_k, generator = draw if draw is not None else (1.0, 0, None)
         return self._op("decoder_step")(
-            weights, dims, sizes, eps, x, position, kv, mask, cross_rows, threads
-        )
+            weights, dims, sizes, eps, x, position, kv, mask, cross_rows, threads,
+            guidance is not None, scale, draw is not None, temperature, top_k, generator,
+        )  # fmt: skip
 
     def top_k_filter(self, logits: torch.Tensor, k: int) -> torch.Tensor:
         """logits [..., V] float32, -inf below each row's k-th largest (ties with it kept)."""
@@ -91,6 +100,17 @@ class Kernels:
         the same index and the same generator state after, without drawing a logarithm for
         each zero."""
         return self._op("multinomial_one")(probs, generator)
+
+    def sample_rows(
+        self,
+        logits: torch.Tensor,
+        temperature: float,
+        top_k: int,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """logits [R, V] float32 -> [R, 1] int64: torch's division by `temperature`, top-k
+        filter (0 < top_k < V), softmax and multinomial draw, in one call."""
+        return self._op("sample_rows")(logits, temperature, top_k, generator)
 
     def register_fakes(self) -> None:
         """Register `FAKES` under this build's namespace, once it is loaded (torch refuses a

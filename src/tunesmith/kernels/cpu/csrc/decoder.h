@@ -164,23 +164,30 @@ class Decoder {
   // keys, self values [B, H, T, hd], cross keys, cross values [N, H, S, hd], all float16
   // or all float32; mask: empty or [N, S] additive float32 for the first N = cross_rows
   // rows. -> logits [B, codebooks, vocab] float32. Writes the frame's keys and values.
-  // threads: at most this many (and at most torch's count) share the step.
+  // threads: at most this many (and at most torch's count) share the step. guided: x is a
+  // guided batch (conditional rows first), and the result is its guided logits [B/2,
+  // codebooks, vocab], uncond + scale (cond - uncond) rounded as torch rounds it, each
+  // thread mixing the columns it computed.
   at::Tensor step(const at::Tensor& x, int64_t position, at::TensorList kv,
-                  const at::Tensor& mask, int64_t cross_rows, int64_t threads) const {
+                  const at::Tensor& mask, int64_t cross_rows, int64_t threads, bool guided,
+                  double scale) const {
     const int64_t L = layers_.size();
     TORCH_CHECK(static_cast<int64_t>(kv.size()) == 4 * L, "step: 4 cache tensors a layer");
     const at::ScalarType type = kv[0].scalar_type();
     TORCH_CHECK(type == at::kHalf || type == at::kFloat, "step: a float16 or float32 cache");
     const int most = at::in_parallel_region() ? 1 : at::get_num_threads();
     const int n = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(threads, most)));
-    if (type == at::kHalf) return run<at::Half>(x, position, kv, mask, cross_rows, n);
-    return run<float>(x, position, kv, mask, cross_rows, n);
+    TORCH_CHECK(!guided || x.size(0) % 2 == 0, "step: a guided batch has an even number of rows");
+    const float s = static_cast<float>(scale);
+    if (type == at::kHalf) return run<at::Half>(x, position, kv, mask, cross_rows, n, guided, s);
+    return run<float>(x, position, kv, mask, cross_rows, n, guided, s);
   }
 
  private:
   template <typename KV>
   at::Tensor run(const at::Tensor& x_in, int64_t position, at::TensorList kv,
-                 const at::Tensor& mask, int64_t cross_rows, int threads) const {
+                 const at::Tensor& mask, int64_t cross_rows, int threads, bool guided,
+                 float guidance) const {
     const int64_t D = dim_, H = heads_, hd = dim_ / heads_, L = layers_.size();
     TORCH_CHECK(x_in.dim() == 2 && x_in.size(1) == D && x_in.scalar_type() == at::kFloat,
                 "step: x must be [B, D] float32");
@@ -206,6 +213,9 @@ class Decoder {
     const auto opts = x.options();
     const int64_t K = lm_heads_.size();
     at::Tensor logits = at::empty({B, K, vocab_}, opts);
+    const int64_t half = guided ? B / 2 : 0;
+    at::Tensor mixed = at::empty({half, K, vocab_}, opts);
+    float* mp_out = mixed.data_ptr<float>();
     const int64_t wide = std::max(D, ffn_);
     at::Tensor hq_t = at::empty({int8_ ? B * wide : 0}, opts.dtype(at::kShort));
     at::Tensor hf_t = at::empty({int8_ ? 0 : B * D}, opts);  // normed rows (float32 weights)
@@ -326,8 +336,25 @@ class Decoder {
       for (int64_t k = 0; k < K; ++k)
         product(lm_heads_[k], B, out + k * vocab_, K * vocab_, Epilogue::Store,
                 acc + k * B * vocab_, false);
+      // Guidance on this thread's own columns, while they are in its cache (no barrier):
+      // torch's uncond + scale * (cond - uncond), one rounding per operation.
+      if (half > 0) {
+        share(vocab_ / 4, t, nt, lo, hi);
+        const __m128 sv = _mm_set1_ps(guidance);
+        for (int64_t b = 0; b < half; ++b)
+          for (int64_t k = 0; k < K; ++k) {
+            const float* c = out + (b * K + k) * vocab_;
+            const float* u = out + ((b + half) * K + k) * vocab_;
+            float* g = mp_out + (b * K + k) * vocab_;
+            for (int64_t j = 4 * lo; j < 4 * hi; j += 4) {
+              const __m128 uv = _mm_loadu_ps(u + j);
+              const __m128 d = _mm_mul_ps(sv, _mm_sub_ps(_mm_loadu_ps(c + j), uv));
+              _mm_storeu_ps(g + j, _mm_add_ps(uv, d));
+            }
+          }
+      }
     }
-    return logits;
+    return guided ? mixed : logits;
   }
 
   static const float* vec(const at::Tensor& t) {

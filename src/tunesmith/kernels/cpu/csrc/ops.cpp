@@ -118,12 +118,27 @@ at::Tensor multinomial_one(const at::Tensor& probs, std::optional<at::Generator>
   return out;
 }
 
+// logits [R, V] float32 -> [R, 1] int64 (sampling.h's `sample_rows`).
+at::Tensor sample_rows(const at::Tensor& logits, double temperature, int64_t k,
+                       std::optional<at::Generator> generator) {
+  return sampling::sample_rows(logits, temperature, k, generator);
+}
+
 // The weights are parsed again on every call (a few us against a ~10 ms step): holding them
 // in a TorchScript class instead would about double the extension's build time.
 at::Tensor decoder_step(at::TensorList weights, at::IntArrayRef dims, at::IntArrayRef sizes,
                         double eps, const at::Tensor& x, int64_t position, at::TensorList kv,
-                        const at::Tensor& mask, int64_t cross_rows, int64_t threads) {
-  return step::Decoder(weights, dims, sizes, eps).step(x, position, kv, mask, cross_rows, threads);
+                        const at::Tensor& mask, int64_t cross_rows, int64_t threads,
+                        bool guided, double scale, bool draw, double temperature, int64_t top_k,
+                        std::optional<at::Generator> generator) {
+  at::Tensor logits = step::Decoder(weights, dims, sizes, eps)
+                          .step(x, position, kv, mask, cross_rows, threads, guided, scale);
+  if (!draw) return logits;
+  // The tokens in the same call: back in Python, the first op alone costs ~0.1 ms of cold
+  // code and data after a step has streamed the weights through the caches.
+  const int64_t v = logits.size(-1);
+  return sampling::sample_rows(logits.view({-1, v}), temperature, top_k, generator)
+      .view({logits.size(0), logits.size(1)});
 }
 }  // namespace
 
@@ -141,8 +156,11 @@ TS_LIBRARY(TS_NAMESPACE, m) {
   m.def("attend_one(Tensor q, Tensor k, Tensor v, SymInt n, Tensor mask) -> Tensor");
   m.def("top_k_filter(Tensor logits, int k) -> Tensor");
   m.def("multinomial_one(Tensor probs, Generator? generator) -> Tensor");
+  m.def("sample_rows(Tensor logits, float temperature, int k, Generator? generator) -> Tensor");
   m.def("decoder_step(Tensor[] weights, int[] dims, int[] sizes, float eps, Tensor x, "
-        "int position, Tensor[] kv, Tensor mask, int cross_rows, int threads) -> Tensor");
+        "int position, Tensor[] kv, Tensor mask, int cross_rows, int threads, bool guided=False, "
+        "float scale=1.0, bool draw=False, float temperature=1.0, int top_k=0, "
+        "Generator? generator=None) -> Tensor");
 }
 
 TS_LIBRARY_IMPL(TS_NAMESPACE, CPU, m) {
@@ -151,5 +169,6 @@ TS_LIBRARY_IMPL(TS_NAMESPACE, CPU, m) {
   m.impl("attend_one", &attend_one);
   m.impl("top_k_filter", &top_k_filter);
   m.impl("multinomial_one", &multinomial_one);
+  m.impl("sample_rows", &sample_rows);
   m.impl("decoder_step", &decoder_step);
 }
