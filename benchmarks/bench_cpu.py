@@ -2,6 +2,8 @@
 
     python benchmarks/bench_cpu.py                 # 10 s of audio, 2 repeats, + an 8-prompt batch
     python benchmarks/bench_cpu.py --seconds 2 --repeats 1 --no-batch   # a quick look
+    python benchmarks/bench_cpu.py --baseline /tmp/old  # beside another checkout's int8
+    python benchmarks/bench_cpu.py --size medium --only tunesmith-int8 --no-batch
 
 Speed does not depend on the weights' values, so a random checkpoint at the real
 musicgen-small sizes (tunesmith.testing, transformers' own classes) stands in for the hub
@@ -36,6 +38,7 @@ PROMPTS = [
 # No compiled variant: on a CPU tunesmith's steps run as one C++ call (tunesmith.engine.cpu_step),
 # which `compile=True` leaves as it is.
 IMPLEMENTATIONS = ["transformers", "tunesmith", "tunesmith-int8"]
+BASELINE = "baseline-int8"  # --baseline: another checkout's tunesmith, int8, in the same run
 
 
 def peak_rss_mb() -> float:
@@ -62,8 +65,12 @@ def worker(kind: str, folder: str, threads: int) -> None:
         model = MusicgenForConditionalGeneration.from_pretrained(folder).eval()
         tokenizer = TextTokenizer.from_file(Path(folder) / "tokenizer.json")
     else:
+        import tunesmith
         from tunesmith import MusicGen
 
+        baseline = os.environ.get("TUNESMITH_BASELINE")
+        if kind == BASELINE and not (baseline and tunesmith.__file__.startswith(baseline)):
+            raise SystemExit(f"the baseline worker imported {tunesmith.__file__}")
         ours = MusicGen.from_pretrained(
             folder, device="cpu", quantize="int8" if "int8" in kind else None
         )
@@ -125,6 +132,10 @@ def main() -> None:
     parser.add_argument("--only", nargs="*", default=IMPLEMENTATIONS, choices=IMPLEMENTATIONS)
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--folder", help="an existing checkpoint folder (default: build one)")
+    parser.add_argument("--size", default="small", choices=["small", "medium"])
+    parser.add_argument(
+        "--baseline", help="a checkout of another commit: its tunesmith int8 runs beside ours"
+    )
     args = parser.parse_args()
     if args.worker:
         worker(args.worker, args.folder, args.threads)
@@ -135,8 +146,13 @@ def main() -> None:
         if folder is None:
             from tunesmith.testing.checkpoints import build_checkpoint
 
-            print("building a random checkpoint at musicgen-small sizes...", file=sys.stderr)
-            folder = str(build_checkpoint(Path(tmp) / "small", "small"))
+            print(f"building a random checkpoint at musicgen-{args.size} sizes...", file=sys.stderr)
+            folder = str(build_checkpoint(Path(tmp) / args.size, args.size))
+        kinds = [*args.only, *([BASELINE] if args.baseline else [])]
+        envs = {kind: dict(os.environ) for kind in kinds}
+        if args.baseline:
+            src = str(Path(args.baseline).resolve() / "src")
+            envs[BASELINE].update(PYTHONPATH=src, TUNESMITH_BASELINE=src)
         workers = {
             kind: subprocess.Popen(
                 [
@@ -152,8 +168,9 @@ def main() -> None:
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 text=True,
+                env=envs[kind],
             )
-            for kind in args.only
+            for kind in kinds
         }
         for proc in workers.values():
             assert proc.stdout is not None
@@ -180,16 +197,26 @@ def print_table(results: dict[tuple[str, int], list[dict]], args: argparse.Names
     print(
         f"\n{args.seconds:g} s of audio, {args.threads} threads, {platform.processor() or platform.machine()}"
     )
-    head = "| implementation | prompts | total s | RTF | vs transformers | T5 s | decoder s | codec s | peak RSS MB |"
+    head = (
+        "| implementation | prompts | total s | RTF | vs transformers | time vs baseline int8 "
+        "| T5 s | decoder s | codec s | peak RSS MB |"
+    )
     print(head)
-    print("|" + "---|" * 9)
+    print("|" + "---|" * 10)
+
+    def total(kind: str, batch: int) -> float | None:
+        runs = results.get((kind, batch))
+        return statistics.median(r["total"] for r in runs) if runs else None
+
     for (kind, batch), runs in results.items():
         med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
-        ref = results.get(("transformers", batch))
-        ratio = f"{statistics.median(r['total'] for r in ref) / med['total']:.2f}x" if ref else "-"
+        ref, base = total("transformers", batch), total(BASELINE, batch)
+        ratio = f"{ref / med['total']:.2f}x faster" if ref else "-"
+        against = f"{med['total'] / base:.2f}x" if base else "-"
         print(
             f"| {kind} | {batch} | {med['total']:.2f} | {med['total'] / args.seconds:.2f} | "
-            f"{ratio} | {med['t5']:.3f} | {med['lm']:.2f} | {med['codec']:.2f} | {med['rss_mb']:.0f} |"
+            f"{ratio} | {against} | {med['t5']:.3f} | {med['lm']:.2f} | {med['codec']:.2f} | "
+            f"{med['rss_mb']:.0f} |"
         )
 
 

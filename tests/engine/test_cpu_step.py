@@ -246,3 +246,13 @@ def test_drawn_in_the_step_is_the_loops_sample(guided: bool) -> None:
             assert torch.equal(ours.get_state(), theirs.get_state())
     prefill = tokens[:, :, :2]
     assert lm.drawn(prefill, b, scale, Draw(1.2, 20, ours)) is None  # many frames: not drawn
+
+
+@needs_kernel
+def test_step_at_musicgen_medium_widths() -> None:
+    """1536-wide layers (musicgen-medium) take the kernels in two 768-column chunks."""
+    cfg = LMConfig(vocab_size=64, hidden_size=1536, num_layers=1, num_heads=24, ffn_dim=512)
+    lm = decoder(cfg, True)
+    assert lm.kernel is not None
+    a, b = caches(lm, 2, 1, 4, False)
+    assert compare_steps(lm, a, b, 3) < 1e-3

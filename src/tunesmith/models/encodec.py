@@ -107,11 +107,12 @@ class TrimmedConvTranspose1d(nn.Module):
         w = self._gemm_weight()  # [out * 2s, in]
         b, _, t = x.shape
         out = w.shape[0] // (2 * s)
-        z = torch.matmul(w, x).view(b, out, 2, s, t)  # [B, out, half, j, T]
         y = x.new_empty(b, out, t + 1, s)
-        y[:, :, :t] = z[:, :, 0].transpose(-1, -2)
-        y[:, :, t] = 0
-        y[:, :, 1:] += z[:, :, 1].transpose(-1, -2)
+        for row in range(b):  # one row's products at a time: twice the output, not 2B times
+            z = torch.matmul(w, x[row]).view(out, 2, s, t)  # [out, half, j, T]
+            y[row, :, :t] = z[:, 0].transpose(-1, -2)
+            y[row, :, t] = 0
+            y[row, :, 1:] += z[:, 1].transpose(-1, -2)
         if self.conv.bias is not None:
             y += self.conv.bias[None, :, None, None]
         return y.view(b, out, (t + 1) * s)

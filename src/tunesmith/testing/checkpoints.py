@@ -91,7 +91,19 @@ SMALL: dict[str, dict[str, Any]] = {
     ),
 }
 
-SIZES = {"tiny": TINY, "small": SMALL}
+# facebook/musicgen-medium: the same T5 and EnCodec, a 48 x 1536 decoder (1.5 B parameters).
+MEDIUM: dict[str, dict[str, Any]] = {
+    **SMALL,
+    "decoder": dict(
+        SMALL["decoder"],
+        hidden_size=1536,
+        num_hidden_layers=48,
+        num_attention_heads=24,
+        ffn_dim=6144,
+    ),
+}
+
+SIZES = {"tiny": TINY, "small": SMALL, "medium": MEDIUM}
 
 
 def hf_config(size: str = "tiny", **decoder_overrides: Any) -> Any:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 
 CHUNK = 1024  # input columns per pass (the activations of one pass stay in L1)
+MIN_CHUNK = 256
 ROWS, COLS = 4, 16  # a packed block: 4 output rows x 16 inputs
 
 
@@ -20,7 +21,12 @@ def chunk_for(in_features: int) -> int | None:
         return None
     if in_features <= CHUNK:
         return in_features
-    return CHUNK if in_features % CHUNK == 0 else None
+    # The widest chunk that divides K (musicgen-medium's 1536: two of 768), if not so narrow
+    # that the passes' partial sums cost more than torch's kernel.
+    for chunk in range(CHUNK, MIN_CHUNK - 1, -COLS):
+        if in_features % chunk == 0:
+            return chunk
+    return None
 
 
 def fits(out_features: int, in_features: int) -> bool:
