@@ -224,7 +224,7 @@ def test_transposed_conv_as_a_product_is_torchs(
     want = layer(x)  # gradients on: torch's transposed conv
     with torch.no_grad():
         got = layer(x)
-        layer.conv.weight.mul_(2)  # a changed weight is re-read, not the cached layout
+        layer.conv.weight.mul_(2)  # a changed weight is read as it is now
         again = layer(x)
     assert got.shape == want.shape == (batch, 8, frames * stride)
     assert (got - want).abs().max() < 1e-5 * want.abs().max()

@@ -91,8 +91,6 @@ class TrimmedConvTranspose1d(nn.Module):
         self.right = padding_total if cfg.use_causal_conv else padding_total // 2
         self.left = padding_total - self.right
 
-        self._gemm: tuple[tuple[int, int, torch.dtype], torch.Tensor] | None = None
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         k, s = self.conv.kernel_size[0], self.conv.stride[0]
         product = k == 2 * s and not torch.is_grad_enabled()
@@ -104,7 +102,10 @@ class TrimmedConvTranspose1d(nn.Module):
         stride (every EnCodec): each input frame's 2s outputs, [out, 2s] = W^T x_t, land on
         two stride-blocks of the output. ~3x faster on a CPU than torch's transposed conv
         (which reorders its weights on every call); the same sums in another order."""
-        w = self._gemm_weight()  # [out * 2s, in]
+        # The weight [in, out, 2s] read as [out * 2s, in]: a transposed view, which the matrix
+        # product takes as it is (no copy).
+        weight = self.conv.weight
+        w = weight.reshape(weight.shape[0], -1).t()
         b, _, t = x.shape
         out = w.shape[0] // (2 * s)
         y = x.new_empty(b, out, t + 1, s)
@@ -116,16 +117,6 @@ class TrimmedConvTranspose1d(nn.Module):
         if self.conv.bias is not None:
             y += self.conv.bias[None, :, None, None]
         return y.view(b, out, (t + 1) * s)
-
-    def _gemm_weight(self) -> torch.Tensor:
-        """The weight [in, out, k] as [out * k, in], made once per weight (a load, a `.to`)."""
-        weight = self.conv.weight
-        version = 0 if weight.is_inference() else weight._version  # inference ones have none
-        key = (weight.data_ptr(), version, weight.dtype)
-        if self._gemm is None or self._gemm[0] != key:
-            flat = weight.detach().permute(1, 2, 0).reshape(-1, weight.shape[0]).contiguous()
-            self._gemm = (key, flat)
-        return self._gemm[1]
 
 
 class SkipLSTM(nn.Module):
