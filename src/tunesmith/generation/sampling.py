@@ -93,7 +93,8 @@ def sample(
     kernels = cpu_kernels(logits)
     if kernels is not None and generator is not None and generator.device.type != "cpu":
         kernels = None
-    if kernels is not None and temperature >= TINY_TEMPERATURE and not 0.0 < top_p < 1.0:
+    draw = step_draw(top_k=top_k, top_p=top_p, temperature=temperature, generator=generator)
+    if kernels is not None and draw is not None:  # what a step's own draw would do
         flat = logits.reshape(-1, logits.shape[-1])
         return kernels.sample_rows(flat, temperature, top_k, generator).view(logits.shape[:-1])
     if temperature < TINY_TEMPERATURE:
