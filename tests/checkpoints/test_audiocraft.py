@@ -27,6 +27,7 @@ from tunesmith.testing.checkpoints import (
     hf_config,
     round_lm_through_fp16,
     save_audiocraft_checkpoint,
+    save_audiocraft_melody_copy,
     save_checkpoint,
     save_text_encoder,
 )
@@ -180,16 +181,7 @@ def test_missing_codec_file_is_named(tmp_path: Path, family) -> None:
 
 def test_melody_lm_is_refused_with_a_reason(tmp_path: Path, family) -> None:
     _, _, _, folder, t5 = family
-    melody = tmp_path / "melody"
-    melody.mkdir()
-    (melody / "compression_state_dict.bin").write_bytes(
-        (folder / "compression_state_dict.bin").read_bytes()
-    )
-    pkg = torch.load(folder / "state_dict.bin", weights_only=True)
-    pkg["best_state"]["condition_provider.conditioners.self_wav.output_proj.weight"] = torch.ones(
-        4, 12
-    )
-    torch.save(pkg, melody / "state_dict.bin")
+    melody = save_audiocraft_melody_copy(folder, tmp_path / "melody")
     with pytest.raises(CheckpointError, match="melody"):
         load_checkpoint(melody, CPU, torch.float32, text_encoder=t5)
 

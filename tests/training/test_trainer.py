@@ -187,6 +187,7 @@ def test_audiocraft_files_train_lora_and_refuse_full_and_melody(clips, tmp_path,
     from tunesmith.testing.checkpoints import (
         build_hf_model,
         save_audiocraft_checkpoint,
+        save_audiocraft_melody_copy,
         save_text_encoder,
     )
 
@@ -199,16 +200,7 @@ def test_audiocraft_files_train_lora_and_refuse_full_and_melody(clips, tmp_path,
     assert _train(clips, folder, tmp_path / "full", *common, "--full") == 1
     assert "train a LoRA adapter instead" in capsys.readouterr().err
 
-    melody = tmp_path / "melody"
-    melody.mkdir()
-    (melody / "compression_state_dict.bin").write_bytes(
-        (folder / "compression_state_dict.bin").read_bytes()
-    )
-    pkg = torch.load(folder / "state_dict.bin", weights_only=True)
-    pkg["best_state"]["condition_provider.conditioners.self_wav.output_proj.weight"] = torch.ones(
-        4, 12
-    )
-    torch.save(pkg, melody / "state_dict.bin")
+    melody = save_audiocraft_melody_copy(folder, tmp_path / "melody")
     assert _train(clips, melody, tmp_path / "m", *common) == 1
     assert "melody" in capsys.readouterr().err
     assert not (tmp_path / "m" / "codes").exists()

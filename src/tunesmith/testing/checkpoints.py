@@ -429,6 +429,21 @@ def save_audiocraft_checkpoint(
     return folder
 
 
+def save_audiocraft_melody_copy(folder: Path, out: Path) -> Path:
+    """A copy of audiocraft files `folder` whose LM carries a melody conditioner (the chroma
+    projection audiocraft's melody checkpoints have), in `out`: what loaders refuse to take
+    as a text-only model."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    codec = "compression_state_dict.bin"
+    (out / codec).write_bytes((Path(folder) / codec).read_bytes())
+    pkg = torch.load(Path(folder) / "state_dict.bin", weights_only=True)
+    key = "condition_provider.conditioners.self_wav.output_proj.weight"
+    pkg["best_state"][key] = torch.ones(4, 12)
+    torch.save(pkg, out / "state_dict.bin")
+    return out
+
+
 def save_text_encoder(model: Any, folder: Path) -> Path:
     """A T5 checkpoint folder like t5-base on the hub (T5ForConditionalGeneration: encoder,
     decoder, tied embedding, tokenizer) whose encoder is `model.text_encoder`."""
