@@ -72,6 +72,19 @@ def wait_job() -> WaitJob:
 
 
 @pytest.fixture
+def wait_running() -> Callable[[TestClient, str], None]:
+    """wait_running(client, id): returns once the job is running (asserts within 10 s)."""
+
+    def wait(client: TestClient, job_id: str) -> None:
+        deadline = time.monotonic() + 10
+        while client.get(f"/v1/generations/{job_id}").json()["status"] != "running":
+            assert time.monotonic() < deadline, f"job {job_id} did not start within 10 s"
+            time.sleep(0.005)
+
+    return wait
+
+
+@pytest.fixture
 def submit() -> Callable[..., str]:
     """submit(client, prompt="x", duration=0.3, **fields) -> the new job's id (asserts 202)."""
 

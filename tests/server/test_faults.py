@@ -120,17 +120,14 @@ def test_an_offset_past_sqlite_integers_is_a_422(client):
         assert response.status_code == 422 and "offset" in response.json()["detail"]
 
 
-def test_simultaneous_deletes_of_a_running_job(client, submit, worker_of, wait_job):
+def test_simultaneous_deletes_of_a_running_job(client, submit, worker_of, wait_job, wait_running):
     """Was: eight DELETEs at once deleted the row while the worker still ran the job, and
     several callers were told 204."""
     worker = worker_of(client)
     gate = threading.Event()
     worker.step_hook = lambda ids: gate.wait(5)
     job_id = submit(client, "long", 10.0)
-    deadline = time.monotonic() + 10
-    while client.get(f"/v1/generations/{job_id}").json()["status"] != "running":
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
+    wait_running(client, job_id)
     codes: list[int] = []
     threads = [
         threading.Thread(

@@ -61,17 +61,14 @@ def test_jobs_left_running_or_queued_by_a_crash_run_after_the_restart(
 
 
 def test_a_stop_drains_then_requeues_and_a_restart_finishes_everything(
-    tiny_model, tmp_path, submit, worker_of, wait_job
+    tiny_model, tmp_path, submit, worker_of, wait_job, wait_running
 ):
     data = tmp_path / "data"
     with TestClient(create_app(tiny_model, data, drain_seconds=0.2)) as client:
         worker = worker_of(client)
         worker.step_hook = lambda ids: time.sleep(0.01)
         running = submit(client, "long", 20.0)
-        deadline = time.monotonic() + 10
-        while client.get(f"/v1/generations/{running}").json()["status"] != "running":
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
+        wait_running(client, running)
         worker.pause()
         queued = submit(client, "waiting")
         began = time.monotonic()
@@ -85,17 +82,14 @@ def test_a_stop_drains_then_requeues_and_a_restart_finishes_everything(
 
 
 def test_a_stop_lets_the_running_batch_finish_within_the_drain(
-    tiny_model, tmp_path, submit, worker_of
+    tiny_model, tmp_path, submit, worker_of, wait_running
 ):
     data = tmp_path / "data"
     with TestClient(create_app(tiny_model, data, drain_seconds=30)) as client:
         worker = worker_of(client)
         worker.step_hook = lambda ids: time.sleep(0.002)
         running = submit(client, "short", 1.0)
-        deadline = time.monotonic() + 10
-        while client.get(f"/v1/generations/{running}").json()["status"] != "running":
-            assert time.monotonic() < deadline
-            time.sleep(0.005)
+        wait_running(client, running)
     store = JobStore(data)
     assert store.get(running).status == "done"
     store.close()
