@@ -6,6 +6,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+# Seconds between redraws of the bar: each costs ~0.5 ms (formatting, a write to the
+# terminal), which at tqdm's 0.1 s was ~0.1 ms of every 20 ms decoder step.
+REDRAW_SECONDS = 0.5
+
 StepCallback = Callable[[int, int], None]
 Progress = bool | StepCallback
 
@@ -28,7 +32,13 @@ class progress_callback:
             if self.bar is None:
                 from tqdm.auto import tqdm
 
-                self.bar = tqdm(total=total, desc=self.description, unit="step", dynamic_ncols=True)
+                self.bar = tqdm(
+                    total=total,
+                    desc=self.description,
+                    unit="step",
+                    dynamic_ncols=True,
+                    mininterval=REDRAW_SECONDS,
+                )
             self.bar.update(done - self.bar.n)
 
         return update
