@@ -143,10 +143,8 @@ def outside_ms(model: MusicGen, steps: int = 150) -> tuple[float, float]:
     sampling with top-k, the delay pattern, progress, as `generate_tokens` runs them.
 
     The loop's own time is the wall time less the step calls. Where the step draws the
-    tokens itself (`Step.drawn`: CFG and the draw in its C++ call), what that adds to the
-    call is measured in pairs, the same position on two caches: one call that draws, one that
-    only returns the guided logits (a paired difference: these VMs' step times drift by more
-    than the draw takes)."""
+    tokens itself (`Step.drawn`: CFG and the draw in its C++ call), the draw is measured
+    alone and added (`draw_in_call_ms`)."""
     inner = model.step
     spent: list[float] = []
     drew: list[bool] = []
@@ -170,8 +168,10 @@ def outside_ms(model: MusicGen, steps: int = 150) -> tuple[float, float]:
         def guided(self, tokens: torch.Tensor, cache: object, scale: float) -> torch.Tensor | None:
             return timed(lambda: inner.guided(tokens, cache, scale), False)
 
-        def drawn(self, tokens: torch.Tensor, cache: object, scale: float, draw: object) -> object:
-            return timed(lambda: inner.drawn(tokens, cache, scale, draw), True)
+        def drawn(
+            self, tokens: torch.Tensor, cache: object, scale: float, draw: object, into: object
+        ) -> object:
+            return timed(lambda: inner.drawn(tokens, cache, scale, draw, into), True)
 
     model.step = Timed()  # type: ignore[assignment]
     try:
@@ -189,28 +189,29 @@ def outside_ms(model: MusicGen, steps: int = 150) -> tuple[float, float]:
 
 
 def draw_in_call_ms(model: MusicGen, steps: int) -> float:
-    """Median ms that drawing adds to a guided step call (paired, position by position)."""
-    from tunesmith.engine.step import Draw
+    """Median ms of the draw that a step runs in its call (`Step.drawn`), measured alone: the
+    same op on the same threads (`sample_rows`: CFG's mixed logits to tokens, 250 kept), as
+    the first call after each guided step, when the step has streamed its weights through
+    the caches as in the call. (A difference of two step calls, drawing and not, is lost in
+    these VMs' step-to-step drift.)"""
+    from tunesmith.engine.cpu_step import CpuKernelStep
 
     step = model.step
+    assert isinstance(step, CpuKernelStep) and step.kernel is not None
+    kernels = step.kernel.kernels
     text = model.condition(["lofi beat", None])
-    caches = [step.new_cache(2, steps + 1, text.states, text.mask) for _ in range(2)]
-    draw = Draw(1.0, 250, torch.Generator().manual_seed(0))
+    cache = step.new_cache(2, steps + 1, text.states, text.mask)
+    generator = torch.Generator().manual_seed(0)
     tokens = torch.zeros(2, step.lm.cfg.num_codebooks, 1, dtype=torch.long)
-    extra = []
+    took = []
     with torch.inference_mode():
-        for i in range(steps):
-            first, second = (0, 1) if i % 2 else (1, 0)  # alternate which goes first
-            took = [0.0, 0.0]
-            for which in (first, second):
-                start = time.perf_counter()
-                if which:
-                    step.drawn(tokens, caches[1], 3.0, draw)
-                else:
-                    step.guided(tokens, caches[0], 3.0)
-                took[which] = time.perf_counter() - start
-            extra.append(took[1] - took[0])
-    return 1e3 * statistics.median(extra)
+        for _ in range(steps):
+            logits = step.guided(tokens, cache, 3.0)
+            threads = step.chooser.current or torch.get_num_threads()
+            start = time.perf_counter()
+            kernels.sample_rows(logits.view(-1, logits.shape[-1]), 1.0, 250, generator, threads)
+            took.append(time.perf_counter() - start)
+    return 1e3 * statistics.median(took)
 
 
 def main() -> None:

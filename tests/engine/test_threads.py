@@ -94,13 +94,14 @@ def test_beside_a_busy_core_two_threads_are_not_slower_than_one() -> None:
     def run(fixed: int | None, count: int = 300) -> float:
         chooser = ThreadChooser()  # as the step has it: it looks at /proc/stat
         cache = step.new_cache(2, count + 8, text, torch.ones(1, 5))
-        x = torch.randn(2, 1024)
+        tokens = torch.zeros(2, lm.cfg.num_codebooks, 1, dtype=torch.long)
+        positions = lm.buffer_positions(cache)
         start = time.perf_counter()
         for position in range(count):
             if fixed is None:
-                chooser.run(2, lambda n, p=position: kernel(x, p, cache, n))
+                chooser.run(2, lambda n, p=position: kernel(tokens, p, cache, positions, n))
             else:
-                kernel(x, position, cache, fixed)
+                kernel(tokens, position, cache, positions, fixed)
         return time.perf_counter() - start
 
     spinner = subprocess.Popen([sys.executable, "-c", "import time\nend = time.time() + 60\n"

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import cast
 
 import torch
+from torch import nn
 
 from ..kernels.cpu.ops import Kernels
 from ..models.lm import (
@@ -41,7 +42,7 @@ class CpuStep:
     """One decoder's packed weights (int8 or float32), in the order the C++ step reads them
     (the decoder's own tensors, not copies), and what else it needs to know."""
 
-    tensors: list[torch.Tensor]
+    tensors: list[torch.Tensor]  # last, the codebooks' embedding tables (the step embeds)
     dims: list[int]  # each product's outputs and K-chunk
     sizes: list[int]  # layers, heads, codebooks, cross-attention (1) or not (0)
     eps: float  # the LayerNorms' epsilon
@@ -104,6 +105,10 @@ class CpuStep:
                 return None
         if not norm(lm.layer_norm) or not all([linear(head) for head in lm.lm_heads]):
             return None
+        tables = [cast(nn.Embedding, table).weight.detach() for table in lm.embed_tokens]
+        if any(t.dtype != torch.float32 or not t.is_contiguous() for t in tables):
+            return None
+        tensors.extend(tables)
         # int8 weights step on a float16 cache (packed int8 weights stream fast enough that
         # float32 keys and values would be a large share of each step's reads), float32 ones
         # on float32.
@@ -115,17 +120,21 @@ class CpuStep:
 
     def __call__(
         self,
-        x: torch.Tensor,
+        tokens: torch.Tensor,
         position: int,
         cache: LMCache,
+        positions: torch.Tensor,
         threads: int | None = None,
         guidance: float | None = None,
         draw: Draw | None = None,
+        into: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """x [B, D] float32 (embeddings and position of the frame at `position`) -> logits
-        [B, K, V] float32 on `threads` threads (default torch's count), or with `guidance`
-        the guided logits [B/2, K, V] of a guided batch, or with `draw` the tokens drawn
-        from those logits [B or B/2, K]; writes the frame's keys and values into `cache`."""
+        """tokens [B, K, 1] of the frame at `position` (embedded in C++, with row `position`
+        of `positions` added) -> logits [B, K, V] float32 on `threads` threads (default
+        torch's count), or with `guidance` the guided logits [B/2, K, V] of a guided batch,
+        or with `draw` the tokens drawn from those logits [B or B/2, K], also written into
+        `into` if given (see `Kernels.decoder_step`); writes the frame's keys and values into
+        `cache`."""
         kv = [
             t
             for layer in cache.layers
@@ -133,12 +142,16 @@ class CpuStep:
         ]
         mask, rows = cache.cross_mask, cache.cross_rows
         # An additive mask (new_cache's) [rows, 1, 1, S], read as [rows, S].
-        flat = x.new_empty(0) if mask is None or rows == 0 else mask.reshape(rows, -1).float()
+        flat = (
+            tokens.new_empty(0, dtype=torch.float32)
+            if mask is None or rows == 0
+            else mask.reshape(rows, -1).float()
+        )
         n = threads if threads is not None else torch.get_num_threads()
         drawing = None if draw is None else (draw.temperature, draw.top_k, draw.generator)
         return self.kernels.decoder_step(
-            self.tensors, self.dims, self.sizes, self.eps, x, position, kv, flat, rows, n,
-            guidance, drawing,
+            self.tensors, self.dims, self.sizes, self.eps, tokens, positions, position, kv,
+            flat, rows, n, guidance, drawing, into,
         )  # fmt: skip
 
 
@@ -171,14 +184,20 @@ class CpuKernelStep(EagerStep):
         return self._step(tokens, cache, scale)
 
     def drawn(
-        self, tokens: torch.Tensor, cache: LMCache, scale: float | None, draw: Draw
+        self,
+        tokens: torch.Tensor,
+        cache: LMCache,
+        scale: float | None,
+        draw: Draw,
+        into: torch.Tensor | None = None,
     ) -> torch.Tensor | None:
-        """The tokens drawn in the same C++ call as the step (back in Python, the first op
-        alone costs ~0.1 ms of cold code after the step streamed the weights)."""
+        """The tokens drawn (and written into `into`) in the same C++ call as the step (back
+        in Python, the first op alone costs ~0.1 ms of cold code after the step streamed the
+        weights)."""
         on_cpu = draw.generator is None or draw.generator.device.type == "cpu"
         if not on_cpu or not self._steps(tokens, cache):
             return None
-        return self._step(tokens, cache, scale, draw)
+        return self._step(tokens, cache, scale, draw, into)
 
     def _steps(self, tokens: torch.Tensor, cache: LMCache) -> bool:
         """Whether the C++ step takes this call (one frame, on a cache it made)."""
@@ -196,14 +215,15 @@ class CpuKernelStep(EagerStep):
         cache: LMCache,
         guidance: float | None = None,
         draw: Draw | None = None,
+        into: torch.Tensor | None = None,
     ) -> torch.Tensor:
         kernel = cast(CpuStep, self.kernel)
         start = cache.length
         check_room(cache, start + 1)
-        x = self.lm.embed(tokens)[:, 0] + self.lm.buffer_positions(cache)[start]
+        positions = self.lm.buffer_positions(cache)
         logits = self.chooser.run(
             torch.get_num_threads(),
-            lambda threads: kernel(x, start, cache, threads, guidance, draw),
+            lambda threads: kernel(tokens, start, cache, positions, threads, guidance, draw, into),
         )
         cache.length = start + 1
         return logits

@@ -58,11 +58,17 @@ class Step(Protocol):
         ...
 
     def drawn(
-        self, tokens: torch.Tensor, cache: LMCache, scale: float | None, draw: Draw
+        self,
+        tokens: torch.Tensor,
+        cache: LMCache,
+        scale: float | None,
+        draw: Draw,
+        into: torch.Tensor | None = None,
     ) -> torch.Tensor | None:
         """The next tokens [B, K] drawn by the step itself from the last frame's logits
-        (guided if `scale`: tokens is then a guided batch of 2B rows), or None, the cache
-        untouched, where this step does not draw."""
+        (guided if `scale`: tokens is then a guided batch of 2B rows), also written into each
+        block of B rows of `into` [R, K] if given (the loop's sequence column); or None, the
+        cache and `into` untouched, where this step does not draw."""
         ...
 
 
@@ -90,6 +96,11 @@ class EagerStep:
         return guide(self(tokens, cache)[:, :, -1], scale)
 
     def drawn(
-        self, tokens: torch.Tensor, cache: LMCache, scale: float | None, draw: Draw
+        self,
+        tokens: torch.Tensor,
+        cache: LMCache,
+        scale: float | None,
+        draw: Draw,
+        into: torch.Tensor | None = None,
     ) -> torch.Tensor | None:
         return None  # the loop samples (generation.sampling)

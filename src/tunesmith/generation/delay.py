@@ -53,3 +53,18 @@ def valid_mask(num_codebooks: int, length: int, channels: int = 1) -> torch.Tens
     frames = length - 1 - int(shifts.max())
     p = torch.arange(length)[None, :]
     return (p >= 1 + shifts) & (p < 1 + shifts + frames)
+
+
+def frame_views(seq: torch.Tensor, channels: int = 1) -> list[torch.Tensor]:
+    """Each complete frame of a delayed sequence [B, K, L] as a view of it (no copy: it reads
+    the values the sequence holds when it is read): codes [B, K, 1] for mono; for stereo
+    [B, K/2, 2, 1] (a codebook pair's positions are one stride apart, the pairs another), to
+    be flattened when read."""
+    b, k, length = seq.shape
+    frames = length - 1 - max(delays(k, channels))
+    s0, s1, s2 = seq.stride()
+    shape, strides = (b, k // channels, channels, 1), (s0, channels * s1 + s2, s1, s2)
+    views = [
+        seq.as_strided(shape, strides, seq.storage_offset() + (t + 1) * s2) for t in range(frames)
+    ]
+    return [v.view(b, k, 1) for v in views] if channels == 1 else views

@@ -18,7 +18,7 @@ import torch
 
 from ..engine.step import Step
 from ..options import GenerationOptions
-from .delay import apply_delay, delays, valid_mask
+from .delay import apply_delay, delays, frame_views, valid_mask
 from .sampling import sample, step_draw
 
 StepCallback = Callable[[int, int], None]  # (steps done, steps in all)
@@ -104,47 +104,54 @@ def iter_window(
     if p >= frames:
         raise ValueError(f"prompt has {p} frames; asked for {frames} in all")
 
+    use_cfg = options.cfg_scale != 1.0
+    reps = 2 if use_cfg else 1  # a guided batch's two halves take the same tokens
     codes = torch.zeros(b, k, frames, dtype=torch.long, device=device)
     if prompt is not None:
         codes[:, :, :p] = prompt
-    seq = apply_delay(codes, cfg.special_token, cfg.audio_channels)  # [B, K, length]
+    delayed = apply_delay(codes, cfg.special_token, cfg.audio_channels)  # [B, K, length]
+    seq = delayed.repeat(reps, 1, 1)  # the step's input rows: [reps * B, K, length]
+    halves = seq.view(reps, b, k, length)
     # Positions to sample: real frames (not the delay's special padding) past the prompt.
     pos = torch.arange(length)[None, :]
     shift = torch.tensor(shifts)[:, None]
     writable = (valid_mask(k, length, cfg.audio_channels) & (pos >= 1 + shift + p)).to(device)
     every = writable.all(dim=0).tolist()  # positions where every codebook takes its token
-    gather = torch.tensor(shifts, device=device)[None, :, None]  # frame t of k is at t + 1 + d_k
+    # Views made once, not a few ops a step: each position's column and one-frame input, and
+    # each frame's codes as they complete.
+    columns, inputs = seq.unbind(2), seq.split(1, dim=2)
+    completed = frame_views(seq[:b], cfg.audio_channels)
 
-    use_cfg = options.cfg_scale != 1.0
-    rows = 2 * b if use_cfg else b
-    cache = step.new_cache(rows, length, text.states, text.mask)
-
+    cache = step.new_cache(reps * b, length, text.states, text.mask)
     first = p + 1  # first position with anything to sample (codebook 0 right after the prompt)
     feed = seq[:, :, :first]
     top_k, top_p, temperature = options.top_k, options.top_p, options.temperature
     draw = step_draw(top_k=top_k, top_p=top_p, temperature=temperature, generator=generator)
     scale = options.cfg_scale if use_cfg else None
     for position in range(first, length):
-        inputs = torch.cat([feed, feed]) if use_cfg else feed
-        # The step draws the tokens itself where it can (one C++ call on a CPU), else the
-        # loop samples its logits (the step mixes the guided halves: in C++ on a CPU).
-        tokens = None if draw is None else step.drawn(inputs, cache, scale, draw)
+        # The step draws the tokens itself where it can (one C++ call on a CPU, which also
+        # writes them into the sequence), else the loop samples its logits (the step mixes
+        # the guided halves: in C++ on a CPU).
+        column = columns[position] if every[position] else None
+        tokens = None if draw is None else step.drawn(feed, cache, scale, draw, column)
+        written = tokens is not None and column is not None
         if tokens is None:
             if scale is not None:
-                logits = step.guided(inputs, cache, scale)
+                logits = step.guided(feed, cache, scale)
             else:
-                logits = step(inputs, cache)[:, :, -1]  # [B, K, V]
+                logits = step(feed, cache)[:, :, -1]  # [B, K, V]
             tokens = sample(
                 logits, top_k=top_k, top_p=top_p, temperature=temperature, generator=generator
             )
-        if every[position]:  # most steps: one write, not four ops
-            seq[:, :, position] = tokens
-        else:
-            seq[:, :, position] = torch.where(writable[:, position], tokens, seq[:, :, position])
-        feed = seq[:, :, position : position + 1]
+        if not written:
+            keep = halves[0, :, :, position]
+            mixed = tokens if every[position] else torch.where(writable[:, position], tokens, keep)
+            halves[:, :, :, position] = mixed
+        feed = inputs[position]
         frame = position - 1 - max_delay  # the frame whose last codebook was just written
         if frame >= p:
-            yield torch.gather(seq, 2, (frame + 1 + gather).expand(b, k, 1))
+            block = completed[frame]
+            yield block if block.dim() == 3 else block.flatten(1, 2)
         else:
             yield seq.new_empty(b, k, 0)
 

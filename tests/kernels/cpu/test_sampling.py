@@ -55,17 +55,39 @@ def test_a_skewed_row_draws_its_likely_token(kernel_build: Kernels) -> None:
     assert kernel_build.multinomial_one(probs).flatten().tolist() == [7, 99]
 
 
+@pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize(("temperature", "k"), [(1.0, 250), (1.3, 50), (0.7, 0), (2.0, 2048)])
-def test_sample_rows_is_torchs_pipeline(kernel_build: Kernels, temperature: float, k: int) -> None:
-    """temperature, top-k, softmax, draw in one call: torch's tokens and generator state."""
+def test_sample_rows_is_torchs_pipeline(
+    kernel_build: Kernels, temperature: float, k: int, threads: int
+) -> None:
+    """temperature, top-k, softmax, draw in one call: torch's tokens and generator state,
+    whatever the threads sharing the rows."""
     for seed in range(20):
-        logits = 4 * torch.randn(4, 2048, generator=torch.Generator().manual_seed(seed))
+        logits = 4 * torch.randn(5, 2048, generator=torch.Generator().manual_seed(seed))
         ours, theirs = torch.Generator().manual_seed(seed), torch.Generator().manual_seed(seed)
         scaled = logits / temperature
         if 0 < k < 2048:
             kth = torch.topk(scaled, k, dim=-1).values.amin(dim=-1, keepdim=True)
             scaled = scaled.masked_fill(scaled < kth, float("-inf"))
         want = torch.multinomial(scaled.softmax(dim=-1), 1, generator=theirs)
-        got = kernel_build.sample_rows(logits, temperature, k, ours)
+        got = kernel_build.sample_rows(logits, temperature, k, ours, threads)
         assert torch.equal(got, want), seed
         assert torch.equal(ours.get_state(), theirs.get_state())
+
+
+def test_equal_probabilities_draw_torchs_index(kernel_build: Kernels) -> None:
+    """Rows of equal probabilities (ratios that differ by their draws alone), a row with one
+    certain token and rows of tiny ones: the draws that skip their logarithm (a bound shows
+    they cannot win) pick torch's index every time."""
+    flat = torch.zeros(3, 64)
+    flat[0, :] = 1 / 64
+    flat[1, :10] = 0.1
+    flat[2, 5] = 1.0
+    tiny = torch.full((2, 64), 1e-30)
+    tiny[:, 0] = 1.0 - 63e-30
+    for seed in range(300):
+        for probs in (flat, tiny):
+            ours, theirs = torch.Generator().manual_seed(seed), torch.Generator().manual_seed(seed)
+            got = kernel_build.multinomial_one(probs, ours)
+            assert torch.equal(got, torch.multinomial(probs, 1, generator=theirs)), seed
+            assert torch.equal(ours.get_state(), theirs.get_state())

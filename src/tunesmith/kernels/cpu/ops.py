@@ -68,7 +68,8 @@ class Kernels:
         dims: list[int],
         sizes: list[int],
         eps: float,
-        x: torch.Tensor,
+        tokens: torch.Tensor,
+        positions: torch.Tensor,
         position: int,
         kv: list[torch.Tensor],
         mask: torch.Tensor,
@@ -76,17 +77,21 @@ class Kernels:
         threads: int,
         guidance: float | None = None,
         draw: tuple[float, int, torch.Generator | None] | None = None,
+        into: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """One frame x [B, D] through every layer and head -> logits [B, K, V] float32, on at
-        most `threads` threads (and at most torch's count); with `guidance`, x is a guided
-        batch (conditional rows first) and the result its guided logits [B/2, K, V]; with
-        `draw` (temperature, top-k, generator), the tokens `sample_rows` draws from those
-        logits, [B, K] (or [B/2, K]) int64."""
+        """One frame's tokens [B, K, 1] int64 at `position`, embedded (the codebooks' tables
+        are the last weights) with row `position` of `positions` [T, D] added, through every
+        layer and head -> logits [B, K, V] float32, on at most `threads` threads (and at most
+        torch's count); with `guidance`, the rows are a guided batch (conditional rows first)
+        and the result its guided logits [B/2, K, V]; with `draw` (temperature, top-k,
+        generator), the tokens `sample_rows` draws from those logits, [B, K] (or [B/2, K])
+        int64, also written into each block of rows of `into` [R, K] if given."""
         scale = 1.0 if guidance is None else guidance
         temperature, top_k, generator = draw if draw is not None else (1.0, 0, None)
         return self._op("decoder_step")(
-            weights, dims, sizes, eps, x, position, kv, mask, cross_rows, threads,
-            guidance is not None, scale, draw is not None, temperature, top_k, generator,
+            weights, dims, sizes, eps, tokens, positions, position, kv, mask, cross_rows,
+            threads, guidance is not None, scale, draw is not None, temperature, top_k,
+            generator, into,
         )  # fmt: skip
 
     def top_k_filter(self, logits: torch.Tensor, k: int) -> torch.Tensor:
@@ -107,10 +112,12 @@ class Kernels:
         temperature: float,
         top_k: int,
         generator: torch.Generator | None = None,
+        threads: int = 1,
     ) -> torch.Tensor:
         """logits [R, V] float32 -> [R, 1] int64: torch's division by `temperature`, top-k
-        filter (0 < top_k < V), softmax and multinomial draw, in one call."""
-        return self._op("sample_rows")(logits, temperature, top_k, generator)
+        filter (0 < top_k < V), softmax and multinomial draw, in one call, the rows shared by
+        `threads` threads (the same tokens on any count)."""
+        return self._op("sample_rows")(logits, temperature, top_k, generator, threads)
 
     def register_fakes(self) -> None:
         """Register `FAKES` under this build's namespace, once it is loaded (torch refuses a

@@ -21,6 +21,7 @@
 #include "fp32_product.h"
 #include "head_attention.h"
 #include "int8_product.h"
+#include "sampling.h"
 
 namespace step {
 using vecmath::Epilogue;
@@ -93,8 +94,8 @@ class Decoder {
   // tensors: per layer, in order, self-attention norm (weight, bias), qkv (packed, scales),
   // out, cross-attention norm, cross q, cross out (if `cross`: melody decoders have none),
   // feed-forward norm, fc1, fc2; then the final norm and each head. Float32 weights come
-  // with empty scales. dims: each product's (outputs, K-chunk), in the same order. sizes:
-  // (layers, heads, codebooks, cross).
+  // with empty scales; last, each codebook's embedding table [rows, D] float32. dims: each
+  // product's (outputs, K-chunk), in the same order. sizes: (layers, heads, codebooks, cross).
   Decoder(at::TensorList tensors, at::IntArrayRef dims, at::IntArrayRef sizes, double eps)
       : eps_(static_cast<float>(eps)) {
     TORCH_CHECK(sizes.size() == 4, "step: sizes are (layers, heads, codebooks, cross)");
@@ -102,7 +103,7 @@ class Decoder {
     heads_ = sizes[1];
     cross_ = sizes[3] != 0;
     const int64_t products = layers * (cross_ ? 6 : 4) + codebooks;
-    TORCH_CHECK(static_cast<int64_t>(tensors.size()) == layers * (cross_ ? 18 : 12) + 2 + 2 * codebooks,
+    TORCH_CHECK(static_cast<int64_t>(tensors.size()) == layers * (cross_ ? 18 : 12) + 2 + 3 * codebooks,
                 "step: wrong number of tensors");
     TORCH_CHECK(static_cast<int64_t>(dims.size()) == 2 * products, "step: wrong number of dims");
     int8_ = tensors[2].scalar_type() == at::kChar;
@@ -144,6 +145,14 @@ class Decoder {
     }
     final_ = norm();
     for (int64_t k = 0; k < codebooks; ++k) lm_heads_.push_back(linear());
+    for (int64_t k = 0; k < codebooks; ++k, ++at) {
+      const at::Tensor& table = tensors[at];
+      TORCH_CHECK(table.scalar_type() == at::kFloat && table.is_contiguous() && table.dim() == 2,
+                  "step: embedding tables must be contiguous [rows, D] float32");
+      tables_.push_back(table.data_ptr<float>());
+      table_rows_.push_back(table.size(0));
+      TORCH_CHECK(table.size(1) == layers_[0].out.n, "step: an embedding table of the wrong width");
+    }
     const Layer& first = layers_[0];
     dim_ = first.out.n;
     ffn_ = first.fc1.n;
@@ -160,34 +169,74 @@ class Decoder {
       TORCH_CHECK(h.k == dim_ && h.n == vocab_, "step: heads of different shapes");
   }
 
-  // x [B, D]: the frame's embeddings (positions added) at `position`; kv: per layer self
-  // keys, self values [B, H, T, hd], cross keys, cross values [N, H, S, hd], all float16
-  // or all float32; mask: empty or [N, S] additive float32 for the first N = cross_rows
-  // rows. -> logits [B, codebooks, vocab] float32. Writes the frame's keys and values.
-  // threads: at most this many (and at most torch's count) share the step. guided: x is a
-  // guided batch (conditional rows first), and the result is its guided logits [B/2,
-  // codebooks, vocab], uncond + scale (cond - uncond) rounded as torch rounds it, each
-  // thread mixing the columns it computed.
-  at::Tensor step(const at::Tensor& x, int64_t position, at::TensorList kv,
+  // tokens [B, K, 1] int64 (any strides): the frame's codes at `position`, embedded here as
+  // the model embeds them (each codebook's row, summed in codebook order, then row `position`
+  // of `positions` [T', D] float32 added); kv: per layer self keys, self values [B, H, T, hd],
+  // cross keys, cross values [N, H, S, hd], all float16 or all float32; mask: empty or [N, S]
+  // additive float32 for the first N = cross_rows rows. -> logits [B, codebooks, vocab]
+  // float32. Writes the frame's keys and values. threads: at most this many (and at most
+  // torch's count) share the step. guided: the rows are a guided batch (conditional rows
+  // first), and the result is its guided logits [B/2, codebooks, vocab], uncond + scale (cond
+  // - uncond) rounded as torch rounds it, each thread mixing the columns it computed. With
+  // `settings`, the result is instead the tokens drawn from those logits [rows, codebooks]
+  // int64 (`sampling::sample_row`, the generator's outputs taken row after row), each
+  // thread drawing its own rows.
+  at::Tensor step(const at::Tensor& tokens, const at::Tensor& positions, int64_t position,
+                  at::TensorList kv,
                   const at::Tensor& mask, int64_t cross_rows, int64_t threads, bool guided,
-                  double scale) const {
+                  double scale, const sampling::Settings* settings = nullptr,
+                  at::CPUGeneratorImpl* gen = nullptr) const {
     const int64_t L = layers_.size();
     TORCH_CHECK(static_cast<int64_t>(kv.size()) == 4 * L, "step: 4 cache tensors a layer");
     const at::ScalarType type = kv[0].scalar_type();
     TORCH_CHECK(type == at::kHalf || type == at::kFloat, "step: a float16 or float32 cache");
     const int most = at::in_parallel_region() ? 1 : at::get_num_threads();
     const int n = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(threads, most)));
+    const at::Tensor x = embed(tokens, positions, position);
     TORCH_CHECK(!guided || x.size(0) % 2 == 0, "step: a guided batch has an even number of rows");
     const float s = static_cast<float>(scale);
-    if (type == at::kHalf) return run<at::Half>(x, position, kv, mask, cross_rows, n, guided, s);
-    return run<float>(x, position, kv, mask, cross_rows, n, guided, s);
+    TORCH_CHECK(settings == nullptr || gen != nullptr, "step: drawing needs a generator");
+    if (type == at::kHalf)
+      return run<at::Half>(x, position, kv, mask, cross_rows, n, guided, s, settings, gen);
+    return run<float>(x, position, kv, mask, cross_rows, n, guided, s, settings, gen);
+  }
+
+  // The step's input rows [B, D]: (((0 + e_0) + e_1) + ...) + positions[position], the
+  // model's `embed` and position add with torch's roundings (signed zeros included).
+  at::Tensor embed(const at::Tensor& tokens, const at::Tensor& positions, int64_t position) const {
+    const int64_t K = tables_.size(), D = dim_;
+    TORCH_CHECK(tokens.scalar_type() == at::kLong && tokens.dim() == 3 && tokens.size(1) == K &&
+                tokens.size(2) == 1, "step: tokens must be [B, codebooks, 1] int64");
+    TORCH_CHECK(positions.scalar_type() == at::kFloat && positions.is_contiguous() &&
+                positions.dim() == 2 && positions.size(1) == D,
+                "step: positions must be contiguous [frames, D] float32");
+    TORCH_CHECK(0 <= position && position < positions.size(0), "step: position past the positions");
+    const int64_t B = tokens.size(0), s0 = tokens.stride(0), s1 = tokens.stride(1);
+    const int64_t* tp = tokens.data_ptr<int64_t>();
+    at::Tensor x = at::empty({B, D}, positions.options());
+    float* xp = x.data_ptr<float>();
+    const float* pos = positions.data_ptr<float>() + position * D;
+    for (int64_t b = 0; b < B; ++b) {
+      float* row = xp + b * D;
+      std::fill(row, row + D, 0.0f);
+      for (int64_t k = 0; k < K; ++k) {
+        const int64_t token = tp[b * s0 + k * s1];
+        TORCH_CHECK(0 <= token && token < table_rows_[k], "step: token ", token,
+                    " outside codebook ", k, "'s embedding table");
+        const float* e = tables_[k] + token * D;
+        for (int64_t d = 0; d < D; ++d) row[d] += e[d];
+      }
+      for (int64_t d = 0; d < D; ++d) row[d] += pos[d];
+    }
+    return x;
   }
 
  private:
   template <typename KV>
   at::Tensor run(const at::Tensor& x_in, int64_t position, at::TensorList kv,
                  const at::Tensor& mask, int64_t cross_rows, int threads, bool guided,
-                 float guidance) const {
+                 float guidance, const sampling::Settings* settings,
+                 at::CPUGeneratorImpl* gen) const {
     const int64_t D = dim_, H = heads_, hd = dim_ / heads_, L = layers_.size();
     TORCH_CHECK(x_in.dim() == 2 && x_in.size(1) == D && x_in.scalar_type() == at::kFloat,
                 "step: x must be [B, D] float32");
@@ -209,13 +258,18 @@ class Decoder {
       TORCH_CHECK(mask.scalar_type() == at::kFloat && mask.is_contiguous() && mask.dim() == 2 &&
                   mask.size(0) == N && mask.size(1) == S, "step: mask must be [N, S]");
 
-    at::Tensor x = x_in.contiguous().clone();  // the residual stream, updated in place
+    at::Tensor x = x_in;  // the residual stream (embed's own rows), updated in place
     const auto opts = x.options();
     const int64_t K = lm_heads_.size();
     at::Tensor logits = at::empty({B, K, vocab_}, opts);
     const int64_t half = guided ? B / 2 : 0;
     at::Tensor mixed = at::empty({half, K, vocab_}, opts);
     float* mp_out = mixed.data_ptr<float>();
+    // The draw's rows (each codebook of each row the logits end with) and their random bits.
+    const int64_t drawn_rows = (guided ? half : B) * K;
+    const float* final_logits = guided ? mixed.data_ptr<float>() : logits.data_ptr<float>();
+    at::Tensor tokens = at::empty({settings ? drawn_rows : 0}, opts.dtype(at::kLong));
+    std::vector<uint32_t> bits(settings ? 2 * drawn_rows * vocab_ : 0);
     const int64_t wide = std::max(D, ffn_);
     at::Tensor hq_t = at::empty({int8_ ? B * wide : 0}, opts.dtype(at::kShort));
     at::Tensor hf_t = at::empty({int8_ ? 0 : B * D}, opts);  // normed rows (float32 weights)
@@ -353,7 +407,14 @@ class Decoder {
             }
           }
       }
+      // The tokens, once every row's logits are final (`sampling::sample_in_team`).
+      if (settings != nullptr) {
+#pragma omp barrier
+        sampling::sample_in_team(final_logits, drawn_rows, vocab_, *settings, gen, bits.data(),
+                                 tokens.data_ptr<int64_t>());
+      }
     }
+    if (settings != nullptr) return tokens.view({drawn_rows / K, K});
     return guided ? mixed : logits;
   }
 
@@ -365,6 +426,8 @@ class Decoder {
 
   std::vector<Layer> layers_;
   std::vector<Linear> lm_heads_;
+  std::vector<const float*> tables_;  // each codebook's embedding rows
+  std::vector<int64_t> table_rows_;
   Norm final_;
   int64_t heads_ = 0, dim_ = 0, ffn_ = 0, vocab_ = 0;
   bool cross_ = true;  // layers with cross-attention

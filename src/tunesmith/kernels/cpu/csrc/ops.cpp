@@ -111,34 +111,50 @@ at::Tensor top_k_filter(const at::Tensor& logits, int64_t k) {
 at::Tensor multinomial_one(const at::Tensor& probs, std::optional<at::Generator> generator) {
   TORCH_CHECK(probs.scalar_type() == at::kFloat && probs.dim() == 2, "draw: [R, V] float32");
   const at::Tensor p = probs.contiguous();
-  auto* gen = at::get_generator_or_default<at::CPUGeneratorImpl>(
-      generator, at::detail::getDefaultCPUGenerator());
   auto out = at::empty({p.size(0), 1}, p.options().dtype(at::kLong));
-  sampling::draw(p.data_ptr<float>(), p.size(0), p.size(1), gen, out.data_ptr<int64_t>());
+  sampling::draw(p.data_ptr<float>(), p.size(0), p.size(1), sampling::cpu_generator(generator),
+                 out.data_ptr<int64_t>());
   return out;
 }
 
 // logits [R, V] float32 -> [R, 1] int64 (sampling.h's `sample_rows`).
 at::Tensor sample_rows(const at::Tensor& logits, double temperature, int64_t k,
-                       std::optional<at::Generator> generator) {
-  return sampling::sample_rows(logits, temperature, k, generator);
+                       std::optional<at::Generator> generator, int64_t threads) {
+  return sampling::sample_rows(logits, temperature, k, generator, threads);
+}
+
+// Each block of `rows` rows of `into` [R, K] int64 (any strides, R a multiple of rows) takes
+// the tokens [rows, K]: the decode loop's sequence column, both halves of a guided batch.
+void write_rows(const at::Tensor& tokens, const at::Tensor& into) {
+  const int64_t rows = tokens.size(0), k = tokens.size(1);
+  TORCH_CHECK(into.scalar_type() == at::kLong && into.dim() == 2 && into.size(1) == k &&
+              into.size(0) % rows == 0, "step: `into` must be [a multiple of ", rows, ", ", k,
+              "] int64");
+  const int64_t* tp = tokens.data_ptr<int64_t>();
+  int64_t* ip = into.data_ptr<int64_t>();
+  const int64_t s0 = into.stride(0), s1 = into.stride(1);
+  for (int64_t r = 0; r < into.size(0); ++r)
+    for (int64_t c = 0; c < k; ++c) ip[r * s0 + c * s1] = tp[(r % rows) * k + c];
 }
 
 // The weights are parsed again on every call (a few us against a ~10 ms step): holding them
 // in a TorchScript class instead would about double the extension's build time.
 at::Tensor decoder_step(at::TensorList weights, at::IntArrayRef dims, at::IntArrayRef sizes,
-                        double eps, const at::Tensor& x, int64_t position, at::TensorList kv,
-                        const at::Tensor& mask, int64_t cross_rows, int64_t threads,
-                        bool guided, double scale, bool draw, double temperature, int64_t top_k,
-                        std::optional<at::Generator> generator) {
-  at::Tensor logits = step::Decoder(weights, dims, sizes, eps)
-                          .step(x, position, kv, mask, cross_rows, threads, guided, scale);
-  if (!draw) return logits;
-  // The tokens in the same call: back in Python, the first op alone costs ~0.1 ms of cold
-  // code and data after a step has streamed the weights through the caches.
-  const int64_t v = logits.size(-1);
-  return sampling::sample_rows(logits.view({-1, v}), temperature, top_k, generator)
-      .view({logits.size(0), logits.size(1)});
+                        double eps, const at::Tensor& tokens, const at::Tensor& positions,
+                        int64_t position, at::TensorList kv, const at::Tensor& mask,
+                        int64_t cross_rows, int64_t threads, bool guided, double scale, bool draw,
+                        double temperature, int64_t top_k, std::optional<at::Generator> generator,
+                        const std::optional<at::Tensor>& into) {
+  // The tokens in the same call, drawn by the step's threads: back in Python, the first op
+  // alone costs ~0.1 ms of cold code and data after a step has streamed the weights.
+  const sampling::Settings settings{static_cast<float>(temperature), top_k};
+  at::Tensor drawn = step::Decoder(weights, dims, sizes, eps)
+                         .step(tokens, positions, position, kv, mask, cross_rows, threads,
+                               guided, scale, draw ? &settings : nullptr,
+                               draw ? sampling::cpu_generator(generator) : nullptr);
+  if (!draw) return drawn;
+  if (into.has_value()) write_rows(drawn, *into);
+  return drawn;
 }
 }  // namespace
 
@@ -156,11 +172,12 @@ TS_LIBRARY(TS_NAMESPACE, m) {
   m.def("attend_one(Tensor q, Tensor k, Tensor v, SymInt n, Tensor mask) -> Tensor");
   m.def("top_k_filter(Tensor logits, int k) -> Tensor");
   m.def("multinomial_one(Tensor probs, Generator? generator) -> Tensor");
-  m.def("sample_rows(Tensor logits, float temperature, int k, Generator? generator) -> Tensor");
-  m.def("decoder_step(Tensor[] weights, int[] dims, int[] sizes, float eps, Tensor x, "
-        "int position, Tensor[] kv, Tensor mask, int cross_rows, int threads, bool guided=False, "
-        "float scale=1.0, bool draw=False, float temperature=1.0, int top_k=0, "
-        "Generator? generator=None) -> Tensor");
+  m.def("sample_rows(Tensor logits, float temperature, int k, Generator? generator, "
+        "int threads=1) -> Tensor");
+  m.def("decoder_step(Tensor[] weights, int[] dims, int[] sizes, float eps, Tensor tokens, "
+        "Tensor positions, int position, Tensor[] kv, Tensor mask, int cross_rows, int threads, "
+        "bool guided=False, float scale=1.0, bool draw=False, float temperature=1.0, "
+        "int top_k=0, Generator? generator=None, Tensor(a!)? into=None) -> Tensor");
 }
 
 TS_LIBRARY_IMPL(TS_NAMESPACE, CPU, m) {
