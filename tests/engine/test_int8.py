@@ -62,7 +62,10 @@ def test_unknown_quantize_is_refused(tiny_checkpoint: Path) -> None:
         MusicGen.from_pretrained(tiny_checkpoint, device="cpu", quantize="int3")
 
 
-@pytest.mark.parametrize(("rows", "n", "k"), [(1, 8, 48), (2, 96, 1024), (3, 12, 2048), (5, 4, 16)])
+@pytest.mark.parametrize(
+    ("rows", "n", "k"),
+    [(1, 8, 48), (2, 96, 1024), (3, 12, 2048), (5, 4, 16), (7, 8, 64), (16, 12, 1024)],
+)
 def test_cpu_kernel_matches_float64_product(
     kernel_build: Kernels, rows: int, n: int, k: int
 ) -> None:

@@ -1,6 +1,6 @@
 // The walk over the packed weight layout [K/kc][N/4][kc/16][4][16] that the matrix kernels
 // share: threads split the N/4 blocks, K-chunk by K-chunk, and each block serves the input rows
-// two at a time while it is in L1. `block(c, b, m, rows, sums)` fills sums[0..rows) with the 4
+// a few at a time while it is in L1. `block(c, b, m, rows, sums)` fills sums[0..rows) with the 4
 // outputs of block b over chunk c for rows m..; `store(c, b, row, sums)` writes them.
 // `sweep_blocks` is one thread's share (blocks b0..b1); `parallel_blocks` splits them over
 // torch's threads (the one-product ops; decoder.h splits them over its own parallel region).
@@ -12,15 +12,16 @@
 namespace vecmath {
 // Always inlined into its caller (a product, then the decoder step): left to the compiler,
 // whether it is depends on the order of the translation unit, and an out-of-line copy of
-// fc1's float32 product made the whole step ~5% slower.
-template <typename Block, typename Store>
-[[gnu::always_inline]] inline void sweep_blocks(int64_t b0, int64_t b1, int64_t M, int64_t chunks, const Block& block,
-                         const Store& store) {
+// fc1's float32 product made the whole step ~5% slower. G: the input rows a block serves at
+// once (the block kernel's registers hold G rows' sums).
+template <int G, typename Block, typename Store>
+[[gnu::always_inline]] inline void sweep_blocks(int64_t b0, int64_t b1, int64_t M, int64_t chunks,
+                                                const Block& block, const Store& store) {
   for (int64_t c = 0; c < chunks; ++c)
     for (int64_t b = b0; b < b1; ++b)
-      for (int64_t m = 0; m < M; m += 2) {
-        __m128 sums[2];
-        const int rows = M - m >= 2 ? 2 : 1;
+      for (int64_t m = 0; m < M; m += G) {
+        __m128 sums[G];
+        const int rows = M - m >= G ? G : static_cast<int>(M - m);
         block(c, b, m, rows, sums);
         for (int i = 0; i < rows; ++i) store(c, b, m + i, sums[i]);
       }

@@ -41,7 +41,7 @@ template <vecmath::Epilogue E>
 void product_blocks(const float* w, int64_t N, int64_t K, int64_t kc, const float* x, int64_t M,
                     float* acc, float* out, int64_t ldo, int64_t b0, int64_t b1) {
   const int64_t chunks = K / kc;
-  vecmath::sweep_blocks(
+  vecmath::sweep_blocks<2>(
       b0, b1, M, chunks,
       [&](int64_t c, int64_t b, int64_t m, int rows, __m128* sums) {
         const float* wb = w + (c * (N / 4) + b) * 4 * kc;

@@ -56,11 +56,15 @@ inline __m512i combine(__m512i h, __m512i s, __m512i l) {
   return _mm512_add_epi32(_mm512_sub_epi32(_mm512_slli_epi32(h, 8), _mm512_slli_epi32(s, 15)), l);
 }
 
-// Adds (w . x) for 4 rows and M (1 or 2) inputs over one chunk; the block is [kc/16][4][16]:
+// Input rows a block serves at once: 4 (16 of the 32 registers hold their sums), so that the
+// block's sum(w) is shared by 4 rows, not 2 (a few-prompt batch's products are compute-bound).
+constexpr int kRows = 4;
+
+// Adds (w . x) for 4 rows and M (1 to 4) inputs over one chunk; the block is [kc/16][4][16]:
 // one 512-bit register holds a block, each 128-bit lane one output row's 16 weights, and the
 // 16 inputs (h or l plane) are broadcast to all four lanes.
 template <int M>
-inline void block(const int16_t* x, int64_t ldx, const int8_t* w, int64_t kc, __m128 sums[2]) {
+inline void block(const int16_t* x, int64_t ldx, const int8_t* w, int64_t kc, __m128 sums[]) {
   const __m512i ones = _mm512_set1_epi8(1);
   __m512i h[M], l[M], s = _mm512_setzero_si512();
   for (int m = 0; m < M; ++m) h[m] = l[m] = _mm512_setzero_si512();
@@ -87,9 +91,11 @@ inline __m256i combine(__m256i h, __m256i s, __m256i l) {
   return _mm256_add_epi32(_mm256_sub_epi32(_mm256_slli_epi32(h, 8), _mm256_slli_epi32(s, 15)), l);
 }
 
+constexpr int kRows = 2;  // input rows a block serves at once (16 registers)
+
 // As the 512-bit block, in two 256-bit halves: rows 0-1, then rows 2-3.
 template <int M>
-inline void block(const int16_t* x, int64_t ldx, const int8_t* w, int64_t kc, __m128 sums[2]) {
+inline void block(const int16_t* x, int64_t ldx, const int8_t* w, int64_t kc, __m128 sums[]) {
   const __m256i ones = _mm256_set1_epi8(1);
   __m256i h[M][2], l[M][2], s[2] = {_mm256_setzero_si256(), _mm256_setzero_si256()};
   for (int m = 0; m < M; ++m)
@@ -123,13 +129,15 @@ inline void block(const int16_t* x, int64_t ldx, const int8_t* w, int64_t kc, __
 // The AVX2 build reads the int16 inputs as they are.
 inline void to_product_layout(int16_t*, int64_t) {}
 
+constexpr int kRows = 2;  // input rows a block serves at once (16 registers)
+
 // Adds (w . x) for 4 rows and M (1 or 2) int16 inputs over one chunk; the block is
 // [kc/16][4][16]. vpmaddwd multiplies 16 int16 pairs and sums them pairwise into int32: one
 // instruction per 16 weights and input row, where float32 inputs took four (two widenings,
 // two FMAs). Per lane a chunk adds kc/16 <= 64 pair sums of at most 2 * 127 * 32767: no
 // overflow.
 template <int M>
-inline void block(const int16_t* x, int64_t ldx, const int8_t* w, int64_t kc, __m128 sums[2]) {
+inline void block(const int16_t* x, int64_t ldx, const int8_t* w, int64_t kc, __m128 sums[]) {
   __m256i acc[M][4];
   for (int m = 0; m < M; ++m)
     for (int r = 0; r < 4; ++r) acc[m][r] = _mm256_setzero_si256();
@@ -185,12 +193,17 @@ void product_blocks(const int8_t* w, const float* scales, int64_t N, int64_t K, 
                     const int16_t* xq, const float* xs, int64_t M, float* acc, float* out,
                     int64_t ldo, int64_t b0, int64_t b1) {
   const int64_t chunks = K / kc;
-  vecmath::sweep_blocks(
+  vecmath::sweep_blocks<kRows>(
       b0, b1, M, chunks,
       [&](int64_t c, int64_t b, int64_t m, int rows, __m128* sums) {
         const int8_t* wb = w + (c * (N / 4) + b) * 4 * kc;
-        if (rows == 2) block<2>(xq + m * K + c * kc, K, wb, kc, sums);
-        else block<1>(xq + m * K + c * kc, K, wb, kc, sums);
+        const int16_t* xb = xq + m * K + c * kc;
+        if constexpr (kRows == 4) {
+          if (rows == 4) return block<4>(xb, K, wb, kc, sums);
+          if (rows == 3) return block<3>(xb, K, wb, kc, sums);
+        }
+        if (rows >= 2) block<2>(xb, K, wb, kc, sums);
+        else block<1>(xb, K, wb, kc, sums);
       },
       [&](int64_t c, int64_t b, int64_t row, __m128 sum) {
         float* a = acc + row * N + 4 * b;
