@@ -1,6 +1,6 @@
 import torch
 
-from tunesmith.generation.delay import apply_delay, delays, undo_delay, valid_mask
+from tunesmith.generation.delay import apply_delay, delays, frame_views, undo_delay, valid_mask
 
 S = 2048
 
@@ -40,3 +40,17 @@ def test_matches_transformers_delay_pattern() -> None:
     _, pattern = lm.build_delay_pattern_mask(start, pad_token_id=S, max_length=10)
     # The reference marks positions to predict with -1; ours marks real frames True.
     assert torch.equal(pattern == -1, valid_mask(4, 10))
+
+
+def test_frame_views_read_each_frame_as_it_is_written() -> None:
+    """The loop's per-frame views (mono and stereo) read undo_delay's frames, from the values
+    the sequence holds when they are read (written after the views were made)."""
+    for k, channels in ((4, 1), (8, 2)):
+        codes = torch.randint(0, 2048, (2, k, 6))
+        seq = apply_delay(torch.zeros_like(codes), S, channels)
+        views = frame_views(seq, channels)
+        assert len(views) == 6
+        seq.copy_(apply_delay(codes, S, channels))  # written after the views were made
+        frames = [v if v.dim() == 3 else v.flatten(1, 2) for v in views]
+        assert all(f.shape == (2, k, 1) for f in frames)
+        assert torch.equal(torch.cat(frames, dim=2), codes)

@@ -136,10 +136,13 @@ def iter_window(
         tokens = None if draw is None else step.drawn(feed, cache, scale, draw, column)
         written = tokens is not None and column is not None
         if tokens is None:
+            # Contiguous, as a compiled step was traced with (a view's strides change with
+            # the window's length).
+            frames_in = feed.contiguous()
             if scale is not None:
-                logits = step.guided(feed, cache, scale)
+                logits = step.guided(frames_in, cache, scale)
             else:
-                logits = step(feed, cache)[:, :, -1]  # [B, K, V]
+                logits = step(frames_in, cache)[:, :, -1]  # [B, K, V]
             tokens = sample(
                 logits, top_k=top_k, top_p=top_p, temperature=temperature, generator=generator
             )
