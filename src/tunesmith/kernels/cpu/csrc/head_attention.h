@@ -7,6 +7,17 @@
 
 namespace attn {
 using vecmath::exp8;
+
+// Keys and values are read once a step, 64 values a frame: a (row, head) is a run of a few
+// tens of KiB, too short for the hardware prefetcher to reach speed on each 4 KiB page, so
+// each loop asks for the lines this far ahead itself.
+constexpr int64_t kAheadFrames = 32;
+
+template <typename T>
+inline void prefetch_frame(const T* p) {  // one frame of 64 values: 128 or 256 bytes
+  const char* c = reinterpret_cast<const char*>(p);
+  for (size_t b = 0; b < 64 * sizeof(T); b += 64) _mm_prefetch(c + b, _MM_HINT_T0);
+}
 // Keys and values are float16 (the int8 decoder's cache) or float32 (the float32 one's).
 inline __m256 load8(const at::Half* p) {
   return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
@@ -21,12 +32,17 @@ inline float hsum(__m256 v) {
 
 // Scores of 64-wide heads, four keys at a time (four independent FMA chains, one reduction).
 template <typename T>
-inline void scores64(const float* q, const T* k, const float* mask, int64_t n, float* s) {
+inline void scores64(const float* q, const T* k, const T* v, const float* mask, int64_t n,
+                     float* s) {
   __m256 qv[8];
   for (int d = 0; d < 8; ++d) qv[d] = _mm256_loadu_ps(q + 8 * d);
   int64_t t = 0;
   for (; t + 4 <= n; t += 4) {
     const T* kt = k + t * 64;
+    for (int j = 0; j < 4; ++j) {
+      prefetch_frame(kt + (kAheadFrames + j) * 64);
+      prefetch_frame(v + (t + j) * 64);  // the values, for the weighted sum right after
+    }
     __m256 a[4];
     for (int j = 0; j < 4; ++j) a[j] = _mm256_mul_ps(qv[0], load8(kt + 64 * j));
     for (int d = 1; d < 8; ++d)
@@ -49,6 +65,7 @@ inline void weighted64(const float* p, const T* v, int64_t n, float* out) {
   __m256 o[8];
   for (int d = 0; d < 8; ++d) o[d] = _mm256_setzero_ps();
   for (int64_t t = 0; t < n; ++t) {
+    prefetch_frame(v + (t + kAheadFrames) * 64);
     const __m256 w = _mm256_set1_ps(p[t]);
     for (int d = 0; d < 8; ++d) o[d] = _mm256_fmadd_ps(w, load8(v + t * 64 + 8 * d), o[d]);
   }
@@ -60,7 +77,7 @@ template <typename T>
 inline void attend(const float* q, const T* k, const T* v, const float* mask,
             int64_t n, int64_t hd, float* s, float* out) {
   const int64_t hv = hd - hd % 8;
-  if (hd == 64) scores64(q, k, mask, n, s);
+  if (hd == 64) scores64(q, k, v, mask, n, s);
   else for (int64_t t = 0; t < n; ++t) {
     const T* kt = k + t * hd;
     __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
