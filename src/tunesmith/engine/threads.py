@@ -10,11 +10,12 @@ Step times are too heavy-tailed to compare, so `ThreadChooser` watches what the 
 instead: the process's CPU time during the step against the step's wall time, the cores its
 threads really ran on (spinning at a barrier counts: the thread had its core). When that falls
 short of the thread count by `LOST` cores in two windows in a row (5 ms of steps each: one
-step at full size), or by twice that in one, one thread fewer; now and then a window tries one thread more, kept if its
-threads all ran. A try that finds a core still taken waits twice as long before the next (up
-to `LAST_PROBE` steps); on Linux a try is made only when the machine has had a core idle
-since the last look (`IdleCores`, from /proc/stat), since each step that tries a taken core
-costs ten or more steps' time. The step's sums are the same on any count (each output is one
+step at full size), or by twice that in one, one thread fewer; now and then a window tries one
+thread more, kept if its threads all ran. The first try comes soon after the loss
+(`QUICK_PROBE` steps: the host may have taken the core for a moment); a try that finds a core
+still taken waits twice as long before the next (up to `LAST_PROBE` steps). On Linux a try is
+made only when the machine has had a core idle since the last look (`IdleCores`, from
+/proc/stat), since each step that tries a taken core costs ten or more steps' time. The step's sums are the same on any count (each output is one
 thread's sum), so the choice never changes the music.
 """
 
@@ -32,6 +33,9 @@ MAX_WINDOW = 16  # ... or this many steps (tiny ones)
 LOST = 0.4  # cores missing on average over a window that take a thread away
 SHORT_WINDOWS = 2  # ... in that many windows in a row
 FIRST_PROBE = 128  # steps before trying one thread more, after a change
+# ... but after losing a thread, the first try comes this soon: a core the host took for a
+# moment (one slow window at full size) is back long before 128 steps (~2 s) are over.
+QUICK_PROBE = 16
 LAST_PROBE = 2048  # the longest wait between tries
 
 
@@ -121,6 +125,7 @@ class ThreadChooser:
             # Not one stolen time slice: a core is gone (a whole one missing says so at once).
             if self.short >= SHORT_WINDOWS or cores < threads - 2 * LOST:
                 self._move(threads - 1)
+                self.wait = QUICK_PROBE
                 return
         else:
             self.short = 0
