@@ -17,8 +17,8 @@ with spinning processes meanwhile (the measured choice should then be no slower 
 
 Also measured in the same run: the machine's read bandwidth (a streaming sum of a 1 GiB
 buffer, far past the caches, or the float32 C++ step's own rate where that is faster),
-each variant's bytes read per step (its weights and scales,
-and the keys and values before `--position`) as a share of that bandwidth, and the time an
+each variant's bytes read per step (its weights and scales, and the keys and values before
+`--position`) as a share of that bandwidth, and the time an
 int8 generation spends per step outside the decoder step (sampling with CFG and top-k, the
 delay pattern, progress).
 """

@@ -7,6 +7,9 @@
 #pragma once
 #include <ATen/Parallel.h>
 
+#include <algorithm>
+#include <cstdint>
+
 #include "vector_math.h"
 
 namespace vecmath {
@@ -35,6 +38,13 @@ inline void finish(float* out, __m128 s) {
   if constexpr (E == Epilogue::Gelu) _mm_storeu_ps(out, gelu4(s));
   else if constexpr (E == Epilogue::Add) _mm_storeu_ps(out, _mm_add_ps(_mm_loadu_ps(out), s));
   else _mm_storeu_ps(out, s);
+}
+
+// The threads a parallel region of ours takes: `threads`, at least 1, at most torch's count
+// (1 inside another parallel region).
+inline int team_size(int64_t threads) {
+  const int most = at::in_parallel_region() ? 1 : at::get_num_threads();
+  return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(threads, most)));
 }
 
 // Splits a product's N/4 output blocks over torch's threads: f(b0, b1) on each share.

@@ -190,8 +190,7 @@ class Decoder {
     TORCH_CHECK(static_cast<int64_t>(kv.size()) == 4 * L, "step: 4 cache tensors a layer");
     const at::ScalarType type = kv[0].scalar_type();
     TORCH_CHECK(type == at::kHalf || type == at::kFloat, "step: a float16 or float32 cache");
-    const int most = at::in_parallel_region() ? 1 : at::get_num_threads();
-    const int n = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(threads, most)));
+    const int n = vecmath::team_size(threads);
     const at::Tensor x = embed(tokens, positions, position);
     TORCH_CHECK(!guided || x.size(0) % 2 == 0, "step: a guided batch has an even number of rows");
     const float s = static_cast<float>(scale);

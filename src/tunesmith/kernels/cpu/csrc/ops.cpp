@@ -152,8 +152,7 @@ at::Tensor decoder_step(at::TensorList weights, at::IntArrayRef dims, at::IntArr
                          .step(tokens, positions, position, kv, mask, cross_rows, threads,
                                guided, scale, draw ? &settings : nullptr,
                                draw ? sampling::cpu_generator(generator) : nullptr);
-  if (!draw) return drawn;
-  if (into.has_value()) write_rows(drawn, *into);
+  if (draw && into.has_value()) write_rows(drawn, *into);
   return drawn;
 }
 }  // namespace

@@ -8,7 +8,6 @@
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/core/DistributionsHelper.h>
 #include <ATen/ops/_softmax_cpu_dispatch.h>
-#include <ATen/Parallel.h>
 #include <omp.h>
 
 #include <algorithm>
@@ -18,6 +17,8 @@
 #include <limits>
 #include <mutex>
 #include <vector>
+
+#include "block_sweep.h"
 
 namespace sampling {
 
@@ -60,16 +61,18 @@ inline float kth_largest(const float* x, int64_t v, int64_t k, uint32_t* keys) {
   return f;
 }
 
-// Row by row: logits below the row's k-th largest become -inf (ties with it stay), as
-// masked_fill(x < topk(x, k).values.min(), -inf) does. out may be x.
+// One row x of v: logits below its k-th largest become -inf (ties with it stay), as
+// masked_fill(x < topk(x, k).values.min(), -inf) does. out may be x; keys: scratch of v.
+inline void top_k_row(const float* x, int64_t v, int64_t k, uint32_t* keys, float* out) {
+  const float kth = kth_largest(x, v, k, keys);
+  constexpr float kNone = -std::numeric_limits<float>::infinity();
+  for (int64_t i = 0; i < v; ++i) out[i] = x[i] < kth ? kNone : x[i];
+}
+
+// `top_k_row` on each row of x [rows, v].
 inline void top_k_filter(const float* x, int64_t rows, int64_t v, int64_t k, float* out) {
   std::vector<uint32_t> keys(v);
-  for (int64_t r = 0; r < rows; ++r) {
-    const float* in = x + r * v;
-    const float kth = kth_largest(in, v, k, keys.data());
-    for (int64_t i = 0; i < v; ++i)
-      out[r * v + i] = in[i] < kth ? -std::numeric_limits<float>::infinity() : in[i];
-  }
+  for (int64_t r = 0; r < rows; ++r) top_k_row(x + r * v, v, k, keys.data(), out + r * v);
 }
 
 // The generator's Mersenne Twister, copied out and run in bulk: at::mt19937's own steps (its
@@ -204,7 +207,8 @@ inline void draw(const float* p, int64_t rows, int64_t v, at::CPUGeneratorImpl* 
   std::vector<uint32_t> bits(2 * rows * v);
   fill_bits(gen, rows, v, bits.data());
   std::vector<int64_t> order(v);
-  for (int64_t r = 0; r < rows; ++r) out[r] = draw_row(p + r * v, v, bits.data() + 2 * r * v, order.data());
+  for (int64_t r = 0; r < rows; ++r)
+    out[r] = draw_row(p + r * v, v, bits.data() + 2 * r * v, order.data());
 }
 
 // How a row of logits becomes a token: divided by the temperature, top-k (0 < k < V), then
@@ -230,11 +234,8 @@ inline int64_t sample_row(const float* x, int64_t v, const Settings& settings,
                           const uint32_t* bits, RowScratch& scratch) {
   float* scaled = scratch.scaled.data();
   for (int64_t i = 0; i < v; ++i) scaled[i] = x[i] / settings.temperature;
-  if (0 < settings.top_k && settings.top_k < v) {
-    const float kth = kth_largest(scaled, v, settings.top_k, scratch.keys.data());
-    for (int64_t i = 0; i < v; ++i)
-      if (scaled[i] < kth) scaled[i] = -std::numeric_limits<float>::infinity();
-  }
+  if (0 < settings.top_k && settings.top_k < v)
+    top_k_row(scaled, v, settings.top_k, scratch.keys.data(), scaled);
   const auto options = at::TensorOptions().dtype(at::kFloat);
   at::Tensor in = at::from_blob(scaled, {v}, options);
   at::Tensor out = at::from_blob(scratch.probs.data(), {v}, options);
@@ -275,8 +276,7 @@ inline at::Tensor sample_rows(const at::Tensor& logits, double temperature, int6
   auto out = at::empty({rows, 1}, x.options().dtype(at::kLong));
   const Settings settings{static_cast<float>(temperature), k};
   at::CPUGeneratorImpl* gen = cpu_generator(generator);
-  const int most = at::in_parallel_region() ? 1 : at::get_num_threads();
-  const int n = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(threads, most)));
+  const int n = vecmath::team_size(threads);
 #pragma omp parallel num_threads(n)
   sample_in_team(x.data_ptr<float>(), rows, v, settings, gen, bits.data(), out.data_ptr<int64_t>());
   return out;
