@@ -3,8 +3,8 @@
     python benchmarks/bench_step.py --folder /tmp/ts-small      # reuse a checkpoint folder
     python benchmarks/bench_step.py --rounds 3 --position 400
 
-One guided step (2 rows: conditional and unconditional) at a given cache position, the
-median of `--steps` steps. All variants live in one process and run in alternation, round
+One guided step (2 rows: conditional and unconditional; `--prompts N`: 2N rows) at a given
+cache position, the median of `--steps` steps. All variants live in one process and run in alternation, round
 by round, so a busy machine slows them alike; the table gives each variant's median over
 rounds. Variants (each an engine `Step`): int8 with torch's `_weight_int8pack_mm` (bfloat16
 activations), int8 with tunesmith's int8 kernel module by module (`EagerStep`: float32 KV
@@ -98,11 +98,13 @@ def spinners(count: int) -> list[subprocess.Popen]:
 
 
 def step_ms(step: Step, text: torch.Tensor, position: int, steps: int) -> float:
-    """Median ms of `steps` one-frame steps from `position` on a fresh cache."""
+    """Median ms of `steps` one-frame steps from `position` on a fresh cache, for the
+    prompts of `text` [N, S, D] and as many unconditional rows."""
     times = []
+    rows = 2 * text.shape[0]
     with torch.inference_mode():  # as in generation (compile guards on it)
-        tokens = torch.randint(0, 2048, (2, step.lm.cfg.num_codebooks, 1))
-        cache = step.new_cache(2, position + steps + 1, text, torch.ones(text.shape[:2]))
+        tokens = torch.randint(0, 2048, (rows, step.lm.cfg.num_codebooks, 1))
+        cache = step.new_cache(rows, position + steps + 1, text, torch.ones(text.shape[:2]))
         # The keys and values' values do not change the time, but their pages must exist:
         # an untouched (zero-page) cache reads as fast as the caches, not from memory.
         for layer in cache.layers:
@@ -228,6 +230,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--position", type=int, default=250, help="frames already in the cache")
+    parser.add_argument("--prompts", type=int, default=1, help="guided prompts (2 rows each)")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--no-fp32", action="store_true")
     parser.add_argument("--no-compile", action="store_true")
@@ -246,7 +249,7 @@ def main() -> None:
             print("building a random checkpoint at musicgen-small sizes...", file=sys.stderr)
             folder = str(build_checkpoint(Path(tmp) / "small", "small"))
         fp32 = MusicGen.from_pretrained(folder, device="cpu")
-        text = fp32.condition(["lofi hip hop beat with soft piano"]).states
+        text = fp32.condition(["lofi hip hop beat with soft piano"] * args.prompts).states
         variants: dict[str, Step] = {}
         if not args.fp32_only:
             int8 = MusicGen.from_pretrained(folder, device="cpu", quantize="int8")
@@ -267,7 +270,8 @@ def main() -> None:
             variants["float32, our kernel, module by module"] = module_by_module(fp32.model.decoder)
             variants[FP32_STEP] = fp32.step
 
-    reads = {name: bytes_per_step(step, args.position) for name, step in variants.items()}
+    rows = 2 * args.prompts
+    reads = {name: bytes_per_step(step, args.position, rows) for name, step in variants.items()}
     runs: dict[str, list[float]] = {name: [] for name in variants}
     busy = spinners(args.busy)
     try:
@@ -286,11 +290,11 @@ def main() -> None:
     # move the steps' thread choice.
     bandwidth = read_bandwidth(args.threads)
     outside = None
-    if not args.fp32_only and not args.busy:
+    if not args.fp32_only and not args.busy and args.prompts == 1:  # a one-prompt generation
         outside = outside_ms(int8)
 
     print(
-        f"\ndecoder step, 2 rows, cache at {args.position} frames, {args.threads} threads, "
+        f"\ndecoder step, {rows} rows, cache at {args.position} frames, {args.threads} threads, "
         f"{args.busy} busy core(s) beside it"
     )
     print(f"read bandwidth: {bandwidth / 1e9:.1f} GB/s (streaming sum of 1 GiB)")
