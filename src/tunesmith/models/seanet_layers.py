@@ -165,15 +165,15 @@ class TrimmedConvTranspose1d(nn.Module):
         out = weight.shape[1]
         halves = weight.view(c, out, 2, s).permute(2, 0, 3, 1)  # [half, in, j, out]
         first, second = (h.reshape(c, s * out) for h in halves)  # copies: <5% of the products
-        bias = self.conv.bias
+        tiled = None if self.conv.bias is None else self.conv.bias.repeat(s)  # a block's bias
         y = x.new_empty(b, t + 1, s * out)
         for row in range(b):  # one row at a time: each product's output is one matrix
-            if bias is None:
+            if tiled is None:
                 torch.mm(x[row], first, out=y[row, :t])
                 y[row, t] = 0
             else:
-                torch.addmm(bias.repeat(s), x[row], first, out=y[row, :t])
-                y[row, t] = bias.repeat(s)  # the last block has no first half
+                torch.addmm(tiled, x[row], first, out=y[row, :t])
+                y[row, t] = tiled  # the last block has no first half
             y[row, 1:].addmm_(x[row], second)
         y = y.view(b, (t + 1) * s, out)
         return y[:, self.left : y.shape[1] - self.right]
