@@ -4,12 +4,13 @@
     python benchmarks/bench_step.py --rounds 3 --position 400
 
 One guided step (2 rows: conditional and unconditional; `--prompts N`: 2N rows) at a given
-cache position, the median of `--steps` steps. All variants live in one process and run in alternation, round
-by round, so a busy machine slows them alike; the table gives each variant's median over
-rounds. Variants (each an engine `Step`): int8 with torch's `_weight_int8pack_mm` (bfloat16
-activations), int8 with tunesmith's int8 kernel module by module (`EagerStep`: float32 KV
-cache, torch's attention), the same compiled (`TorchCompileStep`), int8 as tunesmith runs it
-(`CpuKernelStep`: the whole step in one C++ call, float16 KV cache), and float32 with torch's
+cache position, the median of `--steps` steps. All variants live in one process and run in
+alternation, round by round, so a busy machine slows them alike; the table gives each
+variant's median over rounds. Variants (each an engine `Step`): int8 with torch's
+`_weight_int8pack_mm` (bfloat16 activations), int8 with tunesmith's int8 kernel module by
+module (`EagerStep`: float32 KV cache, torch's attention), the same compiled
+(`TorchCompileStep`), int8 as tunesmith runs it (`CpuKernelStep`: the whole step in one C++
+call, float16 KV cache), and float32 with torch's
 F.linear, with tunesmith's float32 kernel module by module, and in one C++ call
 (`--fp32-only`: just those three). With `--threads` above 1, the C++ int8 step also runs on
 that many threads and on 1, fixed, beside the measured choice; `--busy N` keeps N cores busy

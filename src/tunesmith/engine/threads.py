@@ -15,8 +15,9 @@ thread more, kept if its threads all ran. The first try comes soon after the los
 (`QUICK_PROBE` steps: the host may have taken the core for a moment); a try that finds a core
 still taken waits twice as long before the next (up to `LAST_PROBE` steps). On Linux a try is
 made only when the machine has had a core idle since the last look (`IdleCores`, from
-/proc/stat), since each step that tries a taken core costs ten or more steps' time. The step's sums are the same on any count (each output is one
-thread's sum), so the choice never changes the music.
+/proc/stat), since each step that tries a taken core costs ten or more steps' time. The step's
+sums are the same on any count (each output is one thread's sum), so the choice never changes
+the music.
 """
 
 from __future__ import annotations
