@@ -64,7 +64,15 @@ def test_unknown_quantize_is_refused(tiny_checkpoint: Path) -> None:
 
 @pytest.mark.parametrize(
     ("rows", "n", "k"),
-    [(1, 8, 48), (2, 96, 1024), (3, 12, 2048), (5, 4, 16), (7, 8, 64), (16, 12, 1024)],
+    [
+        (1, 16, 48),
+        (2, 96, 1024),
+        (3, 48, 2048),
+        (5, 16, 16),
+        (7, 32, 64),
+        (9, 32, 1024),  # the 512-bit build's strips: 8 rows, then 1
+        (16, 80, 1024),
+    ],
 )
 def test_cpu_kernel_matches_float64_product(
     kernel_build: Kernels, rows: int, n: int, k: int
@@ -74,15 +82,43 @@ def test_cpu_kernel_matches_float64_product(
     x = torch.randn(rows, k)
     want = x.double() @ layer.weight.double().T * layer.scales.double()
     assert layer.pack_for_cpu(kernel_build) and layer.chunk == min(k, layout.CHUNK)
-    assert torch.equal(layer.unpacked_weight(), layout.unpack(layer.weight, n, k, layer.chunk))
+    assert layer.block == kernel_build.int8_block
+    assert torch.equal(
+        layer.unpacked_weight(), layout.unpack(layer.weight, n, k, layer.chunk, layer.block)
+    )
     got = layer(x)
     assert got.dtype == torch.float32
     assert relative_error(got.double(), want) < 1e-4  # int16 activations: 15 bits per row
 
 
+def test_every_build_gives_the_avx2_floats(kernel_build: Kernels) -> None:
+    """Whatever its blocks, a build rounds each chunk's exact integer sum once: AVX2's floats."""
+    avx2 = build.kernels_for("avx2")
+    assert avx2 is not None
+    for rows, n, k in [(2, 3072, 1024), (9, 64, 4096), (16, 2048, 1024)]:
+        plain = Int8Linear.from_linear(nn.Linear(k, n, bias=False))
+        other = copy.deepcopy(plain)
+        assert plain.pack_for_cpu(avx2) and other.pack_for_cpu(kernel_build)
+        x = 4 * torch.randn(rows, k)
+        assert torch.equal(other(x), plain(x))
+
+
+def test_outputs_that_do_not_fill_a_block_stay_on_torchs_kernel(kernel_build: Kernels) -> None:
+    n = kernel_build.int8_block.rows // 2
+    layer = Int8Linear.from_linear(nn.Linear(64, n, bias=False))
+    x = torch.randn(2, 64)
+    want = layer(x)
+    assert not layer.pack_for_cpu(kernel_build) and layer.chunk is None
+    assert torch.equal(layer(x), want)
+
+
 def test_packing_round_trips_and_skips_shapes_it_cannot_take() -> None:
-    w = torch.randint(-127, 128, (8, 2048), dtype=torch.int8)
-    assert torch.equal(layout.unpack(layout.pack(w, 1024), 8, 2048, 1024), w)
+    w = torch.randint(-127, 128, (16, 2048), dtype=torch.int8)
+    assert torch.equal(layout.unpack(layout.pack(w, 1024), 16, 2048, 1024), w)
+    wide = layout.Block(16, 4)  # the 512-bit VNNI build's int8 blocks
+    packed = layout.pack(w, 1024, wide)
+    assert torch.equal(packed[:8], w[:2, :4].flatten())  # outputs 0-1's first 4 inputs first
+    assert torch.equal(layout.unpack(packed, 16, 2048, 1024, wide), w)
     assert layout.chunk_for(40) is None and layout.chunk_for(1040) is None  # 208: too narrow
     assert layout.chunk_for(1536) == 768 and layout.chunk_for(6144) == 1024  # musicgen-medium
     assert not Int8Linear.from_linear(nn.Linear(40, 8, bias=False)).pack_for_cpu()

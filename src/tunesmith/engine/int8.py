@@ -45,6 +45,7 @@ class Int8Linear(nn.Module):
         self.gelu = False  # apply GELU to the output (in the kernel, when packed)
         self.scales_f32: torch.Tensor | None = None
         self.kernels: Kernels | None = None  # the build it was packed for
+        self.block = layout.STANDARD  # that build's int8 blocks, once packed
         self.register_buffer("weight", torch.zeros(out_features, in_features, dtype=torch.int8))
         self.register_buffer("scales", torch.ones(out_features, dtype=torch.bfloat16))
 
@@ -68,26 +69,26 @@ class Int8Linear(nn.Module):
     def unpacked_weight(self) -> torch.Tensor:
         if self.chunk is None:
             return self.weight
-        return layout.unpack(self.weight, self.out_features, self.in_features, self.chunk)
+        return layout.unpack(
+            self.weight, self.out_features, self.in_features, self.chunk, self.block
+        )
 
     def pack_for_cpu(self, kernels: Kernels | None = None) -> bool:
         """Switch to our int8 kernel (this CPU's build, or `kernels`) where it applies (CPU,
         shapes, a compiler); True if it did. The effective weights (int8 x bfloat16 scales)
         are unchanged."""
         chunk = layout.chunk_for(self.in_features)
-        if (
-            self.chunk is not None
-            or self.weight.device.type != "cpu"
-            or chunk is None
-            or not layout.fits(self.out_features, self.in_features)
-        ):
+        if self.chunk is not None or self.weight.device.type != "cpu" or chunk is None:
             return False
         kernels = kernels or build.kernels()
         if kernels is None:
             return False
-        self.weight = layout.pack(self.weight, chunk)
+        block = kernels.int8_block
+        if not layout.fits(self.out_features, self.in_features, block):
+            return False
+        self.weight = layout.pack(self.weight, chunk, block)
         self.scales_f32 = self.scales.float()
-        self.chunk, self.kernels = chunk, kernels
+        self.chunk, self.kernels, self.block = chunk, kernels, block
         return True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

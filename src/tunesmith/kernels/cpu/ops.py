@@ -19,6 +19,8 @@ from typing import Any
 
 import torch
 
+from . import layout
+
 
 @dataclass(frozen=True)
 class Kernels:
@@ -33,6 +35,12 @@ class Kernels:
 
     def _op(self, name: str) -> Any:
         return getattr(getattr(torch.ops, self.namespace), name)
+
+    @property
+    def int8_block(self) -> layout.Block:
+        """The blocks this build's int8 products read their packed weights in."""
+        rows, cols = self._op("int8_block")()
+        return layout.Block(rows, cols)
 
     def int8_linear(
         self,

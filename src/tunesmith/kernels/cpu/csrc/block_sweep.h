@@ -47,9 +47,10 @@ inline int team_size(int64_t threads) {
   return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(threads, most)));
 }
 
-// Splits a product's N/4 output blocks over torch's threads: f(b0, b1) on each share.
+// Splits a product's N / rows output blocks (`rows` outputs each) over torch's threads:
+// f(b0, b1) on each share, of at least 32 outputs.
 template <typename F>
-inline void parallel_blocks(int64_t N, const F& f) {
-  at::parallel_for(0, N / 4, 8, f);
+inline void parallel_blocks(int64_t N, int64_t rows, const F& f) {
+  at::parallel_for(0, N / rows, std::max<int64_t>(1, 32 / rows), f);
 }
 }  // namespace vecmath

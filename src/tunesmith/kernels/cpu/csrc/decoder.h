@@ -121,8 +121,8 @@ class Decoder {
                0, dims[2 * product + 1]};
       ++product;
       l.k = l.n > 0 ? w.numel() / l.n : 0;
-      TORCH_CHECK(l.n > 0 && l.n * l.k == w.numel() && l.n % 4 == 0 && l.kc % 16 == 0 &&
-                  l.kc <= 1024 && l.k % l.kc == 0,
+      TORCH_CHECK(l.n > 0 && l.n * l.k == w.numel() && l.n % block_rows() == 0 &&
+                  l.kc % 16 == 0 && l.kc <= 1024 && l.k % l.kc == 0,
                   "step: a product's shape does not fit the kernel");
       TORCH_CHECK(!int8_ || tensors[at + 1].numel() == l.n, "step: one scale per output");
       at += 2;
@@ -287,6 +287,7 @@ class Decoder {
     float* out = logits.data_ptr<float>();
     const float* mp = masked ? mask.data_ptr<float>() : nullptr;
     const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+    const int64_t block_rows = this->block_rows();
     const int64_t seen = position + 1;
 
 #pragma omp parallel num_threads(threads)
@@ -318,7 +319,7 @@ class Decoder {
       // barrier.
       auto product = [&](const Linear& l, int64_t rows, float* dst, int64_t ldo, Epilogue e,
                          float* partial, bool wait) {
-        share(l.n / 4, t, nt, lo, hi);
+        share(l.n / block_rows, t, nt, lo, hi);
         auto blocks = [&](auto epilogue) {  // the epilogue as a compile-time constant
           constexpr Epilogue E = decltype(epilogue)::value;
           if (int8_)
@@ -392,14 +393,14 @@ class Decoder {
       // Guidance on this thread's own columns, while they are in its cache (no barrier):
       // torch's uncond + scale * (cond - uncond), one rounding per operation.
       if (half > 0) {
-        share(vocab_ / 4, t, nt, lo, hi);
+        share(vocab_ / block_rows, t, nt, lo, hi);  // the heads' own split
         const __m128 sv = _mm_set1_ps(guidance);
         for (int64_t b = 0; b < half; ++b)
           for (int64_t k = 0; k < K; ++k) {
             const float* c = out + (b * K + k) * vocab_;
             const float* u = out + ((b + half) * K + k) * vocab_;
             float* g = mp_out + (b * K + k) * vocab_;
-            for (int64_t j = 4 * lo; j < 4 * hi; j += 4) {
+            for (int64_t j = block_rows * lo; j < block_rows * hi; j += 4) {
               const __m128 uv = _mm_loadu_ps(u + j);
               const __m128 d = _mm_mul_ps(sv, _mm_sub_ps(_mm_loadu_ps(c + j), uv));
               _mm_storeu_ps(g + j, _mm_add_ps(uv, d));
@@ -416,6 +417,9 @@ class Decoder {
     if (settings != nullptr) return tokens.view({drawn_rows / K, K});
     return guided ? mixed : logits;
   }
+
+  // Outputs per packed block: the threads split each product by whole blocks.
+  int64_t block_rows() const { return int8_ ? int8k::kBlockRows : 4; }
 
   static const float* vec(const at::Tensor& t) {
     TORCH_CHECK(t.scalar_type() == at::kFloat && t.is_contiguous() && t.dim() == 1,

@@ -3,18 +3,21 @@
 // A decoder step multiplies 2 rows (the two halves of a guided batch) by every weight matrix,
 // so its speed is how fast the weights stream from memory. It reads them in one straight line:
 // - weights are repacked once, at load time (layout.py), into blocks of 4 output rows x 16
-//   inputs (one 64-byte cache line), K-chunk by K-chunk, so a thread reads one increasing
+//   inputs (16 x 4 on the 512-bit build; one 64-byte cache line either way), K-chunk by
+//   K-chunk, so a thread reads one increasing
 //   address range and prefetches a fixed distance ahead (four interleaved row streams defeat
 //   the prefetcher);
 // - the input is split into chunks of at most 1024 columns, so the activations a chunk needs
 //   (2 rows x 4 KiB) stay in L1 next to the weight block being read;
 // - activations are rounded to int16, row by row (15 bits, against bfloat16's 8 in torch's
 //   kernel), so that one vpmaddwd (AVX2) does 16 multiply-adds with no widening to float, or
-//   two vpdpbusd (VNNI builds, on two byte planes) do 64 at once, with the same integer sums.
+//   two vpdpbusd (VNNI builds, on two byte planes) do 64 at once. Every build sums a chunk's
+//   products exactly and rounds the sum once to float32, so all give the same floats.
 #pragma once
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 
 #include "block_sweep.h"
 
@@ -27,8 +30,7 @@ constexpr int64_t kAhead = 4096;  // prefetch distance in bytes, along the packe
 // h = (q >> 8) + 128 and l = q & 255 (both unsigned), so that
 //   w . q = 256 (w . h) - 32768 sum(w) + (w . l),
 // exact in integers (the AVX2 path's sums, in another order); sum(w) is one more vpdpbusd
-// against bytes of 1, shared by the input rows. Per lane a chunk adds at most 256 products:
-// |w . q| <= 256 * 127 * 32767 < 2^31, and 256 (w . h) <= 2^31 - 2^25: no overflow.
+// against bytes of 1, shared by the input rows.
 
 // Turns n int16 values (n a multiple of 16), in place, into what the products read: per 16
 // inputs, their 16 h bytes, then their 16 l bytes.
@@ -45,55 +47,75 @@ inline void to_product_layout(int16_t* q, int64_t n) {
   }
 }
 
-// The exact int32 lane sums w . q from the planes' lane sums (wrapping shifts: see above).
-template <typename V>
-inline V combine(V h, V s, V l);
 #endif
 
 #if defined(__AVX512VNNI__)
-template <>
-inline __m512i combine(__m512i h, __m512i s, __m512i l) {
-  return _mm512_add_epi32(_mm512_sub_epi32(_mm512_slli_epi32(h, 8), _mm512_slli_epi32(s, 15)), l);
-}
+// The 512-bit build packs its blocks as 16 outputs x 4 inputs ([kc/4][16][4], layout.py), so
+// that each int32 lane is one output and every lane reads the same 4 inputs: the input row is
+// a 4-byte broadcast (a plain load), where 4 outputs x 16 inputs needed a 16-byte broadcast to
+// each 128-bit lane (a load and a shuffle, competing with vpdpbusd), and a lane's sum is its
+// output's, with no horizontal adds. In a loop over L1 this ran 16 rows ~2x faster.
+constexpr int kBlockRows = 16, kBlockCols = 4;  // outputs x inputs of a packed block
+constexpr int kRows = 8;  // input rows a strip serves at once: 16 sums + sum(w) in registers
 
-// Input rows a block serves at once: 4 (16 of the 32 registers hold their sums), so that the
-// block's sum(w) is shared by 4 rows, not 2 (a few-prompt batch's products are compute-bound).
-constexpr int kRows = 4;
-
-// Adds (w . x) for 4 rows and M (1 to 4) inputs over one chunk; the block is [kc/16][4][16]:
-// one 512-bit register holds a block, each 128-bit lane one output row's 16 weights, and the
-// 16 inputs (h or l plane) are broadcast to all four lanes.
-template <int M>
-inline void block(const int16_t* x, int64_t ldx, const int8_t* w, int64_t kc, __m128 sums[]) {
+// A strip: one 16-output block column over a chunk (16 x kc bytes, contiguous). A lane adds
+// kc <= 1024 products per plane: |w . h| <= 1024 * 127 * 255 < 2^31, and
+// w . h - 128 sum(w) = w . (q >> 8) =: a, so the lane's sum w . q = 256 a + w . l, exact in
+// float64 and then rounded once.
+// `ahead`: the prefetch distance in bytes, `Hint` the cache level it fills (product_blocks).
+template <int M, int Hint>
+inline void strip(const int16_t* x, int64_t ldx, const int8_t* w, int64_t kc, int64_t ahead,
+                  __m512 sums[]) {
   const __m512i ones = _mm512_set1_epi8(1);
-  __m512i h[M], l[M], s = _mm512_setzero_si512();
-  for (int m = 0; m < M; ++m) h[m] = l[m] = _mm512_setzero_si512();
-  for (int64_t k = 0; k < kc; k += 16, w += 64) {
-    _mm_prefetch(reinterpret_cast<const char*>(w + kAhead), _MM_HINT_T0);
-    const __m512i wv = _mm512_loadu_si512(w);
-    s = _mm512_dpbusd_epi32(s, ones, wv);
-    for (int m = 0; m < M; ++m) {
-      const auto* xb = reinterpret_cast<const __m128i*>(x + m * ldx + k);
-      h[m] = _mm512_dpbusd_epi32(h[m], _mm512_broadcast_i32x4(_mm_loadu_si128(xb)), wv);
-      l[m] = _mm512_dpbusd_epi32(l[m], _mm512_broadcast_i32x4(_mm_loadu_si128(xb + 1)), wv);
+  __m512i s = _mm512_setzero_si512(), h[M], l[M];
+#pragma GCC unroll 8
+  for (int m = 0; m < M; ++m) h[m] = l[m] = s;
+  // Per 16 inputs, to_product_layout put their 16 h bytes, then their 16 l bytes.
+  const char* xc = reinterpret_cast<const char*>(x);
+  for (int64_t k = 0; k < kc; k += 16, w += 4 * 64, xc += 32) {
+#pragma GCC unroll 4
+    for (int j = 0; j < 4; ++j) {
+      _mm_prefetch(reinterpret_cast<const char*>(w + 64 * j + ahead), static_cast<_mm_hint>(Hint));
+      const __m512i wv = _mm512_loadu_si512(w + 64 * j);
+      s = _mm512_dpbusd_epi32(s, ones, wv);
+#pragma GCC unroll 8
+      for (int m = 0; m < M; ++m) {
+        const char* xb = xc + 2 * m * ldx + 4 * j;
+        int32_t hb, lb;
+        std::memcpy(&hb, xb, 4);
+        std::memcpy(&lb, xb + 16, 4);
+        h[m] = _mm512_dpbusd_epi32(h[m], _mm512_set1_epi32(hb), wv);
+        l[m] = _mm512_dpbusd_epi32(l[m], _mm512_set1_epi32(lb), wv);
+      }
     }
   }
+  const __m512i s128 = _mm512_slli_epi32(s, 7);
+  const __m512d by256 = _mm512_set1_pd(256.0);
+  auto exact = [&](__m256i a, __m256i b) {  // 256 a + b, rounded once
+    return _mm512_cvtpd_ps(_mm512_fmadd_pd(_mm512_cvtepi32_pd(a), by256, _mm512_cvtepi32_pd(b)));
+  };
+#pragma GCC unroll 8
   for (int m = 0; m < M; ++m) {
-    const __m512 f = _mm512_cvtepi32_ps(combine(h[m], s, l[m]));
-    const __m128 r0 = _mm512_castps512_ps128(f), r1 = _mm512_extractf32x4_ps(f, 1);
-    const __m128 r2 = _mm512_extractf32x4_ps(f, 2), r3 = _mm512_extractf32x4_ps(f, 3);
-    sums[m] = _mm_hadd_ps(_mm_hadd_ps(r0, r1), _mm_hadd_ps(r2, r3));  // lane r's sum: row r
+    const __m512i a = _mm512_sub_epi32(h[m], s128);
+    const __m256 lo = exact(_mm512_castsi512_si256(a), _mm512_castsi512_si256(l[m]));
+    const __m256 hi = exact(_mm512_extracti64x4_epi64(a, 1), _mm512_extracti64x4_epi64(l[m], 1));
+    sums[m] = _mm512_castpd_ps(_mm512_insertf64x4(
+        _mm512_castpd256_pd512(_mm256_castps_pd(lo)), _mm256_castps_pd(hi), 1));
   }
 }
 #elif defined(__AVXVNNI__)
-template <>
+// The exact int32 lane sums w . q from the planes' lane sums. Per lane a chunk adds at most 256
+// products: |w . q| <= 256 * 127 * 32767 < 2^31, and 256 (w . h) <= 2^31 - 2^25: no overflow.
 inline __m256i combine(__m256i h, __m256i s, __m256i l) {
   return _mm256_add_epi32(_mm256_sub_epi32(_mm256_slli_epi32(h, 8), _mm256_slli_epi32(s, 15)), l);
 }
 
+constexpr int kBlockRows = 4, kBlockCols = 16;  // outputs x inputs of a packed block
 constexpr int kRows = 2;  // input rows a block serves at once (16 registers)
 
-// As the 512-bit block, in two 256-bit halves: rows 0-1, then rows 2-3.
+// Adds (w . x) for 4 outputs and M (1 or 2) inputs over one chunk; the block is [kc/16][4][16]
+// and a 256-bit register holds two outputs' 16 weights (rows 0-1, then rows 2-3), the 16
+// inputs (h or l plane) broadcast to both 128-bit lanes.
 template <int M>
 inline void block(const int16_t* x, int64_t ldx, const int8_t* w, int64_t kc, __m128 sums[]) {
   const __m256i ones = _mm256_set1_epi8(1);
@@ -117,18 +139,22 @@ inline void block(const int16_t* x, int64_t ldx, const int8_t* w, int64_t kc, __
       }
     }
   }
+  // Each output's 4 lanes are summed exactly: in pairs in int32 (|.| <= 2 * 256 * 127 * 32767
+  // < 2^31), then in float64, and rounded once.
   for (int m = 0; m < M; ++m) {
-    const __m256 a = _mm256_cvtepi32_ps(combine(h[m][0], s[0], l[m][0]));  // rows 0 | 1
-    const __m256 b = _mm256_cvtepi32_ps(combine(h[m][1], s[1], l[m][1]));  // rows 2 | 3
-    const __m256 t = _mm256_hadd_ps(a, b);
-    const __m256 u = _mm256_hadd_ps(t, t);  // rows 0, 2, 0, 2 | 1, 3, 1, 3
-    sums[m] = _mm_unpacklo_ps(_mm256_castps256_ps128(u), _mm256_extractf128_ps(u, 1));
+    const __m256i a = combine(h[m][0], s[0], l[m][0]);  // outputs 0 | 1
+    const __m256i b = combine(h[m][1], s[1], l[m][1]);  // outputs 2 | 3
+    const __m256i t = _mm256_hadd_epi32(a, b);         // pairs of 0, 0, 2, 2 | 1, 1, 3, 3
+    const __m256d lo = _mm256_cvtepi32_pd(_mm256_castsi256_si128(t));
+    const __m256d hi = _mm256_cvtepi32_pd(_mm256_extracti128_si256(t, 1));
+    sums[m] = _mm256_cvtpd_ps(_mm256_hadd_pd(lo, hi));  // 0, 1, 2, 3
   }
 }
 #else
 // The AVX2 build reads the int16 inputs as they are.
 inline void to_product_layout(int16_t*, int64_t) {}
 
+constexpr int kBlockRows = 4, kBlockCols = 16;  // outputs x inputs of a packed block
 constexpr int kRows = 2;  // input rows a block serves at once (16 registers)
 
 // Adds (w . x) for 4 rows and M (1 or 2) int16 inputs over one chunk; the block is
@@ -153,9 +179,15 @@ inline void block(const int16_t* x, int64_t ldx, const int8_t* w, int64_t kc, __
         acc[m][r] = _mm256_add_epi32(acc[m][r], _mm256_madd_epi16(wv, xv[m]));
     }
   }
-  for (int m = 0; m < M; ++m)
-    sums[m] = vecmath::reduce4(_mm256_cvtepi32_ps(acc[m][0]), _mm256_cvtepi32_ps(acc[m][1]),
-                      _mm256_cvtepi32_ps(acc[m][2]), _mm256_cvtepi32_ps(acc[m][3]));
+  // Each output's 8 lanes are summed exactly: by fours in int32 (|.| <= 4 * 64 * 2 * 127 *
+  // 32767 < 2^31), then in float64, and rounded once, as the VNNI builds round theirs.
+  for (int m = 0; m < M; ++m) {
+    const __m256i t = _mm256_hadd_epi32(_mm256_hadd_epi32(acc[m][0], acc[m][1]),
+                                        _mm256_hadd_epi32(acc[m][2], acc[m][3]));  // 0-3 | 0-3
+    const __m256d lo = _mm256_cvtepi32_pd(_mm256_castsi256_si128(t));
+    const __m256d hi = _mm256_cvtepi32_pd(_mm256_extracti128_si256(t, 1));
+    sums[m] = _mm256_cvtpd_ps(_mm256_add_pd(lo, hi));
+  }
 }
 #endif
 
@@ -185,9 +217,62 @@ inline void quantize_rows16(const float* x, int64_t M, int64_t K, int16_t* q, fl
 
 using vecmath::Epilogue;
 
-// Blocks b0..b1 (output columns 4 b0 .. 4 b1) of out [M, ldo] = epilogue((xq * xs) @ w.T *
-// scales) for xq [M, K] int16 with row scales xs, w [N, K] packed as [K/kc][N/4][kc/16][4][16].
+// Blocks b0..b1 (output columns kBlockRows b0 .. kBlockRows b1) of out [M, ldo] =
+// epilogue((xq * xs) @ w.T * scales) for xq [M, K] int16 with row scales xs, w [N, K] packed
+// in this build's blocks, [K/kc][N/kBlockRows][kc/kBlockCols][kBlockRows][kBlockCols].
 // Sums over earlier K-chunks wait in acc [M, N], which may be `out` itself unless adding.
+#if defined(__AVX512VNNI__)
+template <int Hint>
+inline void dispatch(int rows, const int16_t* x, int64_t ldx, const int8_t* w, int64_t kc,
+                     int64_t ahead, __m512 sums[]) {
+  switch (rows) {
+    case 8: return strip<8, Hint>(x, ldx, w, kc, ahead, sums);
+    case 7: return strip<7, Hint>(x, ldx, w, kc, ahead, sums);
+    case 6: return strip<6, Hint>(x, ldx, w, kc, ahead, sums);
+    case 5: return strip<5, Hint>(x, ldx, w, kc, ahead, sums);
+    case 4: return strip<4, Hint>(x, ldx, w, kc, ahead, sums);
+    case 3: return strip<3, Hint>(x, ldx, w, kc, ahead, sums);
+    case 2: return strip<2, Hint>(x, ldx, w, kc, ahead, sums);
+    default: return strip<1, Hint>(x, ldx, w, kc, ahead, sums);
+  }
+}
+
+template <Epilogue E>
+void product_blocks(const int8_t* w, const float* scales, int64_t N, int64_t K, int64_t kc,
+                    const int16_t* xq, const float* xs, int64_t M, float* acc, float* out,
+                    int64_t ldo, int64_t b0, int64_t b1) {
+  const int64_t chunks = K / kc;
+  for (int64_t c = 0; c < chunks; ++c)
+    for (int64_t b = b0; b < b1; ++b) {
+      const int8_t* wb = w + (c * (N / kBlockRows) + b) * kBlockRows * kc;
+      for (int64_t m = 0; m < M; m += kRows) {
+        __m512 sums[kRows];
+        const int rows = static_cast<int>(std::min<int64_t>(kRows, M - m));
+        const int16_t* xb = xq + m * K + c * kc;
+        // One pass streams the strip from memory, prefetching along it. With more rows the
+        // later passes find it in L1, and the last one prefetches the next strip into L2:
+        // else the first pass of each strip (8 rows, 17 vpdpbusd per 64 bytes) would ask
+        // more of memory than one core gets, while the others ask nothing.
+        if (m + kRows < M || m == 0) dispatch<_MM_HINT_T0>(rows, xb, K, wb, kc, kAhead, sums);
+        else dispatch<_MM_HINT_T1>(rows, xb, K, wb, kc, kBlockRows * kc, sums);
+        for (int i = 0; i < rows; ++i) {
+          const int64_t row = m + i;
+          float* a = acc + row * N + kBlockRows * b;
+          const __m512 part = _mm512_mul_ps(sums[i], _mm512_set1_ps(xs[row]));
+          const __m512 v = c == 0 ? part : _mm512_add_ps(_mm512_loadu_ps(a), part);
+          if (c < chunks - 1) {
+            _mm512_storeu_ps(a, v);
+            continue;
+          }
+          alignas(64) float done[16];
+          _mm512_store_ps(done, _mm512_mul_ps(v, _mm512_loadu_ps(scales + kBlockRows * b)));
+          float* o = out + row * ldo + kBlockRows * b;
+          for (int q = 0; q < 16; q += 4) vecmath::finish<E>(o + q, _mm_load_ps(done + q));
+        }
+      }
+    }
+}
+#else
 template <Epilogue E>
 void product_blocks(const int8_t* w, const float* scales, int64_t N, int64_t K, int64_t kc,
                     const int16_t* xq, const float* xs, int64_t M, float* acc, float* out,
@@ -198,10 +283,6 @@ void product_blocks(const int8_t* w, const float* scales, int64_t N, int64_t K, 
       [&](int64_t c, int64_t b, int64_t m, int rows, __m128* sums) {
         const int8_t* wb = w + (c * (N / 4) + b) * 4 * kc;
         const int16_t* xb = xq + m * K + c * kc;
-        if constexpr (kRows == 4) {
-          if (rows == 4) return block<4>(xb, K, wb, kc, sums);
-          if (rows == 3) return block<3>(xb, K, wb, kc, sums);
-        }
         if (rows >= 2) block<2>(xb, K, wb, kc, sums);
         else block<1>(xb, K, wb, kc, sums);
       },
@@ -216,4 +297,5 @@ void product_blocks(const int8_t* w, const float* scales, int64_t N, int64_t K, 
         vecmath::finish<E>(out + row * ldo + 4 * b, _mm_mul_ps(v, _mm_loadu_ps(scales + 4 * b)));
       });
 }
+#endif
 }  // namespace int8k

@@ -17,15 +17,16 @@
 #include "sampling.h"
 
 namespace {
-// out [M, N] = (x [M, K] @ w.T) * scales (then GELU if `gelu`), w packed as
-// [K/kc][N/4][kc/16][4][16].
+// out [M, N] = (x [M, K] @ w.T) * scales (then GELU if `gelu`), w packed in this build's int8
+// blocks (`int8_block`).
 at::Tensor int8_linear(const at::Tensor& x, const at::Tensor& packed, const at::Tensor& scales,
                        int64_t kc, bool gelu) {
   TORCH_CHECK(x.dim() == 2 && x.scalar_type() == at::kFloat && x.is_contiguous());
   TORCH_CHECK(packed.scalar_type() == at::kChar && packed.is_contiguous());
   TORCH_CHECK(scales.dim() == 1 && scales.scalar_type() == at::kFloat && scales.is_contiguous());
   const int64_t M = x.size(0), K = x.size(1), N = scales.size(0);
-  TORCH_CHECK(packed.numel() == N * K && N % 4 == 0 && kc % 16 == 0 && K % kc == 0);
+  TORCH_CHECK(packed.numel() == N * K && N % int8k::kBlockRows == 0 && kc % 16 == 0 &&
+              K % kc == 0);
   TORCH_CHECK(kc <= 1024, "int8 kernel: chunks of at most 1024 inputs (int32 sums)");
   auto out = at::empty({M, N}, x.options());
   auto xq = at::empty({M, K}, x.options().dtype(at::kShort));
@@ -37,7 +38,7 @@ at::Tensor int8_linear(const at::Tensor& x, const at::Tensor& packed, const at::
   const int8_t* wp = packed.data_ptr<int8_t>();
   const float* sp = scales.data_ptr<float>();
   float* op = out.data_ptr<float>();
-  vecmath::parallel_blocks(N, [&](int64_t b0, int64_t b1) {
+  vecmath::parallel_blocks(N, int8k::kBlockRows, [&](int64_t b0, int64_t b1) {
     if (gelu)
       int8k::product_blocks<int8k::Epilogue::Gelu>(wp, sp, N, K, kc, xp, xsp, M, op, op, N, b0, b1);
     else
@@ -56,7 +57,7 @@ at::Tensor fp32_linear(const at::Tensor& x, const at::Tensor& packed, int64_t n,
   const float* xp = x.data_ptr<float>();
   const float* wp = packed.data_ptr<float>();
   float* op = out.data_ptr<float>();
-  vecmath::parallel_blocks(N, [&](int64_t b0, int64_t b1) {
+  vecmath::parallel_blocks(N, 4, [&](int64_t b0, int64_t b1) {
     f32k::product_blocks<vecmath::Epilogue::Store>(wp, N, K, kc, xp, M, op, op, N, b0, b1);
   });
   return out;
@@ -155,6 +156,8 @@ at::Tensor decoder_step(at::TensorList weights, at::IntArrayRef dims, at::IntArr
   if (draw && into.has_value()) write_rows(drawn, *into);
   return drawn;
 }
+// The outputs and inputs of one packed int8 block in this build (layout.py packs to them).
+std::vector<int64_t> int8_block() { return {int8k::kBlockRows, int8k::kBlockCols}; }
 }  // namespace
 
 #ifndef TS_NAMESPACE
@@ -166,6 +169,7 @@ at::Tensor decoder_step(at::TensorList weights, at::IntArrayRef dims, at::IntArr
 
 // The schemas here and the fake (shape-only) implementations in ops.py are one table each.
 TS_LIBRARY(TS_NAMESPACE, m) {
+  m.def("int8_block() -> int[]", &int8_block);
   m.def("int8_linear(Tensor x, Tensor packed, Tensor scales, int kc, bool gelu=False) -> Tensor");
   m.def("fp32_linear(Tensor x, Tensor packed, int n, int kc) -> Tensor");
   m.def("attend_one(Tensor q, Tensor k, Tensor v, SymInt n, Tensor mask) -> Tensor");
