@@ -10,7 +10,7 @@ variant's median over rounds. Variants (each an engine `Step`): int8 with torch'
 `_weight_int8pack_mm` (bfloat16 activations), int8 with tunesmith's int8 kernel module by
 module (`EagerStep`: float32 KV cache, torch's attention), the same compiled
 (`TorchCompileStep`), int8 as tunesmith runs it (`CpuKernelStep`: the whole step in one C++
-call, float16 KV cache), and float32 with torch's
+call, int8 KV cache), and float32 with torch's
 F.linear, with tunesmith's float32 kernel module by module, and in one C++ call
 (`--fp32-only`: just those three). With `--threads` above 1, the C++ int8 step also runs on
 that many threads and on 1, fixed, beside the measured choice; `--busy N` keeps N cores busy
@@ -109,8 +109,14 @@ def step_ms(step: Step, text: torch.Tensor, position: int, steps: int) -> float:
         # The keys and values' values do not change the time, but their pages must exist:
         # an untouched (zero-page) cache reads as fast as the caches, not from memory.
         for layer in cache.layers:
-            layer.self_k[:, :, :position].normal_()
-            layer.self_v[:, :, :position].normal_()
+            scales = (getattr(layer, "self_k_scale", None), getattr(layer, "self_v_scale", None))
+            for part in (layer.self_k, layer.self_v, *scales):
+                if part is None:
+                    continue
+                if part.dtype == torch.int8:
+                    part[:, :, :position].random_(-127, 128)
+                else:
+                    part[:, :, :position].normal_()
         cache.length = position
         for _ in range(steps):
             start = time.perf_counter()
@@ -144,8 +150,11 @@ def bytes_per_step(step: Step, position: int, rows: int = 2) -> int:
         seen.add(tensor.data_ptr())
         total += tensor.numel() * tensor.element_size()
     cfg = lm.cfg
-    kv_bytes = 2 if isinstance(step, CpuKernelStep) else 4  # its float16 cache
-    total += 2 * cfg.num_layers * rows * cfg.hidden_size * position * kv_bytes
+    kv = cfg.hidden_size * 4  # a frame's keys (or values) in float32, all heads
+    if isinstance(step, CpuKernelStep) and step.kernel is not None:
+        dtype = step.kernel.kv_dtype  # int8, with a float32 scale a head
+        kv = cfg.hidden_size * dtype.itemsize + (4 * cfg.num_heads if dtype == torch.int8 else 0)
+    total += 2 * cfg.num_layers * rows * position * kv
     return total
 
 

@@ -85,7 +85,7 @@ def test_teacher_forced_logits_match_reference(pair) -> None:
 
 
 def test_int8_melody_loads_and_runs(pair, tmp_path: Path) -> None:
-    """int8 melody: a float16 cache and (where the kernels build) one-frame steps in
+    """int8 melody: an int8 cache and (where the kernels build) one-frame steps in
     C++ (`CpuKernelStep`), without cross-attention, as close to the layers run one by one as
     ever."""
     from tunesmith.engine.cpu_step import CpuKernelStep
@@ -103,7 +103,7 @@ def test_int8_melody_loads_and_runs(pair, tmp_path: Path) -> None:
     assert step.kernel.sizes[3] == 0
     cond = model.condition(PROMPTS)
     a, b = (step.new_cache(4, 6, cond.states, cond.mask) for _ in range(2))
-    assert a.layers[0].self_k.dtype == torch.float16
+    assert a.layers[0].self_k.dtype == torch.int8
     with torch.inference_mode():
         for _ in range(5):
             tokens = torch.randint(0, 2048, (4, 4, 1))

@@ -91,7 +91,7 @@ def test_loading_gives_the_step(tiny_checkpoint: Path) -> None:
     int8 = MusicGen.from_pretrained(tiny_checkpoint, device="cpu", quantize="int8").step
     fp32 = MusicGen.from_pretrained(tiny_checkpoint, device="cpu").step
     assert isinstance(int8, CpuKernelStep) and isinstance(fp32, CpuKernelStep)
-    assert int8.kernel is not None and int8.kernel.kv_dtype == torch.float16
+    assert int8.kernel is not None and int8.kernel.kv_dtype == torch.int8
     assert fp32.kernel is not None and fp32.kernel.kv_dtype == torch.float32
 
 

@@ -29,7 +29,7 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @torch.inference_mode()
 def test_packed_int8_quality_guard(folder: Path) -> None:
     """Teacher-forced logits of the loaded int8 decoder within 3% relative error of fp32:
-    30 frames at once, then 10 one at a time (the step path, `CpuKernelStep`: float16 KV cache,
+    30 frames at once, then 10 one at a time (the step path, `CpuKernelStep`: int8 KV cache,
     our attention kernel, GELU in the int8 kernel), in all and those 10 steps alone."""
     if not build.available():
         pytest.skip("no int8 CPU kernel here")
@@ -42,7 +42,7 @@ def test_packed_int8_quality_guard(folder: Path) -> None:
     q = MusicGen.from_pretrained(folder, device="cpu", quantize="int8").step
     assert isinstance(q, CpuKernelStep) and q.kernel is not None
     cache = q.new_cache(2, 40, text.states, text.mask)
-    assert cache.layers[0].self_k.dtype == torch.float16
+    assert cache.layers[0].self_k.dtype == torch.int8
     steps = [q(tokens[:, :, :30], cache)] + [
         q(tokens[:, :, i : i + 1], cache) for i in range(30, 40)
     ]

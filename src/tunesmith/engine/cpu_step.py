@@ -7,8 +7,8 @@ costs more than its work on 2 x 1024 values. Compiling the step (`compiled_step`
 of them but leaves several ms of loops and guards per step. Here the whole step runs inside
 one OpenMP parallel region (the C++ file says how).
 
-It applies to a decoder whose every product is packed for our kernels, all int8 with a
-float16 KV cache or all float32 (what `prepare.fuse` makes of a decoder on an x86-64 CPU);
+It applies to a decoder whose every product is packed for our kernels, all int8 with an
+int8 KV cache (`models.kv_int8`) or all float32 (what `prepare.fuse` makes of a decoder on an x86-64 CPU);
 other decoders, and prefills of many frames, run module by module (`CpuKernelStep` hands them
 to the eager twin).
 """
@@ -46,13 +46,13 @@ class CpuStep:
     dims: list[int]  # each product's outputs and K-chunk
     sizes: list[int]  # layers, heads, codebooks, cross-attention (1) or not (0)
     eps: float  # the LayerNorms' epsilon
-    kv_dtype: torch.dtype  # the cache it steps on: float16 (int8 weights) or float32
+    kv_dtype: torch.dtype  # the cache it steps on: int8 (int8 weights) or float32
     kernels: Kernels  # the build its weights were packed for
 
     @classmethod
     def for_decoder(cls, lm: MusicGenLM) -> CpuStep | None:
         """The step for `lm` if every product of its steps is packed for our CPU kernels,
-        all int8 with a float16 cache or all float32 (what `fuse` makes of a decoder on a
+        all int8 with an int8 cache or all float32 (what `fuse` makes of a decoder on a
         CPU); else None."""
         tensors: list[torch.Tensor] = []
         dims: list[int] = []
@@ -109,10 +109,10 @@ class CpuStep:
         if any(t.dtype != torch.float32 or not t.is_contiguous() for t in tables):
             return None
         tensors.extend(tables)
-        # int8 weights step on a float16 cache (packed int8 weights stream fast enough that
-        # float32 keys and values would be a large share of each step's reads), float32 ones
-        # on float32.
-        kv_dtype = torch.float16 if kinds == {Int8Linear} else torch.float32
+        # int8 weights step on an int8 cache (`models.kv_int8`: packed int8 weights stream
+        # fast enough that wider keys and values would be a large share of each step's
+        # reads; two thirds at 16 rows and 500 frames in float16), float32 ones on float32.
+        kv_dtype = torch.int8 if kinds == {Int8Linear} else torch.float32
         if len(eps) != 1 or len(kinds) != 1 or len(builds) != 1:
             return None
         sizes = [len(layers), lm.cfg.num_heads, lm.cfg.num_codebooks, int(cross)]
@@ -135,11 +135,11 @@ class CpuStep:
         or with `draw` the tokens drawn from those logits [B or B/2, K], also written into
         `into` if given (see `Kernels.decoder_step`); writes the frame's keys and values into
         `cache`."""
-        kv = [
-            t
-            for layer in cache.layers
-            for t in (layer.self_k, layer.self_v, layer.cross_k, layer.cross_v)
-        ]
+        kv = []
+        for layer in cache.layers:
+            kv += [layer.self_k, layer.self_v, layer.cross_k, layer.cross_v]
+            if layer.self_k_scale is not None and layer.self_v_scale is not None:
+                kv += [layer.self_k_scale, layer.self_v_scale]  # an int8 cache's
         mask, rows = cache.cross_mask, cache.cross_rows
         # An additive mask (new_cache's) [rows, 1, 1, S], read as [rows, S].
         flat = (

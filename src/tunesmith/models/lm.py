@@ -21,6 +21,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ..config import LMConfig
+from . import kv_int8
 
 KVBuffers = list[tuple[torch.Tensor, torch.Tensor]]  # (keys, values) of each layer
 KVAllocator = Callable[[int, tuple[int, ...], torch.dtype, torch.device], KVBuffers]
@@ -77,14 +78,21 @@ class CacheLayout:
     cache for int8 CPU kernels, one mapping for a C++ step, a GPU buffer a multiple of 64
     frames for a graph's mask); the model only follows it."""
 
-    dtype: torch.dtype | None = None  # keys and values; None: the weights' dtype
+    dtype: torch.dtype | None = None  # self-attention keys and values; None: the weights'
     align: int = 1  # the buffer's frames (capacity + spare) are a multiple of this
     allocate: KVAllocator = zeroed_kv_buffers
+
+    def text_dtype(self, weights: torch.dtype) -> torch.dtype:
+        """The text's cross-attention keys and values: the cache's dtype, but float16 where
+        that is int8 (`kv_int8`: its scales are per frame written, and the text is a few
+        frames written once)."""
+        dtype = self.dtype or weights
+        return torch.float16 if dtype == torch.int8 else dtype
 
 
 def as_attended(kv: torch.Tensor) -> torch.Tensor:
     """Keys or values as torch's attention reads them: a float16 cache on a CPU (the int8
-    CPU engine's) in float32, where torch's half attention is slow."""
+    engine's text keys) in float32, where torch's half attention is slow."""
     return kv.float() if kv.dtype == torch.float16 and kv.device.type == "cpu" else kv
 
 
@@ -121,12 +129,51 @@ class LayerNorm(nn.LayerNorm):
 
 @dataclass
 class LayerCache:
-    """One layer's keys and values: self-attention [B, H, T_max, hd], cross-attention [B, H, S, hd]."""
+    """One layer's keys and values: self-attention [B, H, T_max, hd], cross-attention
+    [B, H, S, hd]; an int8 self-attention cache (`kv_int8`) has scales [B, H, T_max] too."""
 
     self_k: torch.Tensor
     self_v: torch.Tensor
     cross_k: torch.Tensor
     cross_v: torch.Tensor
+    self_k_scale: torch.Tensor | None = None
+    self_v_scale: torch.Tensor | None = None
+
+    @classmethod
+    def of(
+        cls, keys: torch.Tensor, values: torch.Tensor, cross_k: torch.Tensor, cross_v: torch.Tensor
+    ) -> LayerCache:
+        """A layer's cache around its buffers, with zeroed scales where they are int8."""
+        scales = [
+            torch.zeros(t.shape[:3], device=t.device) if t.dtype == torch.int8 else None
+            for t in (keys, values)
+        ]
+        return cls(keys, values, cross_k, cross_v, scales[0], scales[1])
+
+    def write(self, start: int, k: torch.Tensor, v: torch.Tensor) -> None:
+        """Keys and values [B, H, t, hd] of frames start .. start + t - 1."""
+        end = start + k.shape[2]
+        if self.self_k_scale is None or self.self_v_scale is None:
+            self.self_k[:, :, start:end] = k
+            self.self_v[:, :, start:end] = v
+            return
+        for data, scales, x in (
+            (self.self_k, self.self_k_scale, k),
+            (self.self_v, self.self_v_scale, v),
+        ):
+            q, s = kv_int8.quantize(x)
+            data[:, :, start:end], scales[:, :, start:end] = q, s
+
+    def frames(self, end: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The self-attention keys and values of frames 0 .. end - 1, as attention reads them
+        (an int8 cache's in float32)."""
+        k, v = self.self_k[:, :, :end], self.self_v[:, :, :end]
+        if self.self_k_scale is None or self.self_v_scale is None:
+            return k, v
+        return (
+            kv_int8.dequantize(k, self.self_k_scale[:, :, :end]),
+            kv_int8.dequantize(v, self.self_v_scale[:, :, :end]),
+        )
 
 
 @dataclass
@@ -197,10 +244,10 @@ class DecoderLayer(nn.Module):
         """x: [B, T, D] for frames cache.length .. cache.length + T - 1."""
         start, t = cache.length, x.shape[1]
         q, k, v = self.project(x)
-        layer.self_k[:, :, start : start + t] = k
-        layer.self_v[:, :, start : start + t] = v
+        layer.write(start, k, v)
         # Self-attention over everything written so far plus these T frames.
-        return self.finish(x, attend_causal(q, layer.self_k, layer.self_v, start), cache, layer)
+        keys, values = layer.frames(start + t)
+        return self.finish(x, attend_causal(q, keys, values, start), cache, layer)
 
     def whole_sequence(self, x: torch.Tensor, cache: LMCache, layer: LayerCache) -> torch.Tensor:
         """x: [B, T, D] for frames 0 .. T - 1 (teacher forcing): causal self-attention within
@@ -300,9 +347,9 @@ class MusicGenLM(nn.Module):
         p = next(self.parameters())
         layout = layout or CacheLayout()
         buffers, spare = self_kv_buffers(self.cfg, batch, capacity, layout, p)
-        cross, cross_mask = self.text_keys(text, text_mask, layout.dtype or p.dtype)
+        cross, cross_mask = self.text_keys(text, text_mask, layout.text_dtype(p.dtype))
         layers = [
-            LayerCache(self_k=keys, self_v=values, cross_k=ck, cross_v=cv)
+            LayerCache.of(keys, values, ck, cv)
             for (keys, values), (ck, cv) in zip(buffers, cross, strict=True)
         ]
         return LMCache(layers=layers, cross_mask=cross_mask, cross_rows=text.shape[0], spare=spare)

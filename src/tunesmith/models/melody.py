@@ -88,13 +88,10 @@ class MelodyLM(MusicGenLM):
             empty = prefix.new_zeros(batch - n, length - chroma.shape[1], d)
             prefix = torch.cat([prefix, torch.cat([chroma, empty], dim=1)])
         layout = layout or CacheLayout()
-        kv_dtype = layout.dtype or p.dtype
+        text_dtype = layout.text_dtype(p.dtype)
         buffers, spare = self_kv_buffers(cfg, batch, length + capacity, layout, p)
-        none = torch.zeros(batch, cfg.num_heads, 0, cfg.head_dim, device=p.device, dtype=kv_dtype)
-        layers = [
-            LayerCache(self_k=keys, self_v=values, cross_k=none, cross_v=none)
-            for keys, values in buffers
-        ]
+        none = torch.zeros(batch, cfg.num_heads, 0, cfg.head_dim, device=p.device, dtype=text_dtype)
+        layers = [LayerCache.of(keys, values, none, none) for keys, values in buffers]
         cache = LMCache(
             layers=layers,
             cross_mask=torch.ones(0, 1, 1, 0, dtype=torch.bool, device=p.device),

@@ -1,5 +1,5 @@
-"""One query's attention over a float16 KV cache (the int8 decoder's): torch's attention on a
-float32 copy of the same keys and values is the reference."""
+"""One query's attention over a float16 KV cache (`attend_one`), and the int8 decoder's int8
+cache: torch's attention on a float32 copy of the same keys and values is the reference."""
 
 from __future__ import annotations
 
@@ -53,14 +53,15 @@ def test_kernel_matches_torch_attention(
 
 @needs_kernel
 @torch.inference_mode()
-def test_int8_decoder_keeps_a_float16_cache(tiny_checkpoint: Path) -> None:
-    """The int8 decoder stores keys and values as float16 on a CPU; its logits, prefill then
-    one frame at a time with padded text, stay within float16's rounding of a float32 cache."""
+def test_int8_decoder_keeps_an_int8_cache(tiny_checkpoint: Path) -> None:
+    """The int8 decoder stores keys and values as int8 with a scale per frame and head on a
+    CPU (`models.kv_int8`); its logits, prefill then one frame at a time with padded text,
+    stay within that rounding of a float32 cache."""
     step = MusicGen.from_pretrained(tiny_checkpoint, device="cpu", quantize="int8").step
     text, mask = torch.randn(2, 5, 48), torch.tensor([[1, 1, 1, 1, 1], [1, 1, 0, 0, 0]])
     tokens = torch.randint(0, 2048, (4, 4, 12))
     logits = []
-    for dtype in (torch.float16, None):
+    for dtype in (torch.int8, None):
         if dtype is None:  # a float32 cache: the step hands it to the layers, one by one
             cache = step.lm.new_cache(4, 12, text, mask, CacheLayout())
         else:
@@ -70,5 +71,7 @@ def test_int8_decoder_keeps_a_float16_cache(tiny_checkpoint: Path) -> None:
             step(tokens[:, :, i : i + 1], cache) for i in range(6, 12)
         ]
         logits.append(torch.cat(steps, dim=2))
-    half, full = logits
-    assert float((half - full).norm() / full.norm()) < 2e-3
+    small, full = logits
+    # One int8 step is max|x| / 127: an error of ~0.6% of a Gaussian vector's spread (the
+    # float16 cache's was ~0.03%). The full-size guard holds the whole int8 decoder to 3%.
+    assert float((small - full).norm() / full.norm()) < 1e-2

@@ -86,6 +86,16 @@ inline void store(const float* x, int64_t n, at::Half* y) {
 }
 inline void store(const float* x, int64_t n, float* y) { std::copy(x, x + n, y); }
 
+// An int8 cache write: one frame of one head, q = round(x * 127 / max|x|) (to nearest even),
+// and its scale max|x| / 127: the same float32 operations as `models.kv_int8.quantize`.
+inline void store(const float* x, int64_t n, int8_t* y, float* scale) {
+  float top = 0.0f;
+  for (int64_t i = 0; i < n; ++i) top = std::max(top, std::fabs(x[i]));
+  const float inv = top > 0.0f ? 127.0f / top : 0.0f;
+  for (int64_t i = 0; i < n; ++i) y[i] = static_cast<int8_t>(std::nearbyint(x[i] * inv));
+  *scale = top / 127.0f;
+}
+
 // The decoder's weights, as pointers into the tensors it was made from (the caller's, alive
 // for the call): all int8 (activations rounded to int16 row by row for the products), or all
 // float32.
@@ -172,7 +182,8 @@ class Decoder {
   // tokens [B, K, 1] int64 (any strides): the frame's codes at `position`, embedded here as
   // the model embeds them (each codebook's row, summed in codebook order, then row `position`
   // of `positions` [T', D] float32 added); kv: per layer self keys, self values [B, H, T, hd],
-  // cross keys, cross values [N, H, S, hd], all float16 or all float32; mask: empty or [N, S]
+  // cross keys, cross values [N, H, S, hd], all float16 or all float32, or self keys and
+  // values int8 (cross float16) followed by their scales [B, H, T] float32; mask: empty or [N, S]
   // additive float32 for the first N = cross_rows rows. -> logits [B, codebooks, vocab]
   // float32. Writes the frame's keys and values. threads: at most this many (and at most
   // torch's count) share the step. guided: the rows are a guided batch (conditional rows
@@ -187,17 +198,22 @@ class Decoder {
                   double scale, const sampling::Settings* settings = nullptr,
                   at::CPUGeneratorImpl* gen = nullptr) const {
     const int64_t L = layers_.size();
-    TORCH_CHECK(static_cast<int64_t>(kv.size()) == 4 * L, "step: 4 cache tensors a layer");
     const at::ScalarType type = kv[0].scalar_type();
-    TORCH_CHECK(type == at::kHalf || type == at::kFloat, "step: a float16 or float32 cache");
+    TORCH_CHECK(type == at::kChar || type == at::kHalf || type == at::kFloat,
+                "step: an int8, float16 or float32 cache");
+    TORCH_CHECK(static_cast<int64_t>(kv.size()) == (type == at::kChar ? 6 : 4) * L,
+                "step: 4 cache tensors a layer (6 with int8 keys and values)");
     const int n = vecmath::team_size(threads);
     const at::Tensor x = embed(tokens, positions, position);
     TORCH_CHECK(!guided || x.size(0) % 2 == 0, "step: a guided batch has an even number of rows");
     const float s = static_cast<float>(scale);
     TORCH_CHECK(settings == nullptr || gen != nullptr, "step: drawing needs a generator");
+    if (type == at::kChar)
+      return run<int8_t, at::Half>(x, position, kv, mask, cross_rows, n, guided, s, settings, gen);
     if (type == at::kHalf)
-      return run<at::Half>(x, position, kv, mask, cross_rows, n, guided, s, settings, gen);
-    return run<float>(x, position, kv, mask, cross_rows, n, guided, s, settings, gen);
+      return run<at::Half, at::Half>(x, position, kv, mask, cross_rows, n, guided, s, settings,
+                                     gen);
+    return run<float, float>(x, position, kv, mask, cross_rows, n, guided, s, settings, gen);
   }
 
   // The step's input rows [B, D]: (((0 + e_0) + e_1) + ...) + positions[position], the
@@ -231,7 +247,9 @@ class Decoder {
   }
 
  private:
-  template <typename KV>
+  // SelfKV: the self-attention cache's type (int8 with a scale per frame and head, float16 or
+  // float32); CrossKV: the cross-attention keys and values' (float16 or float32).
+  template <typename SelfKV, typename CrossKV>
   at::Tensor run(const at::Tensor& x_in, int64_t position, at::TensorList kv,
                  const at::Tensor& mask, int64_t cross_rows, int threads, bool guided,
                  float guidance, const sampling::Settings* settings,
@@ -243,14 +261,25 @@ class Decoder {
     TORCH_CHECK(0 <= N && N <= B && (cross_ || N == 0), "step: cross_rows out of range");
     const int64_t T = kv[0].size(2), S = kv[2].size(2);
     TORCH_CHECK(0 <= position && position < T, "step: position past the cache");
+    constexpr bool scaled = attn::kScaled<SelfKV>;
+    const int64_t per_layer = scaled ? 6 : 4;
     for (int64_t i = 0; i < 4 * L; ++i) {
-      const at::Tensor& t = kv[i];
+      const at::Tensor& t = kv[per_layer * (i / 4) + i % 4];
       const bool self = i % 4 < 2;
       if (!self && N == 0) continue;  // not read
-      TORCH_CHECK(t.scalar_type() == kv[0].scalar_type() && t.is_contiguous() && t.dim() == 4,
-                  "step: the cache must be contiguous [rows, H, frames, hd], of one dtype");
+      TORCH_CHECK(t.scalar_type() == (self ? c10::CppTypeToScalarType<SelfKV>::value
+                                           : c10::CppTypeToScalarType<CrossKV>::value) &&
+                      t.is_contiguous() && t.dim() == 4,
+                  "step: the cache must be contiguous [rows, H, frames, hd], self-attention's "
+                  "of one dtype, cross-attention's of another");
       TORCH_CHECK(t.size(0) == (self ? B : N) && t.size(1) == H && t.size(2) == (self ? T : S) &&
                   t.size(3) == hd, "step: a cache tensor of the wrong shape");
+    }
+    for (int64_t i = 0; scaled && i < 2 * L; ++i) {
+      const at::Tensor& t = kv[6 * (i / 2) + 4 + i % 2];
+      TORCH_CHECK(t.scalar_type() == at::kFloat && t.is_contiguous() && t.dim() == 3 &&
+                      t.size(0) == B && t.size(1) == H && t.size(2) == T,
+                  "step: an int8 cache's scales must be contiguous [rows, H, frames] float32");
     }
     const bool masked = mask.numel() > 0;
     if (masked)
@@ -339,10 +368,13 @@ class Decoder {
 
       for (int64_t i = 0; i < L; ++i) {
         const Layer& l = layers_[i];
-        KV* self_k = kv[4 * i].data_ptr<KV>();
-        KV* self_v = kv[4 * i + 1].data_ptr<KV>();
-        const KV* cross_k = N > 0 ? kv[4 * i + 2].data_ptr<KV>() : nullptr;
-        const KV* cross_v = N > 0 ? kv[4 * i + 3].data_ptr<KV>() : nullptr;
+        const int64_t at = per_layer * i;
+        SelfKV* self_k = kv[at].data_ptr<SelfKV>();
+        SelfKV* self_v = kv[at + 1].data_ptr<SelfKV>();
+        const CrossKV* cross_k = N > 0 ? kv[at + 2].data_ptr<CrossKV>() : nullptr;
+        const CrossKV* cross_v = N > 0 ? kv[at + 3].data_ptr<CrossKV>() : nullptr;
+        float* k_scales = scaled ? kv[at + 4].data_ptr<float>() : nullptr;
+        float* v_scales = scaled ? kv[at + 5].data_ptr<float>() : nullptr;
 
         // Self-attention: each (row, head) writes its key and value, then attends.
         prepare(xp, B, D, &l.self_norm);
@@ -352,10 +384,17 @@ class Decoder {
           const int64_t b = bh / H, h = bh % H;
           const float* q = qkv + b * 3 * D + h * hd;
           const int64_t base = bh * T * hd;
-          store(q + D, hd, self_k + base + position * hd);
-          store(q + 2 * D, hd, self_v + base + position * hd);
+          const float* ks = scaled ? k_scales + bh * T : nullptr;
+          const float* vs = scaled ? v_scales + bh * T : nullptr;
+          if constexpr (scaled) {
+            store(q + D, hd, self_k + base + position * hd, k_scales + bh * T + position);
+            store(q + 2 * D, hd, self_v + base + position * hd, v_scales + bh * T + position);
+          } else {
+            store(q + D, hd, self_k + base + position * hd);
+            store(q + 2 * D, hd, self_v + base + position * hd);
+          }
           for (int64_t d = 0; d < hd; ++d) qs[d] = q[d] * scale;
-          attn::attend(qs.data(), self_k + base, self_v + base, nullptr, seen, hd,
+          attn::attend(qs.data(), self_k + base, self_v + base, ks, vs, nullptr, seen, hd,
                        scores.data(), att + b * D + h * hd);
         }
 #pragma omp barrier
@@ -370,8 +409,9 @@ class Decoder {
           for (int64_t bh = lo; bh < hi; ++bh) {
             const int64_t b = bh / H, h = bh % H;
             for (int64_t d = 0; d < hd; ++d) qs[d] = qkv[b * D + h * hd + d] * scale;
-            attn::attend(qs.data(), cross_k + bh * S * hd, cross_v + bh * S * hd,
-                         mp ? mp + b * S : nullptr, S, hd, scores.data(), att + b * D + h * hd);
+            attn::attend(qs.data(), cross_k + bh * S * hd, cross_v + bh * S * hd, nullptr,
+                         nullptr, mp ? mp + b * S : nullptr, S, hd, scores.data(),
+                         att + b * D + h * hd);
           }
 #pragma omp barrier
           prepare(att, N, D, nullptr);

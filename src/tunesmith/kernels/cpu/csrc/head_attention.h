@@ -1,7 +1,10 @@
-// One head's attention for one query over a float16 or float32 KV cache: F16C conversion,
-// AVX2 + FMA arithmetic, float32 softmax and accumulation.
+// One head's attention for one query over a float16, float32 or int8 KV cache: F16C (or
+// int8) conversion, AVX2 + FMA arithmetic, float32 softmax and accumulation. An int8 cache
+// has a scale per frame for its keys (ks) and its values (vs); the others pass none.
 #pragma once
 #include <ATen/ATen.h>
+
+#include <type_traits>
 
 #include "vector_math.h"
 
@@ -18,11 +21,18 @@ inline void prefetch_frame(const T* p) {  // one frame of 64 values: 128 or 256 
   const char* c = reinterpret_cast<const char*>(p);
   for (size_t b = 0; b < 64 * sizeof(T); b += 64) _mm_prefetch(c + b, _MM_HINT_T0);
 }
-// Keys and values are float16 (the int8 decoder's cache) or float32 (the float32 one's).
+// Keys and values are int8 (the int8 decoder's cache), float16 (attend_one's) or float32 (the
+// float32 decoder's).
 inline __m256 load8(const at::Half* p) {
   return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
 }
 inline __m256 load8(const float* p) { return _mm256_loadu_ps(p); }
+inline __m256 load8(const int8_t* p) {
+  const __m128i bytes = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(p));
+  return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(bytes));
+}
+template <typename T>
+constexpr bool kScaled = std::is_same_v<T, int8_t>;  // a cache with a scale per frame
 
 inline float hsum(__m256 v) {
   __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -32,8 +42,8 @@ inline float hsum(__m256 v) {
 
 // Scores of 64-wide heads, four keys at a time (four independent FMA chains, one reduction).
 template <typename T>
-inline void scores64(const float* q, const T* k, const T* v, const float* mask, int64_t n,
-                     float* s) {
+inline void scores64(const float* q, const T* k, const T* v, const float* ks, const float* mask,
+                     int64_t n, float* s) {
   __m256 qv[8];
   for (int d = 0; d < 8; ++d) qv[d] = _mm256_loadu_ps(q + 8 * d);
   int64_t t = 0;
@@ -49,35 +59,39 @@ inline void scores64(const float* q, const T* k, const T* v, const float* mask, 
       for (int j = 0; j < 4; ++j) a[j] = _mm256_fmadd_ps(qv[d], load8(kt + 64 * j + 8 * d), a[j]);
     __m256 h = _mm256_hadd_ps(_mm256_hadd_ps(a[0], a[1]), _mm256_hadd_ps(a[2], a[3]));
     __m128 four = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+    if constexpr (kScaled<T>) four = _mm_mul_ps(four, _mm_loadu_ps(ks + t));
     if (mask) four = _mm_add_ps(four, _mm_loadu_ps(mask + t));
     _mm_storeu_ps(s + t, four);
   }
   for (; t < n; ++t) {
     __m256 a = _mm256_setzero_ps();
     for (int d = 0; d < 8; ++d) a = _mm256_fmadd_ps(qv[d], load8(k + t * 64 + 8 * d), a);
-    s[t] = hsum(a) + (mask ? mask[t] : 0.0f);
+    float dot = hsum(a);
+    if constexpr (kScaled<T>) dot *= ks[t];
+    s[t] = dot + (mask ? mask[t] : 0.0f);
   }
 }
 
 // out = sum_t p[t] v[t] for 64-wide heads, the 64 sums held in registers.
 template <typename T>
-inline void weighted64(const float* p, const T* v, int64_t n, float* out) {
+inline void weighted64(const float* p, const T* v, const float* vs, int64_t n, float* out) {
   __m256 o[8];
   for (int d = 0; d < 8; ++d) o[d] = _mm256_setzero_ps();
   for (int64_t t = 0; t < n; ++t) {
     prefetch_frame(v + (t + kAheadFrames) * 64);
-    const __m256 w = _mm256_set1_ps(p[t]);
+    const __m256 w = _mm256_set1_ps(kScaled<T> ? p[t] * vs[t] : p[t]);
     for (int d = 0; d < 8; ++d) o[d] = _mm256_fmadd_ps(w, load8(v + t * 64 + 8 * d), o[d]);
   }
   for (int d = 0; d < 8; ++d) _mm256_storeu_ps(out + 8 * d, o[d]);
 }
 
-// One head: q [hd] (already scaled) against n keys/values [n, hd] -> out [hd].
+// One head: q [hd] (already scaled) against n keys/values [n, hd] -> out [hd]; ks, vs: the
+// frames' scales of an int8 cache (else unread).
 template <typename T>
-inline void attend(const float* q, const T* k, const T* v, const float* mask,
-            int64_t n, int64_t hd, float* s, float* out) {
+inline void attend(const float* q, const T* k, const T* v, const float* ks, const float* vs,
+                   const float* mask, int64_t n, int64_t hd, float* s, float* out) {
   const int64_t hv = hd - hd % 8;
-  if (hd == 64) scores64(q, k, v, mask, n, s);
+  if (hd == 64) scores64(q, k, v, ks, mask, n, s);
   else for (int64_t t = 0; t < n; ++t) {
     const T* kt = k + t * hd;
     __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
@@ -89,6 +103,7 @@ inline void attend(const float* q, const T* k, const T* v, const float* mask,
     for (; d < hv; d += 8) a0 = _mm256_fmadd_ps(_mm256_loadu_ps(q + d), load8(kt + d), a0);
     float dot = hsum(_mm256_add_ps(a0, a1));
     for (; d < hd; ++d) dot += q[d] * static_cast<float>(kt[d]);
+    if constexpr (kScaled<T>) dot *= ks[t];
     s[t] = mask ? dot + mask[t] : dot;
   }
   float top = s[0];
@@ -108,17 +123,18 @@ inline void attend(const float* q, const T* k, const T* v, const float* mask,
     sum += tail[0];
   }
   if (hd == 64) {
-    weighted64(s, v, n, out);
+    weighted64(s, v, vs, n, out);
   } else {
     for (int64_t d = 0; d < hd; ++d) out[d] = 0.0f;
   }
   for (int64_t t = 0; t < n && hd != 64; ++t) {
-    const __m256 p = _mm256_set1_ps(s[t]);
+    const float w = kScaled<T> ? s[t] * vs[t] : s[t];
+    const __m256 p = _mm256_set1_ps(w);
     const T* vt = v + t * hd;
     int64_t d = 0;
     for (; d < hv; d += 8)
       _mm256_storeu_ps(out + d, _mm256_fmadd_ps(p, load8(vt + d), _mm256_loadu_ps(out + d)));
-    for (; d < hd; ++d) out[d] += s[t] * static_cast<float>(vt[d]);
+    for (; d < hd; ++d) out[d] += w * static_cast<float>(vt[d]);
   }
   const float inv = 1.0f / sum;
   for (int64_t d = 0; d < hd; ++d) out[d] *= inv;

@@ -90,8 +90,8 @@ at::Tensor attend_one(const at::Tensor& q, const at::Tensor& k, const at::Tensor
     for (int64_t bh = h0; bh < h1; ++bh) {
       for (int64_t d = 0; d < hd; ++d) qs[d] = qp[bh * hd + d] * scale;
       const int64_t b = bh / H;
-      attn::attend(qs.data(), kp + bh * T * hd, vp + bh * T * hd, mp ? mp + b * n : nullptr, n,
-                   hd, s.data(), op + bh * hd);
+      attn::attend(qs.data(), kp + bh * T * hd, vp + bh * T * hd, nullptr, nullptr,
+                   mp ? mp + b * n : nullptr, n, hd, s.data(), op + bh * hd);
     }
   });
   return out;
