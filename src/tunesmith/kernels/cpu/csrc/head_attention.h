@@ -40,12 +40,46 @@ inline float hsum(__m256 v) {
   return _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
 }
 
-// Scores of 64-wide heads, four keys at a time (four independent FMA chains, one reduction).
+// Each key's dot product with a 64-wide query, as the 512-bit build sums it (so that every
+// build gives the same floats): lane i of 16 adds q[i + 16 d] k[i + 16 d] for d = 0..3 (a
+// product, then three FMAs), and the key's 8-lane vector is lanes 0-7 plus lanes 8-15. Here
+// in two 8-lane halves.
+template <typename T>
+inline __m256 dot64(const __m256* qv, const T* kt) {
+  __m256 lo = _mm256_mul_ps(qv[0], load8(kt)), hi = _mm256_mul_ps(qv[1], load8(kt + 8));
+  for (int d = 1; d < 4; ++d) {
+    lo = _mm256_fmadd_ps(qv[2 * d], load8(kt + 16 * d), lo);
+    hi = _mm256_fmadd_ps(qv[2 * d + 1], load8(kt + 16 * d + 8), hi);
+  }
+  return _mm256_add_ps(lo, hi);
+}
+
+#if defined(__AVX512F__)
+inline __m512 load16(const int8_t* p) {
+  const __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+  return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(bytes));
+}
+
+// dot64 for an int8 cache in 16 lanes: half the instructions (its keys and values are read
+// too fast for 8-lane conversions to keep up).
+inline __m256 dot64(const __m512* qv, const int8_t* kt) {
+  __m512 a = _mm512_mul_ps(qv[0], load16(kt));
+  for (int d = 1; d < 4; ++d) a = _mm512_fmadd_ps(qv[d], load16(kt + 16 * d), a);
+  const __m256 hi = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(a), 1));
+  return _mm256_add_ps(_mm512_castps512_ps256(a), hi);
+}
+#endif
+
+// Scores of 64-wide heads, four keys at a time (independent FMA chains, one reduction).
 template <typename T>
 inline void scores64(const float* q, const T* k, const T* v, const float* ks, const float* mask,
                      int64_t n, float* s) {
   __m256 qv[8];
   for (int d = 0; d < 8; ++d) qv[d] = _mm256_loadu_ps(q + 8 * d);
+#if defined(__AVX512F__)
+  __m512 qw[4];
+  for (int d = 0; d < 4; ++d) qw[d] = _mm512_loadu_ps(q + 16 * d);
+#endif
   int64_t t = 0;
   for (; t + 4 <= n; t += 4) {
     const T* kt = k + t * 64;
@@ -54,9 +88,15 @@ inline void scores64(const float* q, const T* k, const T* v, const float* ks, co
       prefetch_frame(v + (t + j) * 64);  // the values, for the weighted sum right after
     }
     __m256 a[4];
-    for (int j = 0; j < 4; ++j) a[j] = _mm256_mul_ps(qv[0], load8(kt + 64 * j));
-    for (int d = 1; d < 8; ++d)
-      for (int j = 0; j < 4; ++j) a[j] = _mm256_fmadd_ps(qv[d], load8(kt + 64 * j + 8 * d), a[j]);
+#if defined(__AVX512F__)
+    if constexpr (kScaled<T>) {
+      for (int j = 0; j < 4; ++j) a[j] = dot64(qw, kt + 64 * j);
+    } else {
+      for (int j = 0; j < 4; ++j) a[j] = dot64(qv, kt + 64 * j);
+    }
+#else
+    for (int j = 0; j < 4; ++j) a[j] = dot64(qv, kt + 64 * j);
+#endif
     __m256 h = _mm256_hadd_ps(_mm256_hadd_ps(a[0], a[1]), _mm256_hadd_ps(a[2], a[3]));
     __m128 four = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
     if constexpr (kScaled<T>) four = _mm_mul_ps(four, _mm_loadu_ps(ks + t));
@@ -64,17 +104,29 @@ inline void scores64(const float* q, const T* k, const T* v, const float* ks, co
     _mm_storeu_ps(s + t, four);
   }
   for (; t < n; ++t) {
-    __m256 a = _mm256_setzero_ps();
-    for (int d = 0; d < 8; ++d) a = _mm256_fmadd_ps(qv[d], load8(k + t * 64 + 8 * d), a);
-    float dot = hsum(a);
+    float dot = hsum(dot64(qv, k + t * 64));
     if constexpr (kScaled<T>) dot *= ks[t];
     s[t] = dot + (mask ? mask[t] : 0.0f);
   }
 }
 
-// out = sum_t p[t] v[t] for 64-wide heads, the 64 sums held in registers.
+// out = sum_t p[t] v[t] for 64-wide heads, the 64 sums held in registers (each its own chain
+// of FMAs: the same floats in 8 or 16 lanes).
 template <typename T>
 inline void weighted64(const float* p, const T* v, const float* vs, int64_t n, float* out) {
+#if defined(__AVX512F__)
+  if constexpr (kScaled<T>) {
+    __m512 o[4];
+    for (int d = 0; d < 4; ++d) o[d] = _mm512_setzero_ps();
+    for (int64_t t = 0; t < n; ++t) {
+      prefetch_frame(v + (t + kAheadFrames) * 64);
+      const __m512 w = _mm512_set1_ps(p[t] * vs[t]);
+      for (int d = 0; d < 4; ++d) o[d] = _mm512_fmadd_ps(w, load16(v + t * 64 + 16 * d), o[d]);
+    }
+    for (int d = 0; d < 4; ++d) _mm512_storeu_ps(out + 16 * d, o[d]);
+    return;
+  }
+#endif
   __m256 o[8];
   for (int d = 0; d < 8; ++d) o[d] = _mm256_setzero_ps();
   for (int64_t t = 0; t < n; ++t) {
