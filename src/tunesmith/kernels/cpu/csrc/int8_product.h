@@ -63,13 +63,16 @@ constexpr int kRows = 8;  // input rows a strip serves at once: 16 sums + sum(w)
 // w . h - 128 sum(w) = w . (q >> 8) =: a, so the lane's sum w . q = 256 a + w . l, exact in
 // float64 and then rounded once.
 // `ahead`: the prefetch distance in bytes, `Hint` the cache level it fills (product_blocks).
-template <int M, int Hint>
+// sum_w: the strip's sum(w) per output, which the first pass over a strip adds up (Sum) and
+// the later ones read (its rows take the same weights).
+template <int M, int Hint, bool Sum>
 inline void strip(const int16_t* x, int64_t ldx, const int8_t* w, int64_t kc, int64_t ahead,
-                  __m512 sums[]) {
+                  __m512i& sum_w, __m512 sums[]) {
   const __m512i ones = _mm512_set1_epi8(1);
-  __m512i s = _mm512_setzero_si512(), h[M], l[M];
+  const __m512i zero = _mm512_setzero_si512();
+  __m512i s = Sum ? zero : sum_w, h[M], l[M];
 #pragma GCC unroll 8
-  for (int m = 0; m < M; ++m) h[m] = l[m] = s;
+  for (int m = 0; m < M; ++m) h[m] = l[m] = zero;
   // Per 16 inputs, to_product_layout put their 16 h bytes, then their 16 l bytes.
   const char* xc = reinterpret_cast<const char*>(x);
   for (int64_t k = 0; k < kc; k += 16, w += 4 * 64, xc += 32) {
@@ -77,7 +80,7 @@ inline void strip(const int16_t* x, int64_t ldx, const int8_t* w, int64_t kc, in
     for (int j = 0; j < 4; ++j) {
       _mm_prefetch(reinterpret_cast<const char*>(w + 64 * j + ahead), static_cast<_mm_hint>(Hint));
       const __m512i wv = _mm512_loadu_si512(w + 64 * j);
-      s = _mm512_dpbusd_epi32(s, ones, wv);
+      if constexpr (Sum) s = _mm512_dpbusd_epi32(s, ones, wv);
 #pragma GCC unroll 8
       for (int m = 0; m < M; ++m) {
         const char* xb = xc + 2 * m * ldx + 4 * j;
@@ -89,6 +92,7 @@ inline void strip(const int16_t* x, int64_t ldx, const int8_t* w, int64_t kc, in
       }
     }
   }
+  sum_w = s;
   const __m512i s128 = _mm512_slli_epi32(s, 7);
   const __m512d by256 = _mm512_set1_pd(256.0);
   auto exact = [&](__m256i a, __m256i b) {  // 256 a + b, rounded once
@@ -222,18 +226,18 @@ using vecmath::Epilogue;
 // in this build's blocks, [K/kc][N/kBlockRows][kc/kBlockCols][kBlockRows][kBlockCols].
 // Sums over earlier K-chunks wait in acc [M, N], which may be `out` itself unless adding.
 #if defined(__AVX512VNNI__)
-template <int Hint>
+template <int Hint, bool Sum>
 inline void dispatch(int rows, const int16_t* x, int64_t ldx, const int8_t* w, int64_t kc,
-                     int64_t ahead, __m512 sums[]) {
+                     int64_t ahead, __m512i& sum_w, __m512 sums[]) {
   switch (rows) {
-    case 8: return strip<8, Hint>(x, ldx, w, kc, ahead, sums);
-    case 7: return strip<7, Hint>(x, ldx, w, kc, ahead, sums);
-    case 6: return strip<6, Hint>(x, ldx, w, kc, ahead, sums);
-    case 5: return strip<5, Hint>(x, ldx, w, kc, ahead, sums);
-    case 4: return strip<4, Hint>(x, ldx, w, kc, ahead, sums);
-    case 3: return strip<3, Hint>(x, ldx, w, kc, ahead, sums);
-    case 2: return strip<2, Hint>(x, ldx, w, kc, ahead, sums);
-    default: return strip<1, Hint>(x, ldx, w, kc, ahead, sums);
+    case 8: return strip<8, Hint, Sum>(x, ldx, w, kc, ahead, sum_w, sums);
+    case 7: return strip<7, Hint, Sum>(x, ldx, w, kc, ahead, sum_w, sums);
+    case 6: return strip<6, Hint, Sum>(x, ldx, w, kc, ahead, sum_w, sums);
+    case 5: return strip<5, Hint, Sum>(x, ldx, w, kc, ahead, sum_w, sums);
+    case 4: return strip<4, Hint, Sum>(x, ldx, w, kc, ahead, sum_w, sums);
+    case 3: return strip<3, Hint, Sum>(x, ldx, w, kc, ahead, sum_w, sums);
+    case 2: return strip<2, Hint, Sum>(x, ldx, w, kc, ahead, sum_w, sums);
+    default: return strip<1, Hint, Sum>(x, ldx, w, kc, ahead, sum_w, sums);
   }
 }
 
@@ -245,6 +249,7 @@ void product_blocks(const int8_t* w, const float* scales, int64_t N, int64_t K, 
   for (int64_t c = 0; c < chunks; ++c)
     for (int64_t b = b0; b < b1; ++b) {
       const int8_t* wb = w + (c * (N / kBlockRows) + b) * kBlockRows * kc;
+      __m512i sum_w;
       for (int64_t m = 0; m < M; m += kRows) {
         __m512 sums[kRows];
         const int rows = static_cast<int>(std::min<int64_t>(kRows, M - m));
@@ -253,8 +258,11 @@ void product_blocks(const int8_t* w, const float* scales, int64_t N, int64_t K, 
         // later passes find it in L1, and the last one prefetches the next strip into L2:
         // else the first pass of each strip (8 rows, 17 vpdpbusd per 64 bytes) would ask
         // more of memory than one core gets, while the others ask nothing.
-        if (m + kRows < M || m == 0) dispatch<_MM_HINT_T0>(rows, xb, K, wb, kc, kAhead, sums);
-        else dispatch<_MM_HINT_T1>(rows, xb, K, wb, kc, kBlockRows * kc, sums);
+        if (m == 0) dispatch<_MM_HINT_T0, true>(rows, xb, K, wb, kc, kAhead, sum_w, sums);
+        else if (m + kRows < M)
+          dispatch<_MM_HINT_T0, false>(rows, xb, K, wb, kc, kAhead, sum_w, sums);
+        else
+          dispatch<_MM_HINT_T1, false>(rows, xb, K, wb, kc, kBlockRows * kc, sum_w, sums);
         for (int i = 0; i < rows; ++i) {
           const int64_t row = m + i;
           float* a = acc + row * N + kBlockRows * b;
