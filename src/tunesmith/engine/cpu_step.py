@@ -8,9 +8,9 @@ of them but leaves several ms of loops and guards per step. Here the whole step 
 one OpenMP parallel region (the C++ file says how).
 
 It applies to a decoder whose every product is packed for our kernels, all int8 with an
-int8 KV cache (`models.kv_int8`) or all float32 (what `prepare.fuse` makes of a decoder on an x86-64 CPU);
-other decoders, and prefills of many frames, run module by module (`CpuKernelStep` hands them
-to the eager twin).
+int8 KV cache (`models.kv_int8`) or all float32 (what `prepare.fuse` makes of a decoder on an
+x86-64 CPU); other decoders, and prefills of many frames, run module by module
+(`CpuKernelStep` hands them to the eager twin).
 """
 
 from __future__ import annotations

@@ -384,11 +384,11 @@ class Decoder {
           const int64_t b = bh / H, h = bh % H;
           const float* q = qkv + b * 3 * D + h * hd;
           const int64_t base = bh * T * hd;
-          const float* ks = scaled ? k_scales + bh * T : nullptr;
-          const float* vs = scaled ? v_scales + bh * T : nullptr;
+          float* ks = scaled ? k_scales + bh * T : nullptr;  // this head's frame scales
+          float* vs = scaled ? v_scales + bh * T : nullptr;
           if constexpr (scaled) {
-            store(q + D, hd, self_k + base + position * hd, k_scales + bh * T + position);
-            store(q + 2 * D, hd, self_v + base + position * hd, v_scales + bh * T + position);
+            store(q + D, hd, self_k + base + position * hd, ks + position);
+            store(q + 2 * D, hd, self_v + base + position * hd, vs + position);
           } else {
             store(q + D, hd, self_k + base + position * hd);
             store(q + 2 * D, hd, self_v + base + position * hd);

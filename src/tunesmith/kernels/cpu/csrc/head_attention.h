@@ -77,8 +77,9 @@ inline void scores64(const float* q, const T* k, const T* v, const float* ks, co
   __m256 qv[8];
   for (int d = 0; d < 8; ++d) qv[d] = _mm256_loadu_ps(q + 8 * d);
 #if defined(__AVX512F__)
-  __m512 qw[4];
-  for (int d = 0; d < 4; ++d) qw[d] = _mm512_loadu_ps(q + 16 * d);
+  __m512 qw[4];  // the query in 16 lanes, for an int8 cache's keys
+  if constexpr (kScaled<T>)
+    for (int d = 0; d < 4; ++d) qw[d] = _mm512_loadu_ps(q + 16 * d);
 #endif
   int64_t t = 0;
   for (; t + 4 <= n; t += 4) {
