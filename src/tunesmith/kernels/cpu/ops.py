@@ -4,7 +4,7 @@ The ops take float32 activations and the weights in `layout`'s packed form:
 - `int8_linear`: x [M, K] @ int8 weight.T x per-row scales (GELU in the kernel if asked:
   torch's own GELU on a few thousand values costs more in thread start-up than arithmetic);
 - `fp32_linear`: x [M, K] @ float32 weight.T;
-- `attend_one`: one query's attention over a float16 KV cache;
+- `attend_one`: one query's attention over a float16 or an int8 KV cache;
 - `decoder_step`: a whole decoder's one-frame step (see `tunesmith.engine.cpu_step`);
 - `top_k_filter`, `multinomial_one`: sampling's two slow parts, as torch computes them;
   `sample_rows`: temperature, top-k, softmax and the draw in one call.
@@ -64,11 +64,14 @@ class Kernels:
         v: torch.Tensor,
         n: int,
         mask: torch.Tensor | None = None,
+        scales: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """Attention of q [B, H, 1, hd] float32 over the first n frames of k, v [B, H, T, hd]
-        float16, with an optional additive mask [B, n] float32 -> [B, H, 1, hd] float32."""
-        empty = q.new_empty(0) if mask is None else mask
-        return self._op("attend_one")(q, k, v, n, empty)
+        float16, or int8 with `scales` (keys', values') [B, H, T] float32 (`models.kv_int8`),
+        with an optional additive mask [B, n] float32 -> [B, H, 1, hd] float32."""
+        empty = q.new_empty(0)
+        k_scale, v_scale = (empty, empty) if scales is None else scales
+        return self._op("attend_one")(q, k, v, n, empty if mask is None else mask, k_scale, v_scale)
 
     def decoder_step(
         self,
@@ -140,7 +143,7 @@ FAKES: dict[str, Callable[..., torch.Tensor]] = {
         x.shape[0], scales.shape[0]
     ),
     "fp32_linear": lambda x, packed, n, kc: x.new_empty(x.shape[0], n),
-    "attend_one": lambda q, k, v, n, mask: torch.empty_like(
+    "attend_one": lambda q, k, v, n, mask, k_scale, v_scale: torch.empty_like(
         q, memory_format=torch.contiguous_format
     ),
 }

@@ -323,6 +323,7 @@ class Decoder {
     {
       const int nt = omp_get_num_threads(), t = omp_get_thread_num();
       std::vector<float> row(wide), scores(std::max(seen, S)), qs(hd);
+      std::vector<uint8_t> planes(scaled ? 2 * seen + 8 : 0);  // an int8 cache's weights
       const float* act = nullptr;  // the next product's float32 input rows
       int64_t lo, hi;
       // Rows of `src` ([rows, width]) made ready for the next product, this thread's share:
@@ -395,7 +396,7 @@ class Decoder {
           }
           for (int64_t d = 0; d < hd; ++d) qs[d] = q[d] * scale;
           attn::attend(qs.data(), self_k + base, self_v + base, ks, vs, nullptr, seen, hd,
-                       scores.data(), att + b * D + h * hd);
+                       scores.data(), att + b * D + h * hd, planes.data());
         }
 #pragma omp barrier
         prepare(att, B, D, nullptr);

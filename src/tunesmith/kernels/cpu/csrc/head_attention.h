@@ -1,11 +1,13 @@
 // One head's attention for one query over a float16, float32 or int8 KV cache: F16C (or
-// int8) conversion, AVX2 + FMA arithmetic, float32 softmax and accumulation. An int8 cache
-// has a scale per frame for its keys (ks) and its values (vs); the others pass none.
+// int8) conversion, AVX2 + FMA arithmetic, float32 softmax and accumulation; an int8 cache's
+// 64-wide heads take exact integer sums instead (int8_attention.h). An int8 cache has a scale
+// per frame for its keys (ks) and its values (vs); the others pass none.
 #pragma once
 #include <ATen/ATen.h>
 
 #include <type_traits>
 
+#include "int8_attention.h"
 #include "vector_math.h"
 
 namespace attn {
@@ -40,10 +42,9 @@ inline float hsum(__m256 v) {
   return _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
 }
 
-// Each key's dot product with a 64-wide query, as the 512-bit build sums it (so that every
-// build gives the same floats): lane i of 16 adds q[i + 16 d] k[i + 16 d] for d = 0..3 (a
-// product, then three FMAs), and the key's 8-lane vector is lanes 0-7 plus lanes 8-15. Here
-// in two 8-lane halves.
+// Each key's dot product with a 64-wide query: lane i of 16 adds q[i + 16 d] k[i + 16 d] for
+// d = 0..3 (a product, then three FMAs), and the key's 8-lane vector is lanes 0-7 plus lanes
+// 8-15, here in two 8-lane halves.
 template <typename T>
 inline __m256 dot64(const __m256* qv, const T* kt) {
   __m256 lo = _mm256_mul_ps(qv[0], load8(kt)), hi = _mm256_mul_ps(qv[1], load8(kt + 8));
@@ -54,33 +55,13 @@ inline __m256 dot64(const __m256* qv, const T* kt) {
   return _mm256_add_ps(lo, hi);
 }
 
-#if defined(__AVX512F__)
-inline __m512 load16(const int8_t* p) {
-  const __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
-  return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(bytes));
-}
-
-// dot64 for an int8 cache in 16 lanes: half the instructions (its keys and values are read
-// too fast for 8-lane conversions to keep up).
-inline __m256 dot64(const __m512* qv, const int8_t* kt) {
-  __m512 a = _mm512_mul_ps(qv[0], load16(kt));
-  for (int d = 1; d < 4; ++d) a = _mm512_fmadd_ps(qv[d], load16(kt + 16 * d), a);
-  const __m256 hi = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(a), 1));
-  return _mm256_add_ps(_mm512_castps512_ps256(a), hi);
-}
-#endif
-
-// Scores of 64-wide heads, four keys at a time (independent FMA chains, one reduction).
+// Scores of 64-wide heads over a float cache, four keys at a time (independent FMA chains,
+// one reduction). An int8 cache's 64-wide heads take int8_attention.h's integer sums.
 template <typename T>
-inline void scores64(const float* q, const T* k, const T* v, const float* ks, const float* mask,
-                     int64_t n, float* s) {
+inline void scores64(const float* q, const T* k, const T* v, const float* mask, int64_t n,
+                     float* s) {
   __m256 qv[8];
   for (int d = 0; d < 8; ++d) qv[d] = _mm256_loadu_ps(q + 8 * d);
-#if defined(__AVX512F__)
-  __m512 qw[4];  // the query in 16 lanes, for an int8 cache's keys
-  if constexpr (kScaled<T>)
-    for (int d = 0; d < 4; ++d) qw[d] = _mm512_loadu_ps(q + 16 * d);
-#endif
   int64_t t = 0;
   for (; t + 4 <= n; t += 4) {
     const T* kt = k + t * 64;
@@ -89,78 +70,31 @@ inline void scores64(const float* q, const T* k, const T* v, const float* ks, co
       prefetch_frame(v + (t + j) * 64);  // the values, for the weighted sum right after
     }
     __m256 a[4];
-#if defined(__AVX512F__)
-    if constexpr (kScaled<T>) {
-      for (int j = 0; j < 4; ++j) a[j] = dot64(qw, kt + 64 * j);
-    } else {
-      for (int j = 0; j < 4; ++j) a[j] = dot64(qv, kt + 64 * j);
-    }
-#else
     for (int j = 0; j < 4; ++j) a[j] = dot64(qv, kt + 64 * j);
-#endif
     __m256 h = _mm256_hadd_ps(_mm256_hadd_ps(a[0], a[1]), _mm256_hadd_ps(a[2], a[3]));
     __m128 four = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
-    if constexpr (kScaled<T>) four = _mm_mul_ps(four, _mm_loadu_ps(ks + t));
     if (mask) four = _mm_add_ps(four, _mm_loadu_ps(mask + t));
     _mm_storeu_ps(s + t, four);
   }
-  for (; t < n; ++t) {
-    float dot = hsum(dot64(qv, k + t * 64));
-    if constexpr (kScaled<T>) dot *= ks[t];
-    s[t] = dot + (mask ? mask[t] : 0.0f);
-  }
+  for (; t < n; ++t) s[t] = hsum(dot64(qv, k + t * 64)) + (mask ? mask[t] : 0.0f);
 }
 
-// out = sum_t p[t] v[t] for 64-wide heads, the 64 sums held in registers (each its own chain
-// of FMAs: the same floats in 8 or 16 lanes).
+// out = sum_t p[t] v[t] for 64-wide heads over a float cache, the 64 sums held in registers.
 template <typename T>
-inline void weighted64(const float* p, const T* v, const float* vs, int64_t n, float* out) {
-#if defined(__AVX512F__)
-  if constexpr (kScaled<T>) {
-    __m512 o[4];
-    for (int d = 0; d < 4; ++d) o[d] = _mm512_setzero_ps();
-    for (int64_t t = 0; t < n; ++t) {
-      prefetch_frame(v + (t + kAheadFrames) * 64);
-      const __m512 w = _mm512_set1_ps(p[t] * vs[t]);
-      for (int d = 0; d < 4; ++d) o[d] = _mm512_fmadd_ps(w, load16(v + t * 64 + 16 * d), o[d]);
-    }
-    for (int d = 0; d < 4; ++d) _mm512_storeu_ps(out + 16 * d, o[d]);
-    return;
-  }
-#endif
+inline void weighted64(const float* p, const T* v, int64_t n, float* out) {
   __m256 o[8];
   for (int d = 0; d < 8; ++d) o[d] = _mm256_setzero_ps();
   for (int64_t t = 0; t < n; ++t) {
     prefetch_frame(v + (t + kAheadFrames) * 64);
-    const __m256 w = _mm256_set1_ps(kScaled<T> ? p[t] * vs[t] : p[t]);
+    const __m256 w = _mm256_set1_ps(p[t]);
     for (int d = 0; d < 8; ++d) o[d] = _mm256_fmadd_ps(w, load8(v + t * 64 + 8 * d), o[d]);
   }
   for (int d = 0; d < 8; ++d) _mm256_storeu_ps(out + 8 * d, o[d]);
 }
 
-// One head: q [hd] (already scaled) against n keys/values [n, hd] -> out [hd]; ks, vs: the
-// frames' scales of an int8 cache (else unread).
-template <typename T>
-inline void attend(const float* q, const T* k, const T* v, const float* ks, const float* vs,
-                   const float* mask, int64_t n, int64_t hd, float* s, float* out) {
-  const int64_t hv = hd - hd % 8;
-  if (hd == 64) scores64(q, k, v, ks, mask, n, s);
-  else for (int64_t t = 0; t < n; ++t) {
-    const T* kt = k + t * hd;
-    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
-    int64_t d = 0;
-    for (; d + 16 <= hv; d += 16) {
-      a0 = _mm256_fmadd_ps(_mm256_loadu_ps(q + d), load8(kt + d), a0);
-      a1 = _mm256_fmadd_ps(_mm256_loadu_ps(q + d + 8), load8(kt + d + 8), a1);
-    }
-    for (; d < hv; d += 8) a0 = _mm256_fmadd_ps(_mm256_loadu_ps(q + d), load8(kt + d), a0);
-    float dot = hsum(_mm256_add_ps(a0, a1));
-    for (; d < hd; ++d) dot += q[d] * static_cast<float>(kt[d]);
-    if constexpr (kScaled<T>) dot *= ks[t];
-    s[t] = mask ? dot + mask[t] : dot;
-  }
-  float top = s[0];
-  for (int64_t t = 1; t < n; ++t) top = s[t] > top ? s[t] : top;
+// Softmax in place over s [n] (unnormalized: e^(s - max)); returns the sum.
+inline float softmax(float* s, int64_t n) {
+  const float top = int8attn::largest(s, n);
   __m256 total = _mm256_setzero_ps();
   int64_t t = 0;
   for (; t + 8 <= n; t += 8) {
@@ -175,12 +109,51 @@ inline void attend(const float* q, const T* k, const T* v, const float* ks, cons
     s[t] = tail[0];
     sum += tail[0];
   }
-  if (hd == 64) {
-    weighted64(s, v, vs, n, out);
+  return sum;
+}
+
+// One head: q [hd] (already scaled) against n keys/values [n, hd] -> out [hd]; ks, vs: the
+// frames' scales of an int8 cache (else unread); planes: 2 n + 8 bytes of scratch, needed for
+// an int8 cache's 64-wide heads (int8_attention.h; else unread).
+template <typename T>
+inline void attend(const float* q, const T* k, const T* v, const float* ks, const float* vs,
+                   const float* mask, int64_t n, int64_t hd, float* s, float* out,
+                   uint8_t* planes = nullptr) {
+  if constexpr (kScaled<T>) {
+    if (hd == 64) {
+      int8attn::scores(q, k, v, ks, mask, n, kAheadFrames, s);
+      const float inv = 1.0f / softmax(s, n);
+      int8attn::weighted(planes, int8attn::weight_planes(s, vs, n, s, planes), v, n,
+                         kAheadFrames, out);
+      for (int64_t d = 0; d < hd; ++d) out[d] *= inv;
+      return;
+    }
+  }
+  const int64_t hv = hd - hd % 8;
+  const bool wide = !kScaled<T> && hd == 64;  // (an int8 cache's took the integer sums)
+  if (wide) {
+    if constexpr (!kScaled<T>) scores64(q, k, v, mask, n, s);
+  } else for (int64_t t = 0; t < n; ++t) {
+    const T* kt = k + t * hd;
+    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+    int64_t d = 0;
+    for (; d + 16 <= hv; d += 16) {
+      a0 = _mm256_fmadd_ps(_mm256_loadu_ps(q + d), load8(kt + d), a0);
+      a1 = _mm256_fmadd_ps(_mm256_loadu_ps(q + d + 8), load8(kt + d + 8), a1);
+    }
+    for (; d < hv; d += 8) a0 = _mm256_fmadd_ps(_mm256_loadu_ps(q + d), load8(kt + d), a0);
+    float dot = hsum(_mm256_add_ps(a0, a1));
+    for (; d < hd; ++d) dot += q[d] * static_cast<float>(kt[d]);
+    if constexpr (kScaled<T>) dot *= ks[t];
+    s[t] = mask ? dot + mask[t] : dot;
+  }
+  const float sum = softmax(s, n);
+  if (wide) {
+    if constexpr (!kScaled<T>) weighted64(s, v, n, out);
   } else {
     for (int64_t d = 0; d < hd; ++d) out[d] = 0.0f;
   }
-  for (int64_t t = 0; t < n && hd != 64; ++t) {
+  for (int64_t t = 0; t < n && !wide; ++t) {
     const float w = kScaled<T> ? s[t] * vs[t] : s[t];
     const __m256 p = _mm256_set1_ps(w);
     const T* vt = v + t * hd;

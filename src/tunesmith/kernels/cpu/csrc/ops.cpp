@@ -63,15 +63,25 @@ at::Tensor fp32_linear(const at::Tensor& x, const at::Tensor& packed, int64_t n,
   return out;
 }
 
-// q [B, H, 1, hd] float32; k, v [B, H, T, hd] float16 (only the first n frames are read);
+// q [B, H, 1, hd] float32; k, v [B, H, T, hd] float16, or int8 with scales k_scale, v_scale
+// [B, H, T] float32 (the int8 decoder's cache; else empty); only the first n frames are read.
 // mask: empty or [B, n] additive float32. -> [B, H, 1, hd] float32.
 at::Tensor attend_one(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                      int64_t n, const at::Tensor& mask) {
+                      int64_t n, const at::Tensor& mask, const at::Tensor& k_scale,
+                      const at::Tensor& v_scale) {
   TORCH_CHECK(q.dim() == 4 && q.size(2) == 1 && q.scalar_type() == at::kFloat);
-  TORCH_CHECK(k.scalar_type() == at::kHalf && v.scalar_type() == at::kHalf);
+  const bool int8 = k.scalar_type() == at::kChar;
+  TORCH_CHECK(k.scalar_type() == (int8 ? at::kChar : at::kHalf) &&
+              v.scalar_type() == k.scalar_type(), "attend_one: a float16 or an int8 cache");
   TORCH_CHECK(k.is_contiguous() && v.is_contiguous() && k.sizes() == v.sizes());
   const int64_t B = q.size(0), H = q.size(1), hd = q.size(3), T = k.size(2);
   TORCH_CHECK(k.size(0) == B && k.size(1) == H && k.size(3) == hd && n >= 1 && n <= T);
+  if (int8) {
+    for (const at::Tensor* scales : {&k_scale, &v_scale})
+      TORCH_CHECK(scales->scalar_type() == at::kFloat && scales->is_contiguous() &&
+                      scales->sizes() == k.sizes().slice(0, 3),
+                  "attend_one: an int8 cache needs float32 scales [B, H, T]");
+  }
   const bool masked = mask.numel() > 0;
   if (masked) {
     TORCH_CHECK(mask.scalar_type() == at::kFloat && mask.is_contiguous());
@@ -80,18 +90,23 @@ at::Tensor attend_one(const at::Tensor& q, const at::Tensor& k, const at::Tensor
   const at::Tensor qc = q.contiguous();
   auto out = at::empty({B, H, 1, hd}, q.options());
   const float* qp = qc.data_ptr<float>();
-  const at::Half* kp = k.data_ptr<at::Half>();
-  const at::Half* vp = v.data_ptr<at::Half>();
   const float* mp = masked ? mask.data_ptr<float>() : nullptr;
   float* op = out.data_ptr<float>();
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
   at::parallel_for(0, B * H, 1, [&](int64_t h0, int64_t h1) {
     std::vector<float> s(n), qs(hd);
+    std::vector<uint8_t> planes(2 * n + 8);
     for (int64_t bh = h0; bh < h1; ++bh) {
       for (int64_t d = 0; d < hd; ++d) qs[d] = qp[bh * hd + d] * scale;
-      const int64_t b = bh / H;
-      attn::attend(qs.data(), kp + bh * T * hd, vp + bh * T * hd, nullptr, nullptr,
-                   mp ? mp + b * n : nullptr, n, hd, s.data(), op + bh * hd);
+      const float* m = mp ? mp + bh / H * n : nullptr;
+      const int64_t at = bh * T * hd;
+      if (int8)
+        attn::attend(qs.data(), k.data_ptr<int8_t>() + at, v.data_ptr<int8_t>() + at,
+                     k_scale.data_ptr<float>() + bh * T, v_scale.data_ptr<float>() + bh * T, m,
+                     n, hd, s.data(), op + bh * hd, planes.data());
+      else
+        attn::attend(qs.data(), k.data_ptr<at::Half>() + at, v.data_ptr<at::Half>() + at,
+                     nullptr, nullptr, m, n, hd, s.data(), op + bh * hd);
     }
   });
   return out;
@@ -172,7 +187,8 @@ TS_LIBRARY(TS_NAMESPACE, m) {
   m.def("int8_block() -> int[]", &int8_block);
   m.def("int8_linear(Tensor x, Tensor packed, Tensor scales, int kc, bool gelu=False) -> Tensor");
   m.def("fp32_linear(Tensor x, Tensor packed, int n, int kc) -> Tensor");
-  m.def("attend_one(Tensor q, Tensor k, Tensor v, SymInt n, Tensor mask) -> Tensor");
+  m.def("attend_one(Tensor q, Tensor k, Tensor v, SymInt n, Tensor mask, Tensor k_scale, "
+        "Tensor v_scale) -> Tensor");
   m.def("top_k_filter(Tensor logits, int k) -> Tensor");
   m.def("multinomial_one(Tensor probs, Generator? generator) -> Tensor");
   m.def("sample_rows(Tensor logits, float temperature, int k, Generator? generator, "
