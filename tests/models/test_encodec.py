@@ -174,6 +174,21 @@ TAIL_CONFIGS = {
 }
 
 
+def test_a_batch_decodes_as_its_rows_alone() -> None:
+    """On a CPU the tail runs one row at a time: each row's audio lands in its own row (the
+    first conv and the LSTM stay batched, so to float rounding)."""
+    torch.manual_seed(5)
+    cfg = EncodecConfig(num_filters=4, hidden_size=16, codebook_dim=16)
+    decoder = EncodecModel(cfg).eval().decoder
+    latents = torch.randn(3, cfg.hidden_size, 2 * TAIL_CHUNK + 9)
+    with torch.no_grad():
+        batch = decoder(latents)
+        alone = torch.cat([decoder(latents[i : i + 1]) for i in range(3)])
+    diff = (batch - alone).abs().max().item()
+    assert diff < 1e-5, diff
+    assert (batch[0] - batch[1]).abs().max() > 1000 * diff  # the rows differ
+
+
 @torch.no_grad()
 @pytest.mark.parametrize("layout", TAIL_CONFIGS)
 @pytest.mark.parametrize(

@@ -70,6 +70,7 @@ def tail_radius(cfg: EncodecConfig) -> int:
 # Frames of the tail decoded at once (2 s at 50 Hz): a chunk's 32 kHz activations take ~17 MB
 # each instead of ~80 MB per 10 s of audio. Measured on a 2-core CPU, the decode is also ~25%
 # faster than in one pass (the chunks stay in cache), more than paying for the halo's 10%.
+# On a CPU the chunks are also one row each (see SEANetDecoder.forward).
 TAIL_CHUNK = 100
 
 
@@ -117,12 +118,19 @@ class SEANetDecoder(nn.Module):
         hop = self.hop
         # One preallocated output: collecting the chunks and concatenating would double it.
         out = x.new_empty(b, self.audio_channels, frames * hop)
-        for start in range(0, frames, chunk):
-            end = min(frames, start + chunk)
-            # The true ends of the sequence get no halo, so they keep the real padding.
-            left, right = max(0, start - self.halo), min(frames, end + self.halo)
-            wav = self._tail(x[..., left:right])  # [B, C, (right - left) * hop]
-            out[..., start * hop : end * hop] = wav[..., (start - left) * hop : (end - left) * hop]
+        # On a CPU, one row at a time: a chunk's activations then stay under glibc's 32 MB
+        # ceiling for reusing freed heap memory, where 8 rows' (~140 MB each) were mapped
+        # afresh and zeroed by the kernel for every layer. An 8-row decode of 10 s had ~20x
+        # fewer page faults and took ~10% less time (the LSTM before stays batched).
+        rows = 1 if x.device.type == "cpu" else b
+        for r in range(0, b, rows):
+            for start in range(0, frames, chunk):
+                end = min(frames, start + chunk)
+                # The true ends of the sequence get no halo, so they keep the real padding.
+                left, right = max(0, start - self.halo), min(frames, end + self.halo)
+                wav = self._tail(x[r : r + rows, :, left:right])  # [rows, C, (right-left) hop]
+                keep = wav[..., (start - left) * hop : (end - left) * hop]
+                out[r : r + rows, :, start * hop : end * hop] = keep
         return out
 
     def _tail(self, x: torch.Tensor) -> torch.Tensor:
