@@ -21,6 +21,25 @@ needs_kernel = pytest.mark.skipif(
 )
 
 
+def padded_text(batch: int, seen: int) -> torch.Tensor:
+    """An additive mask [batch, seen]: padded text, the last keys of row 0 not there."""
+    mask = torch.zeros(batch, seen)
+    mask[0, seen // 2 + 1 :] = float("-inf")
+    return mask
+
+
+def torch_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, seen: int, mask: torch.Tensor | None
+) -> torch.Tensor:
+    """The reference: torch's attention over the first `seen` frames, in float32."""
+    return F.scaled_dot_product_attention(
+        q,
+        k[:, :, :seen].float(),
+        v[:, :, :seen].float(),
+        attn_mask=None if mask is None else mask[:, None, None, :],
+    )
+
+
 @needs_kernel
 @pytest.mark.parametrize(
     ("batch", "heads", "frames", "head_dim", "seen"),
@@ -39,17 +58,9 @@ def test_kernel_matches_torch_attention(
     q = torch.randn(batch, heads, 1, head_dim)
     k = torch.randn(batch, heads, frames, head_dim).half()
     v = torch.randn(batch, heads, frames, head_dim).half()
-    mask = None
-    if masked:  # padded text: the last keys of row 0 are not there
-        mask = torch.zeros(batch, seen)
-        mask[0, seen // 2 + 1 :] = float("-inf")
+    mask = padded_text(batch, seen) if masked else None
     got = kernel_build.attend_one(q, k, v, seen, mask)
-    want = F.scaled_dot_product_attention(
-        q,
-        k[:, :, :seen].float(),
-        v[:, :, :seen].float(),
-        attn_mask=None if mask is None else mask[:, None, None, :],
-    )
+    want = torch_attention(q, k, v, seen, mask)
     assert (got - want).abs().max() < 1e-5
 
 
@@ -89,17 +100,9 @@ def test_int8_cache_matches_torch_attention(
     over 64 keys), where the int8 keys themselves move it ~100x more."""
     q = 3 * torch.randn(batch, heads, 1, head_dim)
     k, v, scales, (kf, vf) = int8_cache(batch, heads, frames, head_dim)
-    mask = None
-    if masked:
-        mask = torch.zeros(batch, seen)
-        mask[0, seen // 2 + 1 :] = float("-inf")
+    mask = padded_text(batch, seen) if masked else None
     got = kernel_build.attend_one(q, k, v, seen, mask, scales)
-    want = F.scaled_dot_product_attention(
-        q,
-        kf[:, :, :seen],
-        vf[:, :, :seen],
-        attn_mask=None if mask is None else mask[:, None, None, :],
-    )
+    want = torch_attention(q, kf, vf, seen, mask)
     assert (got - want).abs().max() < 1e-3 * want.abs().max()
 
 

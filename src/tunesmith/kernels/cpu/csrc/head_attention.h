@@ -94,7 +94,7 @@ inline void weighted64(const float* p, const T* v, int64_t n, float* out) {
 
 // Softmax in place over s [n] (unnormalized: e^(s - max)); returns the sum.
 inline float softmax(float* s, int64_t n) {
-  const float top = int8attn::largest(s, n);
+  const float top = vecmath::largest(s, n);
   __m256 total = _mm256_setzero_ps();
   int64_t t = 0;
   for (; t + 8 <= n; t += 8) {

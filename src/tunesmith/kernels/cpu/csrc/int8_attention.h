@@ -11,40 +11,25 @@
 #pragma once
 #include <immintrin.h>
 
-#include <algorithm>
 #include <cstdint>
 #include <cstring>
 
+#include "vector_math.h"
+
 namespace int8attn {
+using vecmath::hmax;
+using vecmath::largest;
+
 // The int16 range the query and the weights are rounded to.
 constexpr float kTop = 32767.0f;
 // Frames summed in int32 by the AVX2 values loop before it moves its sums to float64: two
 // products a lane of at most 32767 x 128 each, 128 times: < 2^31.
 constexpr int64_t kFlush = 256;
 
-inline float hmax(__m256 v) {
-  __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  m = _mm_max_ps(m, _mm_movehl_ps(m, m));
-  return _mm_cvtss_f32(_mm_max_ss(m, _mm_movehdup_ps(m)));
-}
-
 inline int32_t hsum(__m256i v) {  // exact: integers
   __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
   s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4E));
   return _mm_cvtsi128_si32(_mm_add_epi32(s, _mm_shuffle_epi32(s, 0xB1)));
-}
-
-// The largest of n floats (exact in any order).
-inline float largest(const float* s, int64_t n) {
-  float top = s[0];
-  int64_t t = 0;
-  if (n >= 8) {
-    __m256 m = _mm256_loadu_ps(s);
-    for (t = 8; t + 8 <= n; t += 8) m = _mm256_max_ps(m, _mm256_loadu_ps(s + t));
-    top = hmax(m);
-  }
-  for (; t < n; ++t) top = std::max(top, s[t]);
-  return top;
 }
 
 // q [64] -> qi [64] int16 with q ~ qi * (the returned scale), |qi| <= 32767.
@@ -190,8 +175,6 @@ inline float weight_planes(const float* p, const float* vs, int64_t n, float* w,
 inline void weighted(const uint8_t* planes, float scale, const int8_t* v, int64_t n,
                      int64_t ahead, float* out) {
   alignas(64) double exact[64];
-  const int64_t groups = (n + 3) / 4;
-  int64_t g = 0;
 #if defined(__AVX512VNNI__)
   __m512i hs[4], ls[4];
   for (int j = 0; j < 4; ++j) hs[j] = ls[j] = _mm512_setzero_si512();
@@ -214,16 +197,16 @@ inline void weighted(const uint8_t* planes, float scale, const int8_t* v, int64_
       ls[j] = _mm512_dpbusd_epi32(ls[j], l, e[j]);
     }
   };
+  int64_t g = 0;
   for (; 4 * g + 4 <= n; ++g) {
     for (int j = 0; j < 4; ++j)
       _mm_prefetch(reinterpret_cast<const char*>(v + (4 * g + ahead + j) * 64), _MM_HINT_T0);
     group(v + 4 * g * 64, planes + 8 * g);
   }
-  if (g < groups) {  // the last frames, beside zeros (their weights are 0)
+  if (4 * g < n) {  // the last frames, beside zeros (their weights are 0)
     alignas(64) int8_t last[256] = {};
     std::memcpy(last, v + 4 * g * 64, (n - 4 * g) * 64);
     group(last, planes + 8 * g);
-    ++g;
   }
   const __m512d by256 = _mm512_set1_pd(256.0);
   auto exact8 = [&](__m256i h, __m256i l) {  // 256 h + l in float64: exact (< 2^53)
@@ -281,7 +264,6 @@ inline void weighted(const uint8_t* planes, float scale, const int8_t* v, int64_
     }
   }
   flush();
-  (void)groups, (void)g;
 #endif
   for (int d = 0; d < 64; ++d) out[d] = static_cast<float>(exact[d]) * scale;
 }

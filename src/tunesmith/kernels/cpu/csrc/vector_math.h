@@ -1,6 +1,9 @@
-// Vector math the kernels share, on AVX2 + FMA registers: e^x, GELU, four horizontal sums.
+// Vector math the kernels share, on AVX2 + FMA registers: e^x, GELU, maxima, horizontal sums.
 #pragma once
 #include <immintrin.h>
+
+#include <algorithm>
+#include <cstdint>
 
 namespace vecmath {
 // e^x for 8 floats (Cephes' polynomial), relative error ~2e-7; inputs clamped to [-87, 88].
@@ -42,6 +45,25 @@ inline __m256 gelu8(__m256 x) {
 
 inline __m128 gelu4(__m128 x) {
   return _mm256_castps256_ps128(gelu8(_mm256_castps128_ps256(x)));
+}
+
+inline float hmax(__m256 v) {
+  __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+  return _mm_cvtss_f32(_mm_max_ss(m, _mm_movehdup_ps(m)));
+}
+
+// The largest of n floats (exact in any order).
+inline float largest(const float* s, int64_t n) {
+  float top = s[0];
+  int64_t t = 0;
+  if (n >= 8) {
+    __m256 m = _mm256_loadu_ps(s);
+    for (t = 8; t + 8 <= n; t += 8) m = _mm256_max_ps(m, _mm256_loadu_ps(s + t));
+    top = hmax(m);
+  }
+  for (; t < n; ++t) top = std::max(top, s[t]);
+  return top;
 }
 
 // The four horizontal sums of a, b, c, d.
