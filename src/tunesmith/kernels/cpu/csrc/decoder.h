@@ -396,7 +396,7 @@ class Decoder {
           }
           for (int64_t d = 0; d < hd; ++d) qs[d] = q[d] * scale;
           attn::attend(qs.data(), self_k + base, self_v + base, ks, vs, nullptr, seen, hd,
-                       scores.data(), att + b * D + h * hd, planes.data());
+                       scores.data(), att + b * D + h * hd, planes.data(), bh + 1 < hi ? T : 0);
         }
 #pragma omp barrier
         prepare(att, B, D, nullptr);
@@ -412,7 +412,7 @@ class Decoder {
             for (int64_t d = 0; d < hd; ++d) qs[d] = qkv[b * D + h * hd + d] * scale;
             attn::attend(qs.data(), cross_k + bh * S * hd, cross_v + bh * S * hd, nullptr,
                          nullptr, mp ? mp + b * S : nullptr, S, hd, scores.data(),
-                         att + b * D + h * hd);
+                         att + b * D + h * hd, nullptr, bh + 1 < hi ? S : 0);
           }
 #pragma omp barrier
           prepare(att, N, D, nullptr);

@@ -57,9 +57,10 @@ inline __m256 dot64(const __m256* qv, const T* kt) {
 
 // Scores of 64-wide heads over a float cache, four keys at a time (independent FMA chains,
 // one reduction). An int8 cache's 64-wide heads take int8_attention.h's integer sums.
+// The next head's keys are prefetched (`next`, as int8_attention.h's loops take it).
 template <typename T>
 inline void scores64(const float* q, const T* k, const T* v, const float* mask, int64_t n,
-                     float* s) {
+                     int64_t next, float* s) {
   __m256 qv[8];
   for (int d = 0; d < 8; ++d) qv[d] = _mm256_loadu_ps(q + 8 * d);
   int64_t t = 0;
@@ -69,6 +70,7 @@ inline void scores64(const float* q, const T* k, const T* v, const float* mask, 
       prefetch_frame(kt + (kAheadFrames + j) * 64);
       prefetch_frame(v + (t + j) * 64);  // the values, for the weighted sum right after
     }
+    if (next > 0) vecmath::prefetch_next(kt + next * 64, 4 * sizeof(T));
     __m256 a[4];
     for (int j = 0; j < 4; ++j) a[j] = dot64(qv, kt + 64 * j);
     __m256 h = _mm256_hadd_ps(_mm256_hadd_ps(a[0], a[1]), _mm256_hadd_ps(a[2], a[3]));
@@ -79,13 +81,15 @@ inline void scores64(const float* q, const T* k, const T* v, const float* mask, 
   for (; t < n; ++t) s[t] = hsum(dot64(qv, k + t * 64)) + (mask ? mask[t] : 0.0f);
 }
 
-// out = sum_t p[t] v[t] for 64-wide heads over a float cache, the 64 sums held in registers.
+// out = sum_t p[t] v[t] for 64-wide heads over a float cache, the 64 sums held in registers;
+// the next head's values prefetched (`next`).
 template <typename T>
-inline void weighted64(const float* p, const T* v, int64_t n, float* out) {
+inline void weighted64(const float* p, const T* v, int64_t n, int64_t next, float* out) {
   __m256 o[8];
   for (int d = 0; d < 8; ++d) o[d] = _mm256_setzero_ps();
   for (int64_t t = 0; t < n; ++t) {
     prefetch_frame(v + (t + kAheadFrames) * 64);
+    if (next > 0) vecmath::prefetch_next(v + (t + next) * 64, sizeof(T));
     const __m256 w = _mm256_set1_ps(p[t]);
     for (int d = 0; d < 8; ++d) o[d] = _mm256_fmadd_ps(w, load8(v + t * 64 + 8 * d), o[d]);
   }
@@ -114,17 +118,19 @@ inline float softmax(float* s, int64_t n) {
 
 // One head: q [hd] (already scaled) against n keys/values [n, hd] -> out [hd]; ks, vs: the
 // frames' scales of an int8 cache (else unread); planes: 2 n + 8 bytes of scratch, needed for
-// an int8 cache's 64-wide heads (int8_attention.h; else unread).
+// an int8 cache's 64-wide heads (int8_attention.h; else unread). next: the frames from this
+// head's cache to that of the head the caller attends next, which 64-wide heads prefetch
+// meanwhile (0: none follows).
 template <typename T>
 inline void attend(const float* q, const T* k, const T* v, const float* ks, const float* vs,
                    const float* mask, int64_t n, int64_t hd, float* s, float* out,
-                   uint8_t* planes = nullptr) {
+                   uint8_t* planes = nullptr, int64_t next = 0) {
   if constexpr (kScaled<T>) {
     if (hd == 64) {
-      int8attn::scores(q, k, v, ks, mask, n, kAheadFrames, s);
+      int8attn::scores(q, k, ks, vs, mask, n, kAheadFrames, next, s);
       const float inv = 1.0f / softmax(s, n);
       int8attn::weighted(planes, int8attn::weight_planes(s, vs, n, s, planes), v, n,
-                         kAheadFrames, out);
+                         kAheadFrames, next, out);
       for (int64_t d = 0; d < hd; ++d) out[d] *= inv;
       return;
     }
@@ -132,7 +138,7 @@ inline void attend(const float* q, const T* k, const T* v, const float* ks, cons
   const int64_t hv = hd - hd % 8;
   const bool wide = !kScaled<T> && hd == 64;  // (an int8 cache's took the integer sums)
   if (wide) {
-    if constexpr (!kScaled<T>) scores64(q, k, v, mask, n, s);
+    if constexpr (!kScaled<T>) scores64(q, k, v, mask, n, next, s);
   } else for (int64_t t = 0; t < n; ++t) {
     const T* kt = k + t * hd;
     __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
@@ -149,7 +155,7 @@ inline void attend(const float* q, const T* k, const T* v, const float* ks, cons
   }
   const float sum = softmax(s, n);
   if (wide) {
-    if constexpr (!kScaled<T>) weighted64(s, v, n, out);
+    if constexpr (!kScaled<T>) weighted64(s, v, n, next, out);
   } else {
     for (int64_t d = 0; d < hd; ++d) out[d] = 0.0f;
   }

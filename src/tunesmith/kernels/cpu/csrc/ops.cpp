@@ -99,14 +99,14 @@ at::Tensor attend_one(const at::Tensor& q, const at::Tensor& k, const at::Tensor
     for (int64_t bh = h0; bh < h1; ++bh) {
       for (int64_t d = 0; d < hd; ++d) qs[d] = qp[bh * hd + d] * scale;
       const float* m = mp ? mp + bh / H * n : nullptr;
-      const int64_t at = bh * T * hd;
+      const int64_t at = bh * T * hd, next = bh + 1 < h1 ? T : 0;  // the next head's frames
       if (int8)
         attn::attend(qs.data(), k.data_ptr<int8_t>() + at, v.data_ptr<int8_t>() + at,
                      k_scale.data_ptr<float>() + bh * T, v_scale.data_ptr<float>() + bh * T, m,
-                     n, hd, s.data(), op + bh * hd, planes.data());
+                     n, hd, s.data(), op + bh * hd, planes.data(), next);
       else
         attn::attend(qs.data(), k.data_ptr<at::Half>() + at, v.data_ptr<at::Half>() + at,
-                     nullptr, nullptr, m, n, hd, s.data(), op + bh * hd);
+                     nullptr, nullptr, m, n, hd, s.data(), op + bh * hd, nullptr, next);
     }
   });
   return out;
