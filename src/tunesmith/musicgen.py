@@ -35,7 +35,7 @@ from .generation.loop import TextCondition, iter_frames, plan_windows, steps_for
 from .generation.progress import Progress, StepCallback, progress_callback
 from .models.melody import MusicGenMelodyModel
 from .models.network import MusicGenModel
-from .options import DEFAULT_MODEL, QUANTIZE_MODES, GenerationOptions
+from .options import DEFAULT_MODEL, GenerationOptions, check_quantize
 
 Prompts = str | None | Sequence[str | None]
 Options = GenerationOptions | float | None  # options, or a duration in seconds
@@ -97,10 +97,7 @@ class MusicGen:
         and nothing is compiled; where our CPU kernels cannot be built (no AVX2 or no compiler), steps
         run through torch.compile instead, compiled here (~50 s the first time).
         """
-        if quantize is not None and quantize not in QUANTIZE_MODES:
-            raise InvalidOptionError(
-                f"unknown quantize {quantize!r}: choose from {', '.join(QUANTIZE_MODES)}"
-            )
+        check_quantize(quantize)
         dev = resolve_device(device)
         folder = resolve_checkpoint(name_or_path)
         config = read_config(folder, text_encoder)

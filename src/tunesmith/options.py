@@ -20,9 +20,24 @@ DEFAULT_MODEL = "facebook/musicgen-small"
 MAX_DURATION = 3600.0  # seconds in one call: long form slides the 30 s window that far
 WINDOW_SECONDS = 30.0  # the official checkpoints' window (a stride may not exceed it)
 QUANTIZE_MODES = ("int8",)  # weight formats `quantize=` takes
+# Formats measured and not offered: asking for one says why, not just "unknown".
+WITHHELD_QUANTIZE = {
+    "int4": "no 4-bit weight format kept the decoder's logits within 6% of float32 "
+    "(19.7-31.2%, benchmarks/int4_quality.py), so int8 is the smallest",
+}
 AUDIO_FORMATS = ("wav", "flac", "mp3", "ogg")  # files tunesmith writes (and the server serves)
 WAV_SUBTYPES = ("PCM_16", "PCM_24", "FLOAT")
 NORMALIZE_MODES = ("loudness", "peak", "rms", "none")
+
+
+def check_quantize(mode: str | None) -> str | None:
+    """`mode` if `quantize=` takes it (None: full precision), else InvalidOptionError."""
+    if mode is None or mode in QUANTIZE_MODES:
+        return mode
+    why = WITHHELD_QUANTIZE.get(mode)
+    if why:
+        raise InvalidOptionError(f"quantize {mode!r} is not offered: {why}")
+    raise InvalidOptionError(f"unknown quantize {mode!r}: choose from {', '.join(QUANTIZE_MODES)}")
 
 
 @dataclass(frozen=True)

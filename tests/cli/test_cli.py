@@ -137,6 +137,8 @@ def test_usage_errors_are_one_line(argv: list[str], capsys) -> None:
     err = capsys.readouterr().err
     assert exit_info.value.code == 2
     assert err.count("\n") == 1 and err.startswith("tunesmith: error:") and "--help" in err
+    if "int4" in argv:
+        assert "not offered" in err and "int8 is the smallest" in err
 
 
 @pytest.mark.parametrize(

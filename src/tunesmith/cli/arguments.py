@@ -23,12 +23,21 @@ from ..options import (
     WAV_SUBTYPES,
     WINDOW_SECONDS,
     GenerationOptions,
+    check_quantize,
 )
 
 
 def say(message: str) -> None:
     """A status line for the person at the terminal (stderr, at once)."""
     print(message, file=sys.stderr, flush=True)
+
+
+def quantize_mode(text: str) -> str | None:
+    """--quantize's value, checked as `from_pretrained` would (a withheld format says why)."""
+    try:
+        return check_quantize(text)
+    except InvalidOptionError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -42,7 +51,8 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
     parser.add_argument(
         "--quantize",
-        choices=QUANTIZE_MODES,
+        type=quantize_mode,
+        metavar="{" + ",".join(QUANTIZE_MODES) + "}",
         default=None,
         help="int8 weights for the decoder and T5 (less memory; faster on CPU)",
     )
