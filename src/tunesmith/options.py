@@ -28,6 +28,51 @@ WITHHELD_QUANTIZE = {
 AUDIO_FORMATS = ("wav", "flac", "mp3", "ogg")  # files tunesmith writes (and the server serves)
 WAV_SUBTYPES = ("PCM_16", "PCM_24", "FLOAT")
 NORMALIZE_MODES = ("loudness", "peak", "rms", "none")
+MAX_TOP_K = 100_000  # past the vocabulary (2048) top-k keeps every token: a sane ceiling
+MAX_TEMPERATURE = 100.0
+MAX_CFG_SCALE = 100.0
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """A setting's allowed range, defined once: GenerationOptions checks it, the CLI meets it
+    through GenerationOptions, and the HTTP schema declares it (`as_field`: pydantic's
+    ge/gt/le/lt, so /openapi.json documents the same range)."""
+
+    low: float
+    high: float
+    low_open: bool = False  # the low end itself is refused
+    high_open: bool = False
+
+    def holds(self, value: float) -> bool:
+        above = value > self.low if self.low_open else value >= self.low
+        below = value < self.high if self.high_open else value <= self.high
+        return above and below
+
+    def as_field(self) -> dict[str, Any]:
+        """The range as pydantic's Field arguments."""
+        return {
+            "gt" if self.low_open else "ge": self.low,
+            "lt" if self.high_open else "le": self.high,
+        }
+
+    def __str__(self) -> str:
+        """As an interval: "(0, 3600]"."""
+        low, high = _show(self.low), _show(self.high)
+        return f"{'(' if self.low_open else '['}{low}, {high}{')' if self.high_open else ']'}"
+
+
+# Every GenerationOptions field's range (a test walks each through the options, the CLI and
+# the HTTP schema, at and past each end).
+BOUNDS: dict[str, Bounds] = {
+    "duration": Bounds(0, MAX_DURATION, low_open=True),
+    "top_k": Bounds(0, MAX_TOP_K),
+    "top_p": Bounds(0, 1),
+    "temperature": Bounds(0, MAX_TEMPERATURE, low_open=True),
+    "cfg_scale": Bounds(0, MAX_CFG_SCALE),
+    "seed": Bounds(0, 2**63, high_open=True),
+    "stride": Bounds(0, WINDOW_SECONDS, low_open=True),
+}
 
 
 def check_quantize(mode: str | None) -> str | None:
@@ -78,36 +123,28 @@ class GenerationOptions:
         return cls(**{k: v for k, v in values.items() if k in FIELDS})
 
     def validate(self) -> None:
-        """Raise InvalidOptionError naming the first bad field."""
-        d = self.duration
-        if not _is_real(d) or d <= 0:
-            raise InvalidOptionError(f"duration must be a positive number of seconds, got {d!r}")
-        if math.isinf(d):
-            raise InvalidOptionError("duration must be finite")
-        if d > MAX_DURATION + 1e-9:
-            raise InvalidOptionError(
-                f"duration {d:g}s is longer than the {MAX_DURATION:g}s allowed"
-            )
-        if not _is_real(self.stride) or not self.stride > 0:
-            raise InvalidOptionError(
-                f"stride must be a positive number of seconds, got {self.stride!r}"
-            )
-        if not isinstance(self.top_k, int) or isinstance(self.top_k, bool) or self.top_k < 0:
-            raise InvalidOptionError(f"top_k must be an integer >= 0 (0 = off), got {self.top_k!r}")
-        if not _is_real(self.top_p) or not 0.0 <= self.top_p <= 1.0:
-            raise InvalidOptionError(f"top_p must be in [0, 1] (0 = off), got {self.top_p!r}")
-        if not _is_real(self.temperature) or self.temperature <= 0:
-            raise InvalidOptionError(
-                f"temperature must be > 0, got {self.temperature!r} (use top_k=1 for greedy)"
-            )
-        if not _is_real(self.cfg_scale) or math.isinf(self.cfg_scale):
-            raise InvalidOptionError(f"cfg_scale must be a finite number, got {self.cfg_scale!r}")
-        if self.seed is not None and (
-            not isinstance(self.seed, int)
-            or isinstance(self.seed, bool)
-            or not 0 <= self.seed < 2**63
-        ):
-            raise InvalidOptionError(f"seed must be an integer in [0, 2**63), got {self.seed!r}")
+        """Raise InvalidOptionError naming the first bad field and its range (BOUNDS)."""
+        for name, (kind, hint) in _KINDS.items():
+            value = getattr(self, name)
+            if value is None and name == "seed":
+                continue
+            is_kind = _is_integer(value) if kind == "an integer" else _is_real(value)
+            if not is_kind or not BOUNDS[name].holds(value):
+                raise InvalidOptionError(
+                    f"{name} must be {kind} in {BOUNDS[name]}{hint}, got {value!r}"
+                )
+
+
+# How each field is described when refused: its kind, and what its special values mean.
+_KINDS: dict[str, tuple[str, str]] = {
+    "duration": ("a number of seconds", ""),
+    "top_k": ("an integer", " (1 = greedy, 0 = off)"),
+    "top_p": ("a number", " (0 = off)"),
+    "temperature": ("a number", " (use top_k=1 for greedy)"),
+    "cfg_scale": ("a number", " (1 = no guidance)"),
+    "seed": ("an integer", " (or None: a fresh seed each call)"),
+    "stride": ("a number of seconds", " (at most the model's window)"),
+}
 
 
 def _fields() -> str:
@@ -116,6 +153,17 @@ def _fields() -> str:
 
 def _is_real(x: object) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and not math.isnan(x)
+
+
+def _show(x: float) -> str:
+    """A bound as people write it: 2**63 for the seed's, else the shortest form."""
+    if isinstance(x, int) and x > 2**32 and x & (x - 1) == 0:
+        return f"2**{x.bit_length() - 1}"
+    return f"{x:g}"
+
+
+def _is_integer(x: object) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
 
 
 DEFAULTS = GenerationOptions()

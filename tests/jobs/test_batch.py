@@ -211,7 +211,7 @@ def test_failing_rows_are_recorded_and_the_job_goes_on(
     entries = {e["row"]: e for e in manifest(out)}
     assert [r for r, e in entries.items() if e["status"] == "done"] == [1, 7]
     assert "duration must be a number" in entries[2]["error"]
-    assert "duration must be a positive" in entries[3]["error"]
+    assert "duration must be a number of seconds in (0, 3600]" in entries[3]["error"]
     assert "unknown format" in entries[4]["error"]
     assert "inside the output folder" in entries[5]["error"]
     assert entries[6]["error"] and entries[6]["settings"]["duration"] == 0.2

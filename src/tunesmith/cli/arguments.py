@@ -16,12 +16,12 @@ from typing import Any
 from ..errors import InvalidOptionError
 from ..options import (
     AUDIO_FORMATS,
+    BOUNDS,
     DEFAULT_MODEL,
     DEFAULTS,
     NORMALIZE_MODES,
     QUANTIZE_MODES,
     WAV_SUBTYPES,
-    WINDOW_SECONDS,
     GenerationOptions,
     check_quantize,
 )
@@ -105,7 +105,8 @@ def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
         "--duration",
         type=float,
         default=d.duration,
-        help=f"seconds of new music (default {d.duration:g}; past 30 s the window slides)",
+        help=f"seconds of new music, in {BOUNDS['duration']} (default {d.duration:g}; past 30 s "
+        "the window slides)",
     )
     parser.add_argument(
         "--seed", type=int, default=d.seed, help="random seed: the same seed gives the same music"
@@ -114,31 +115,34 @@ def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
         "--top-k",
         type=int,
         default=d.top_k,
-        help=f"sample from the k likeliest tokens (1 = greedy, 0 = off; default {d.top_k})",
+        help=f"sample from the k likeliest tokens, in {BOUNDS['top_k']} (1 = greedy, 0 = off; "
+        f"default {d.top_k})",
     )
     parser.add_argument(
         "--top-p",
         type=float,
         default=d.top_p,
-        help=f"nucleus sampling threshold (0 = off; default {d.top_p:g})",
+        help=f"nucleus sampling threshold, in {BOUNDS['top_p']} (0 = off; default {d.top_p:g})",
     )
     parser.add_argument(
         "--temperature",
         type=float,
         default=d.temperature,
-        help=f"softmax temperature (> 0; default {d.temperature:g})",
+        help=f"softmax temperature, in {BOUNDS['temperature']} (default {d.temperature:g})",
     )
     parser.add_argument(
         "--cfg",
         type=float,
         default=d.cfg_scale,
-        help=f"classifier-free guidance scale (1 = none; default {d.cfg_scale:g})",
+        help=f"classifier-free guidance scale, in {BOUNDS['cfg_scale']} (1 = none; "
+        f"default {d.cfg_scale:g})",
     )
     parser.add_argument(
         "--stride",
         type=float,
         default=d.stride,
-        help=f"long form: seconds each new window adds (default {d.stride:g})",
+        help=f"long form: seconds each new window adds, in {BOUNDS['stride']} "
+        f"(default {d.stride:g})",
     )
 
 
@@ -165,16 +169,12 @@ def add_output_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def generation_options(args: argparse.Namespace) -> GenerationOptions:
-    """The sampling arguments as one validated GenerationOptions (before any model work)."""
-    options = GenerationOptions(
+    """The sampling arguments as one validated GenerationOptions (before any model work): its
+    checks (options.BOUNDS) are the ones the HTTP API makes."""
+    return GenerationOptions(
         duration=args.duration, top_k=args.top_k, top_p=args.top_p,
         temperature=args.temperature, cfg_scale=args.cfg, seed=args.seed, stride=args.stride,
     )  # fmt: skip
-    if options.stride > WINDOW_SECONDS:
-        raise InvalidOptionError(
-            f"--stride {options.stride:g}s is longer than the {WINDOW_SECONDS:g}s window"
-        )
-    return options
 
 
 def check_machine(args: argparse.Namespace) -> None:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from ..options import AUDIO_FORMATS, DEFAULTS, MAX_DURATION, WINDOW_SECONDS, GenerationOptions
+from ..options import AUDIO_FORMATS, BOUNDS, DEFAULTS, GenerationOptions
 
 Status = Literal["queued", "running", "done", "failed", "cancelled", "interrupted"]
 if TYPE_CHECKING:
@@ -30,6 +30,12 @@ def _whole_number(value: Any) -> Any:
     return value
 
 
+def _bounded(name: str, **field: Any) -> Any:
+    """A Field holding the setting's range from `options.BOUNDS`, where it is defined once
+    (GenerationOptions, hence the CLI, checks the same range)."""
+    return Field(**field, **BOUNDS[name].as_field())
+
+
 class GenerationRequest(BaseModel):
     """What to make. Defaults follow audiocraft's MusicGen (and the `tunesmith` CLI)."""
 
@@ -47,44 +53,43 @@ class GenerationRequest(BaseModel):
         max_length=MAX_PROMPT_CHARS,
         description='Text describing the music; "" makes unconditional music.',
     )
-    duration: float = Field(
+    duration: float = _bounded(
+        "duration",
         default=DEFAULTS.duration,
-        gt=0,
-        le=MAX_DURATION,
         description="Seconds of new music; past the model's 30 s window the piece is continued "
         "window by window (long form, see `stride`).",
     )
-    top_k: int = Field(
+    top_k: int = _bounded(
+        "top_k",
         default=DEFAULTS.top_k,
-        ge=0,
-        le=100_000,
         description="Sample from the k likeliest (0 = off).",
     )
-    top_p: float = Field(
-        default=DEFAULTS.top_p, ge=0, le=1, description="Nucleus sampling mass (0 = off)."
+    top_p: float = _bounded(
+        "top_p",
+        default=DEFAULTS.top_p,
+        description="Nucleus sampling mass (0 = off).",
     )
-    temperature: float = Field(
-        default=DEFAULTS.temperature, gt=0, le=100, description="Softmax temperature."
+    temperature: float = _bounded(
+        "temperature",
+        default=DEFAULTS.temperature,
+        description="Softmax temperature.",
     )
-    cfg_scale: float = Field(
+    cfg_scale: float = _bounded(
+        "cfg_scale",
         default=DEFAULTS.cfg_scale,
-        ge=0,
-        le=100,
         description="Classifier-free guidance (1 = none, 0 = unconditional).",
     )
-    seed: int | None = Field(
+    seed: int | None = _bounded(
+        "seed",
         default=None,
-        ge=0,
-        lt=2**63,
         description="Makes the result reproducible; seeded jobs run alone.",
     )
     format: AudioFormat = Field(
         default=AUDIO_FORMATS[0], description="Audio file format of the result."
     )
-    stride: float = Field(
+    stride: float = _bounded(
+        "stride",
         default=DEFAULTS.stride,
-        gt=0,
-        le=WINDOW_SECONDS,
         description="Long form: seconds each window past the first adds.",
     )
     audio_prompt: str | None = Field(
