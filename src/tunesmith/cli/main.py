@@ -4,12 +4,19 @@
 from __future__ import annotations
 
 import argparse
+import os
+import select
+import signal
 import sys
 from typing import NoReturn
 
 from .. import __version__
 from ..errors import TunesmithError
 from . import batch, generate, models, serve, train
+
+# The status of a program whose output pipe was closed (`| head`): killed by SIGPIPE, as a
+# shell reports it.
+PIPE_ENDED = 128 + getattr(signal, "SIGPIPE", 13)
 
 
 class Parser(argparse.ArgumentParser):
@@ -29,6 +36,26 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; its exit status. A reader of stdout that stops early (`| head`) ends
+    the command quietly, as it ends Unix tools."""
+    try:
+        try:
+            code = _run(argv)
+        except SystemExit:  # --help, --version and usage errors: their text is out first
+            sys.stdout.flush()
+            raise
+        sys.stdout.flush()  # here, not at exit, where a closed pipe is a traceback
+        return code
+    except BrokenPipeError:
+        if not stdout_closed():
+            raise
+        # Whatever is still buffered for stdout goes nowhere (Python's docs, "Note on SIGPIPE").
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return PIPE_ENDED
+
+
+def _run(argv: list[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
@@ -37,8 +64,21 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.run(args) or 0)
     except TunesmithError as err:
-        print(f"tunesmith: error: {err}", file=sys.stderr)
+        for line in str(err).splitlines():  # one line, or one per item of a list
+            print(f"tunesmith: error: {line}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("tunesmith: interrupted", file=sys.stderr)
         return 130
+
+
+def stdout_closed() -> bool:
+    """Whether stdout is a pipe its reader has closed (a broken pipe elsewhere, a socket, is
+    a real error). Where poll cannot tell, assume it is."""
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        events = poller.poll(0)
+    except (AttributeError, OSError, ValueError):
+        return True
+    return any(mask & (select.POLLERR | select.POLLHUP) for _, mask in events)
