@@ -12,6 +12,7 @@ import dataclasses
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import PurePath
 from typing import Any
 
 from .errors import InvalidOptionError
@@ -73,6 +74,19 @@ BOUNDS: dict[str, Bounds] = {
     "seed": Bounds(0, 2**63, high_open=True),
     "stride": Bounds(0, WINDOW_SECONDS, low_open=True),
 }
+
+
+def audio_extension(name: str, what: str = "output") -> str:
+    """The format a file name's extension names ("" for none). An extension tunesmith does not
+    write is refused (libsndfile would write AIFF for .aiff, or a .wav be added after it),
+    so that the CLI and batch rows write only the formats they list."""
+    suffix = PurePath(name).suffix.lower().lstrip(".")
+    if suffix and suffix not in AUDIO_FORMATS:
+        listed = ", ".join(f".{f}" for f in AUDIO_FORMATS[:-1]) + f" or .{AUDIO_FORMATS[-1]}"
+        raise InvalidOptionError(
+            f"{what} {name!r} ends in .{suffix}, which tunesmith does not write: end it in {listed}"
+        )
+    return suffix
 
 
 def check_quantize(mode: str | None) -> str | None:

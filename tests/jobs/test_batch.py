@@ -193,31 +193,77 @@ def test_interrupted_job_resumes_without_redoing_rows(
     assert main(argv) == 0 and [p.name for p in saved] == [entries[3]["file"]]
 
 
-def test_failing_rows_are_recorded_and_the_job_goes_on(
-    main: Main, tiny_checkpoint: Path, tmp_path: Path, capsys
+def test_bad_rows_are_listed_before_the_model_loads(
+    main: Main, tmp_path: Path, monkeypatch, capsys
+) -> None:
+    """Every row that cannot run, with its line in the file and why; nothing made or written."""
+    no_model(monkeypatch)
+    csv = tmp_path / "p.csv"
+    csv.write_text(
+        "prompt,duration,seed,file\n"
+        'good,,,\nnegative,-2,,\n\n"two\nlines",,abc,\nclip,,,x.aiff\nfine,,3,\n'
+    )
+    out = tmp_path / "out"
+    assert main(["batch", str(csv), "--out-dir", str(out)]) == 1
+    assert capsys.readouterr().err.splitlines() == [
+        f"tunesmith: error: {csv} line 3: duration must be a number of seconds in (0, 3600], "
+        "got -2.0",
+        f"tunesmith: error: {csv} line 5: seed must be a whole number, got 'abc'",
+        f"tunesmith: error: {csv} line 7: file 'x.aiff' ends in .aiff, which tunesmith does "
+        "not write: end it in .wav, .flac, .mp3 or .ogg",
+        "tunesmith: error: 3 of 5 rows cannot run, so nothing was made: fix them, or add "
+        "--skip-bad-rows to make the other 2",
+    ]
+    assert not out.exists()
+    jsonl = tmp_path / "p.jsonl"
+    jsonl.write_text('# a comment\n{"prompt": "a"}\n\n{"prompt": "b", "top_p": 2}\n')
+    assert main(["batch", str(jsonl), "--out-dir", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert f"{jsonl} line 4: top_p must be a number in [0, 1]" in err and "1 of 2 rows" in err
+    assert not out.exists()
+
+
+def test_skip_bad_rows_makes_the_others(
+    main: Main, tiny_checkpoint: Path, tmp_path: Path, monkeypatch, capsys
 ) -> None:
     (tmp_path / "p.csv").write_text(
         "prompt,duration,format,file\n"
         "good one,,,\nbad duration,abc,,\nnegative,-1,,\nbad format,,xyz,\n"
-        "escapes,,,../evil.wav\nblocked,,,blocker/x.wav\ngood two,,,\n"
+        "escapes,,,../evil.wav\nblocked,,,blocker/x.wav\ngood two,,,\nwrite fails,,,\n"
     )
     out = tmp_path / "out"
     out.mkdir()
     (out / "blocker").write_text("a file where a folder is needed")
+    real_save = batch.save_clip
+
+    def save(path: Path, *args, **kwargs) -> None:  # a failure only writing can find
+        if "write-fails" in path.name:
+            raise OSError("disk full")
+        real_save(path, *args, **kwargs)
+
+    monkeypatch.setattr(batch, "save_clip", save)
     argv = ["batch", str(tmp_path / "p.csv"), "--out-dir", str(out), "--duration", "0.2"]
-    assert main([*argv, *model_args(tiny_checkpoint)]) == 1
-    err = capsys.readouterr().err.strip().splitlines()[-1]
-    assert err.startswith("batch: 2 done, 5 failed")
+    argv += ["--skip-bad-rows", *model_args(tiny_checkpoint)]
+    assert main(argv) == 1  # the write that failed
+    err = capsys.readouterr().err.strip().splitlines()
+    skipped = [line for line in err if line.startswith("skipping")]
+    assert [line.split(":")[0] for line in skipped] == [
+        f"skipping {tmp_path / 'p.csv'} line {n}" for n in (3, 4, 5, 6, 7)
+    ]
+    assert "'blocker' in the output folder is a file" in skipped[4]
+    assert err[-1].startswith("batch: 2 done, 1 failed, 0 already done, 5 bad rows skipped")
     entries = {e["row"]: e for e in manifest(out)}
     assert [r for r, e in entries.items() if e["status"] == "done"] == [1, 7]
     assert "duration must be a number" in entries[2]["error"]
     assert "duration must be a number of seconds in (0, 3600]" in entries[3]["error"]
     assert "unknown format" in entries[4]["error"]
     assert "inside the output folder" in entries[5]["error"]
-    assert entries[6]["error"] and entries[6]["settings"]["duration"] == 0.2
+    assert "is a file" in entries[6]["error"]
+    assert "disk full" in entries[8]["error"] and entries[8]["settings"]["duration"] == 0.2
     assert not (tmp_path / "evil.wav").exists()
-    assert main([*argv, *model_args(tiny_checkpoint)]) == 1  # failures retried, done kept
-    assert "2 already done" in capsys.readouterr().err
+    monkeypatch.setattr(batch, "save_clip", real_save)
+    assert main(argv) == 0  # failures retried, done kept; bad rows still skipped
+    assert "2 already done, 5 bad rows skipped" in capsys.readouterr().err
 
 
 def test_from_manifest_reproduces_the_samples(

@@ -21,7 +21,8 @@ from .arguments import (
 )
 
 if TYPE_CHECKING:  # jobs.batch imports torch: not at the CLI's start
-    from ..jobs.batch import JobOptions
+    from ..jobs.batch import JobOptions, Summary
+    from ..jobs.prompts_file import Row
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -40,6 +41,12 @@ def register(commands: argparse._SubParsersAction) -> None:
     batch.add_argument("--out-dir", required=True, help="folder for the clips and manifest")
     batch.add_argument(
         "--batch-size", type=int, default=4, help="prompts generated together (default 4)"
+    )
+    batch.add_argument(
+        "--skip-bad-rows",
+        action="store_true",
+        help="make the rows that can run and skip those that cannot (default: list them all and "
+        "stop before loading the model)",
     )
     add_model_arguments(batch)
     add_sampling_arguments(batch)
@@ -83,7 +90,7 @@ def run_batch_command(args: argparse.Namespace) -> int:
     check_plot(args)
     check_machine(args)
     check_model_argument(args.model)
-    rows = read_prompts(args.prompts_file, defaults, args.format)
+    rows = check_rows(args, out_dir, read_prompts(args.prompts_file, defaults, args.format))
     options = JobOptions(
         batch_size=args.batch_size, normalize=args.normalize or "loudness",
         wav_subtype=args.wav_subtype, plot=args.plot, seed=args.seed,
@@ -99,14 +106,37 @@ def run_batch_command(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         say("interrupted: finished rows are in the manifest; rerun to resume")
         raise
-    say(
-        f"batch: {len(summary.done)} done, {len(summary.failed)} failed, "
-        f"{len(summary.skipped)} already done (manifest: {out_dir / 'manifest.jsonl'})"
-    )
-    return 1 if summary.failed else 0
+    failed, counts = tally(summary, rows)
+    say(f"batch: {counts} (manifest: {out_dir / 'manifest.jsonl'})")
+    return 1 if failed else 0
 
 
-def run_on_cluster(args: argparse.Namespace, rows: list, options: JobOptions) -> int:
+def check_rows(args: argparse.Namespace, out_dir: Path, rows: list[Row]) -> list[Row]:
+    """Every row checked before the model loads (its values, its file, where the file goes):
+    the bad ones listed, each with its line and why, and the job stopped; or with
+    --skip-bad-rows, each said and skipped."""
+    from ..jobs.prompts_file import BatchFileError, bad_rows_report, check_destinations
+
+    if "://" not in args.out_dir:
+        rows = check_destinations(rows, out_dir)
+    bad = [row for row in rows if row.error is not None]
+    if bad and not args.skip_bad_rows:
+        raise BatchFileError(bad_rows_report(args.prompts_file, rows))
+    for row in bad:
+        say(f"skipping {args.prompts_file} line {row.line}: {row.error}")
+    return rows
+
+
+def tally(summary: Summary, rows: list[Row]) -> tuple[list[int], str]:
+    """(the rows that failed while made, the summary's counts in words); bad rows skipped
+    are counted apart."""
+    bad = {row.number for row in rows if row.error is not None}
+    failed = [n for n in summary.failed if n not in bad]
+    counts = f"{len(summary.done)} done, {len(failed)} failed, {len(summary.skipped)} already done"
+    return failed, counts + (f", {len(bad)} bad rows skipped" if bad else "")
+
+
+def run_on_cluster(args: argparse.Namespace, rows: list[Row], options: JobOptions) -> int:
     """`batch --ray`: the same job over Ray replicas; one line, then each replica's figures."""
     from ..jobs.cluster import ClusterOptions, ModelSpec, require_ray, run_on_ray
 
@@ -129,9 +159,9 @@ def run_on_cluster(args: argparse.Namespace, rows: list, options: JobOptions) ->
     except KeyboardInterrupt:
         say("interrupted: finished rows are in the manifest; rerun to resume")
         raise
+    failed, counts = tally(summary, rows)
     say(
-        f"batch on ray: {len(summary.done)} done, {len(summary.failed)} failed, "
-        f"{len(summary.skipped)} already done in {summary.wall_seconds:.1f} s "
+        f"batch on ray: {counts} in {summary.wall_seconds:.1f} s "
         f"(manifest: {args.out_dir.rstrip('/')}/manifest.jsonl)"
     )
     for index, stats in sorted(summary.replicas.items()):
@@ -140,4 +170,4 @@ def run_on_cluster(args: argparse.Namespace, rows: list, options: JobOptions) ->
             f"  replica {index} on {stats.node}: {stats.rows} rows, {stats.audio_seconds:.1f} s "
             f"of audio, {rate:.1f} rows/min busy"
         )
-    return 1 if summary.failed else 0
+    return 1 if failed else 0

@@ -10,7 +10,8 @@ name inside the output folder (default `NNN-words-of-the-prompt.wav`); its exten
 format, else `format`, else the command line's `--format`, else wav.
 
 A file that cannot be read, or that names unknown columns, raises BatchFileError; a row with a
-bad value becomes a Row with `error` set, recorded as failed while the job goes on.
+bad value becomes a Row with `error` set (and its line in the file), so that every bad row can
+be listed before any model loads (`bad_rows_report`), or skipped.
 """
 
 from __future__ import annotations
@@ -29,11 +30,12 @@ from typing import Any
 
 from .. import __version__
 from ..errors import TunesmithError
-from ..options import AUDIO_FORMATS, DEFAULTS, GenerationOptions
+from ..options import AUDIO_FORMATS, DEFAULTS, GenerationOptions, audio_extension
 
 COLUMNS = ("prompt", "duration", "seed", "top_k", "top_p", "temperature", "cfg", "file", "format")
 _FIELD = {"cfg": "cfg_scale"}  # a column's GenerationOptions field, where the names differ
 Entry = dict[str, Any]
+Numbered = list[tuple[int, dict[str, Any]]]  # (the line a row starts on, its fields)
 
 
 class BatchFileError(TunesmithError):
@@ -56,7 +58,8 @@ def options_from_record(record: dict[str, Any]) -> GenerationOptions:
 
 @dataclass(frozen=True)
 class Row:
-    """One output to make: row number (1-based, in file order), prompt, settings, file."""
+    """One output to make: row number (1-based, in file order), prompt, settings, file, and
+    the line of the prompts file it starts on."""
 
     number: int
     prompt: str | None
@@ -65,6 +68,7 @@ class Row:
     file: str
     format: str
     error: str | None = None
+    line: int = 0
 
     def settings_record(self, seed: int | None) -> dict[str, Any]:
         """Settings as the manifest stores them, with the seed actually used."""
@@ -117,18 +121,54 @@ def read_prompts(
     if not raw:
         raise BatchFileError(f"prompts file {str(source)!r} has no prompts")
     width = max(3, len(str(len(raw))))
-    rows = [_row(i, fields, defaults, default_format, width) for i, fields in enumerate(raw, 1)]
+    rows = [
+        dataclasses.replace(_row(i, fields, defaults, default_format, width), line=line)
+        for i, (line, fields) in enumerate(raw, 1)
+    ]
     return _refuse_shared_files(rows)
 
 
-def _lines(text: str, source: Path, is_json: bool) -> list[dict[str, Any]]:
-    rows = []
+def check_destinations(rows: list[Row], folder: Path) -> list[Row]:
+    """The rows, with an error on each whose file cannot be made in `folder` as it stands (a
+    file where the row needs a folder, or a folder where it needs a file)."""
+    out = []
+    for row in rows:
+        error = None if row.error else _destination_error(row.file, folder)
+        out.append(
+            dataclasses.replace(row, settings=None, seed=None, error=error) if error else row
+        )
+    return out
+
+
+def _destination_error(file: str, folder: Path) -> str | None:
+    name = Path(file)
+    for parent in reversed(name.parents[:-1]):  # from the top: "a", then "a/b"
+        if (folder / parent).exists() and not (folder / parent).is_dir():
+            return f"file {file!r}: {parent.as_posix()!r} in the output folder is a file"
+    if (folder / name).is_dir():
+        return f"file {file!r} is a folder in the output folder"
+    return None
+
+
+def bad_rows_report(source: str | os.PathLike[str], rows: list[Row]) -> str:
+    """Each row that cannot run, a line each (where it is in the file, and why), then what
+    to do."""
+    bad = [row for row in rows if row.error is not None]
+    lines = [f"{os.fspath(source)} line {row.line}: {row.error}" for row in bad]
+    others = len(rows) - len(bad)
+    way = f", or add --skip-bad-rows to make the other {others}" if others else ""
+    lines.append(f"{len(bad)} of {len(rows)} rows cannot run, so nothing was made: fix them{way}")
+    return "\n".join(lines)
+
+
+def _lines(text: str, source: Path, is_json: bool) -> Numbered:
+    rows: Numbered = []
     for number, line in enumerate(text.splitlines(), 1):
         line = line.strip()
         if not line or line.startswith("#"):
             continue
         if not is_json:
-            rows.append({"prompt": line})
+            rows.append((number, {"prompt": line}))
             continue
         try:
             fields = json.loads(line)
@@ -137,18 +177,20 @@ def _lines(text: str, source: Path, is_json: bool) -> list[dict[str, Any]]:
         if not isinstance(fields, dict):
             raise BatchFileError(f"{source} line {number}: expected a JSON object")
         _check_columns(fields, source, f" line {number}")
-        rows.append(fields)
+        rows.append((number, fields))
     return rows
 
 
-def _csv(text: str, source: Path) -> list[dict[str, Any]]:
+def _csv(text: str, source: Path) -> Numbered:
     reader = csv.reader(io.StringIO(text, newline=""))
     header = [name.strip().lower() for name in next(reader, [])]
     if "prompt" not in header:
         raise BatchFileError(f"{source}: the CSV header must name a 'prompt' column")
     _check_columns(dict.fromkeys(header), source, "")
-    rows = []
+    rows: Numbered = []
+    read = reader.line_num  # lines read so far (a quoted cell may span several)
     for cells in reader:
+        start, read = read + 1, reader.line_num
         if not any(cell.strip() for cell in cells):
             continue
         pairs = zip(header, cells, strict=False)  # short rows: missing cells are empty
@@ -156,7 +198,7 @@ def _csv(text: str, source: Path) -> list[dict[str, Any]]:
         fields.setdefault("prompt", "")
         if len(cells) > len(header):
             fields["_error"] = f"{len(cells)} cells for {len(header)} columns"
-        rows.append(fields)
+        rows.append((start, fields))
     return rows
 
 
@@ -216,8 +258,8 @@ def output_name(
     name = Path(str(file))
     if name.is_absolute() or ".." in name.parts or not name.name:
         raise ValueError(f"file {str(file)!r} must be a name inside the output folder")
-    suffix = name.suffix.lower().lstrip(".")
-    if suffix in AUDIO_FORMATS:
+    suffix = audio_extension(str(file), "file")
+    if suffix:
         if fmt is not None and fmt != suffix:
             raise ValueError(f"file {str(file)!r} does not match format {fmt!r}")
         fmt = suffix
@@ -260,7 +302,10 @@ def _integer(value: Any, name: str) -> int:
         return value
     if isinstance(value, str) and re.fullmatch(r"[+-]?\d+", value.strip()):
         return int(value)
-    number = _number(value, name)
+    try:
+        number = _number(value, name)
+    except ValueError:
+        raise ValueError(f"{name} must be a whole number, got {value!r}") from None
     if not number.is_integer():
         raise ValueError(f"{name} must be a whole number, got {value!r}")
     return int(number)
