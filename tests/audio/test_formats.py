@@ -95,7 +95,7 @@ def test_plot_writes_a_png(tmp_path: Path) -> None:
     from tunesmith.audio.spectrogram import plot_spectrogram, png_path
 
     target = png_path(tmp_path / "song.flac")
-    assert target == tmp_path / "song.png"
+    assert target == tmp_path / "song.flac.png"
     plot_spectrogram(clip(channels=2), RATE, target, title=PROMPT)
     assert target.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     tiny = tmp_path / "tiny.png"
@@ -135,7 +135,7 @@ def test_generate_output_options(tiny_model, tmp_path: Path) -> None:
     for index, path in enumerate(paths):
         data, _ = sf.read(str(path))
         assert np.abs(data).max() == pytest.approx(10 ** (-1 / 20), abs=1e-3)
-        assert path.with_suffix(".png").is_file()
+        assert path.with_name(path.name + ".png").is_file()
         info = json.loads(read_tags(path)["comment"])
         assert info["seed"] == 3 and info["batch"] == {"prompts": ["lofi", None], "index": index}
     assert sf.info(str(paths[0])).subtype == "PCM_24"

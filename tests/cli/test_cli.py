@@ -142,7 +142,7 @@ def test_usage_errors_are_one_line(argv: list[str], capsys) -> None:
 
 
 @pytest.mark.parametrize(
-    "output", ["/no/such/dir/out.wav", ".", "out.xyz", *(["/proc/n.wav"] * Path("/proc").is_dir())]
+    "output", ["/no/such/dir/out.wav", ".", *(["/proc/n.wav"] * Path("/proc").is_dir())]
 )
 def test_unwritable_output(output: str, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
     monkeypatch.setattr("tunesmith.musicgen.MusicGen.from_pretrained", None)
@@ -191,3 +191,40 @@ def test_melody_on_a_text_only_model_is_refused_before_loading(
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--melody needs a melody checkpoint" in err
     assert "melody=" not in err  # the CLI's words, not Python's
+
+
+@pytest.mark.parametrize("name", ["x.aiff", "x.au", "take.1", "x.flac.bak"])
+def test_an_output_format_not_listed_is_refused(
+    name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """.aiff was written as AIFF: only the four formats the README lists are written."""
+    monkeypatch.setattr("tunesmith.musicgen.MusicGen.from_pretrained", None)
+    assert main(["generate", "x", "-o", str(tmp_path / name)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "which tunesmith does not write" in err
+    assert ".wav, .flac, .mp3 or .ogg" in err and name in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_output_without_extension_is_a_wav_named_so(
+    tiny_checkpoint: Path, tmp_path: Path, capsys
+) -> None:
+    """-o song wrote WAV audio into a file named `song`: it writes song.wav, and says so."""
+    out = tmp_path / "song"
+    argv = ["generate", "x", "-o", str(out), "--duration", "0.3", "--model", str(tiny_checkpoint)]
+    assert main(argv) == 0
+    assert sf.info(str(tmp_path / "song.wav")).format == "WAV" and not out.exists()
+    assert f"wrote {tmp_path / 'song.wav'}" in capsys.readouterr().err
+
+
+def test_a_continuation_longer_than_the_window_is_refused_before_loading(
+    tiny_checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    prompt = tmp_path / "long.wav"
+    sf.write(str(prompt), [0.1, -0.1] * (4000 * 31), 8000)  # 31 s
+    monkeypatch.setattr("tunesmith.musicgen.MusicGen.from_pretrained", None)
+    argv = ["generate", "x", "-o", str(tmp_path / "o.wav"), "--continue", str(prompt)]
+    assert main([*argv, "--model", str(tiny_checkpoint)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("tunesmith: error: --continue")
+    assert "31.00 s" in err and "shorter than the model's 30 s window" in err

@@ -193,6 +193,19 @@ def test_interrupted_job_resumes_without_redoing_rows(
     assert main(argv) == 0 and [p.name for p in saved] == [entries[3]["file"]]
 
 
+def test_each_file_gets_its_own_picture(main: Main, tiny_checkpoint: Path, tmp_path: Path) -> None:
+    """NAME.flac, NAME.mp3 and NAME.ogg each get a picture (they shared NAME.png)."""
+    pytest.importorskip("matplotlib")
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text(
+        "".join(f'{{"prompt": "x", "file": "a.{f}"}}\n' for f in ("flac", "mp3", "ogg"))
+    )
+    argv = ["batch", str(prompts), "--out-dir", str(tmp_path / "out"), "--plot"]
+    assert main([*argv, "--duration", "0.2", *model_args(tiny_checkpoint)]) == 0
+    pictures = sorted(p.name for p in (tmp_path / "out").glob("*.png"))
+    assert pictures == ["a.flac.png", "a.mp3.png", "a.ogg.png"]
+
+
 def test_bad_rows_are_listed_before_the_model_loads(
     main: Main, tmp_path: Path, monkeypatch, capsys
 ) -> None:
@@ -301,7 +314,7 @@ def test_generate_format_normalize_plot(main: Main, tiny_checkpoint: Path, tmp_p
     )
     data, _ = sf.read(str(tmp_path / "song.flac"))
     assert np.abs(data).max() == pytest.approx(10 ** (-1 / 20), abs=1e-3)
-    assert (tmp_path / "song.png").is_file()
+    assert (tmp_path / "song.flac.png").is_file()
     assert isinstance(json.loads(read_tags(tmp_path / "song.flac")["comment"])["seed"], int)
 
 

@@ -28,8 +28,10 @@ def require_matplotlib() -> None:
 
 
 def png_path(audio_path: str | os.PathLike[str]) -> Path:
-    """Where the picture of `audio_path` goes: beside it, same stem, `.png`."""
-    return Path(audio_path).with_suffix(".png")
+    """Where the picture of `audio_path` goes: beside it, its whole name and `.png`
+    (song.flac.png), so that song.flac and song.mp3 each get their own."""
+    path = Path(audio_path)
+    return path.with_name(path.name + ".png")
 
 
 def spectrogram_db(wav: torch.Tensor, n_fft: int = N_FFT, hop: int = HOP) -> torch.Tensor:

@@ -23,6 +23,7 @@ from ..options import (
     QUANTIZE_MODES,
     WAV_SUBTYPES,
     GenerationOptions,
+    audio_extension,
     check_quantize,
 )
 
@@ -255,12 +256,13 @@ def output_paths(output: str, count: int) -> list[Path]:
 
 
 def output_with_format(output: str, fmt: str | None) -> str:
-    """OUTPUT with --format's extension added if it has none; a clash is an error."""
-    suffix = Path(output).suffix.lower().lstrip(".")
+    """OUTPUT with its format's extension: --format's (default wav) added where it has none.
+    An extension tunesmith does not write, or one that clashes with --format, is an error."""
+    suffix = audio_extension(output)
+    if not suffix and not Path(output).is_dir():  # a folder: check_writable says so
+        return f"{output}.{fmt or AUDIO_FORMATS[0]}"
     if fmt is None or suffix == fmt:
         return output
-    if not suffix:
-        return f"{output}.{fmt}"
     raise InvalidOptionError(f"output {output!r} does not end in .{fmt} (--format {fmt})")
 
 

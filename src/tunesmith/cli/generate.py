@@ -103,6 +103,7 @@ def run_generate(args: argparse.Namespace) -> int:
     inputs: dict[str, Any] = {}
     if args.continue_from is not None:
         check_audio_input("--continue", args.continue_from)
+        _check_continuation(args)
         inputs["audio_prompt"] = args.continue_from
     if args.melody is not None:
         check_audio_input("--melody", args.melody)
@@ -151,12 +152,36 @@ def _check_outputs(args: argparse.Namespace) -> list[Path]:
     return paths
 
 
-def _check_melody_model(args: argparse.Namespace) -> None:
-    """--melody needs a melody checkpoint: read its config (not its weights) to know."""
+def _model_config(args: argparse.Namespace) -> Any:
+    """The model's config (its config.json, not its weights): what some checks need before
+    the model loads."""
     from ..checkpoints.hub import resolve_checkpoint
     from ..checkpoints.loading import read_config
 
-    config = read_config(resolve_checkpoint(args.model), args.text_encoder)
+    return read_config(resolve_checkpoint(args.model), args.text_encoder)
+
+
+def _check_continuation(args: argparse.Namespace) -> None:
+    """--continue's audio leaves room in the model's window (else generation would refuse it
+    only once the model is loaded)."""
+    import soundfile as sf
+
+    config = _model_config(args)
+    info = sf.info(args.continue_from)
+    seconds = info.frames / info.samplerate
+    codec = config.audio_encoder
+    frame = codec.hop_length / codec.sampling_rate
+    if seconds >= config.max_duration or seconds < frame:
+        raise InvalidOptionError(
+            f"--continue file {args.continue_from!r} is {seconds:.2f} s: it must be at least "
+            f"one frame ({frame:.2f} s) and shorter than the model's {config.max_duration:g} s "
+            "window"
+        )
+
+
+def _check_melody_model(args: argparse.Namespace) -> None:
+    """--melody needs a melody checkpoint: read its config (not its weights) to know."""
+    config = _model_config(args)
     if config.melody is None:
         raise InvalidOptionError(
             f"--melody needs a melody checkpoint (such as facebook/musicgen-melody); "
