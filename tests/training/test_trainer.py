@@ -59,7 +59,34 @@ def test_a_run_writes_adapter_log_plot_and_cache(clips, tiny_checkpoint, tmp_pat
         _train(clips, tiny_checkpoint, out, "--val-share", "0.25", "--resume", "--lora-rank", "8")
         == 1
     )
-    assert "lora-rank was 16, now 8" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "lora-rank was 16, now 8" in err
+    assert "start a new run with another --out" in err and "--steps" in err  # the way forward
+
+
+def test_a_finished_run_is_extended_by_a_larger_steps(clips, tiny_checkpoint, tmp_path, capsys):
+    out = tmp_path / "run"
+    exact = ("--val-share", "0", "--precision", "fp32")
+    assert _train(clips, tiny_checkpoint, out, *exact) == 0
+    six = load_file(str(out / "adapter" / "adapter_model.safetensors"))
+    capsys.readouterr()
+    # --resume alone continues the run as it was planned: finished, and it says how to extend
+    argv = ["train", str(clips), "--model", str(tiny_checkpoint), "--out", str(out), "--resume"]
+    assert main([*argv, *exact, "--segment-seconds", "1", "--batch-size", "2"]) == 0
+    err = capsys.readouterr().err
+    assert "resumed at step 6 of 6" in err and "a larger --steps" in err
+    # fewer steps than are done: refused, saying what would do
+    assert _train(clips, tiny_checkpoint, out, *exact, "--resume", "--steps", "4") == 1
+    err = capsys.readouterr().err
+    assert "at step 6" in err and "--steps 6 or more" in err
+
+    assert _train(clips, tiny_checkpoint, out, *exact, "--resume", "--steps", "7") == 0
+    assert "resumed at step 6 of 7" in capsys.readouterr().err
+    seven = load_file(str(out / "adapter" / "adapter_model.safetensors"))
+    # the 7th step learned: it ran at the 7-step schedule's rate, not the finished run's 0
+    assert any(not torch.equal(six[k], seven[k]) for k in six)
+    log = [json.loads(x) for x in (out / "train.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [1, 2, 3, 4, 5, 6, 7]
 
 
 def test_resume_after_ctrl_c_gives_the_uninterrupted_result(

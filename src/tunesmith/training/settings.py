@@ -1,7 +1,8 @@
 """Every setting of a fine-tuning run, in one frozen dataclass with its defaults and checks.
 
 The fields that shape the result (`RESUME_KEYS`) are written beside the run's state; a
-`--resume` with other values is refused, naming each difference.
+`--resume` with other values is refused, naming each difference. The run's length (`--steps`,
+`--epochs`) may change on resume: a larger one extends a finished run.
 """
 
 from __future__ import annotations
@@ -95,21 +96,33 @@ class TrainSettings:
         return self.warmup_steps if self.warmup_steps is not None else max(1, total // 20)
 
     def record(self) -> dict[str, Any]:
-        """The settings a resumed run must share, as JSON."""
+        """The settings a resumed run must share, and its length, as JSON."""
         values = dataclasses.asdict(self)
         values["lora_targets"] = list(self.lora_targets)
-        return {key: values[key] for key in RESUME_KEYS}
+        return {key: values[key] for key in (*RESUME_KEYS, *LENGTH_KEYS)}
 
 
-# What a resumed run must share with the run it continues (how often it saves may change).
+# The run's length: a resume may change it (a larger one extends the run).
+LENGTH_KEYS = ("steps", "epochs")
+# What a resumed run must share with the run it continues: all but its length, how often it
+# saves, and whether it recomputes layers in the backward pass (memory, not results).
 RESUME_KEYS = tuple(
-    f.name for f in dataclasses.fields(TrainSettings) if f.name not in ("save_every",)
+    f.name
+    for f in dataclasses.fields(TrainSettings)
+    if f.name not in (*LENGTH_KEYS, "save_every", "grad_checkpointing")
 )
 
 
 def default(name: str) -> Any:
     """A field's default (what the CLI shows and uses): read from the dataclass, not repeated."""
     return next(f.default for f in dataclasses.fields(TrainSettings) if f.name == name)
+
+
+def resumed(settings: TrainSettings, saved: dict[str, Any]) -> TrainSettings:
+    """The settings a --resume runs with: the saved run's length where none is given."""
+    if settings.steps is None and settings.epochs is None:
+        return dataclasses.replace(settings, steps=saved.get("steps"), epochs=saved.get("epochs"))
+    return settings
 
 
 def differences(saved: dict[str, Any], now: dict[str, Any]) -> list[str]:

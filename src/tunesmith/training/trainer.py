@@ -5,7 +5,8 @@ folder, the data set and its captions, the model, a --resume's settings. Then th
 encoded once into the code cache, and the decoder trained (LoRA, or the whole of it) with
 AdamW, a linear warm-up then a cosine decay, and gradient clipping. T5 and EnCodec stay
 frozen. State is saved every --save-every steps and on Ctrl-C; --resume continues from it
-with the same data order.
+with the same data order, and a larger --steps (or --epochs) extends the run: the warm-up
+stays the run's, and the cosine decay stretches to end at the new last step.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from .lora import add_lora, export_adapter, store_frozen_linears, targeted
 from .objective import codebook_loss
 from .plot import plot_losses
 from .run_files import RunFiles, prepare
-from .settings import TrainSettings, differences
+from .settings import TrainSettings, differences, resumed
 
 Say = Callable[[str], None]
 
@@ -61,7 +62,7 @@ def train(
     """Run (or continue) one fine-tuning run; what it wrote, and its losses."""
     files = prepare(out)
     examples = find_examples(data, settings.default_caption)
-    _check_resume(files, settings, resume)
+    settings = _check_resume(files, settings, resume)
     source = resolve_checkpoint(settings.model)
     config = read_config(source, settings.text_encoder)
     if config.melody is not None:
@@ -137,9 +138,9 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(
             self.params.values(), lr=settings.learning_rate, weight_decay=settings.weight_decay
         )
-        warmup = settings.warmup(self.total)
+        self.warmup = settings.warmup(self.total)  # a resumed run keeps its own (`_load_state`)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda step: _schedule(step, warmup, self.total)
+            self.optimizer, lambda step: _schedule(step, self.warmup, self.total)
         )
         self.order = EpochOrder(len(segments), settings.batch_size, settings.seed)
         self.texts = TextStates(model)
@@ -152,8 +153,12 @@ class Trainer:
         from tqdm import tqdm
 
         if resume:
-            self._load_state()
+            planned = self._load_state()
             say(f"resumed at step {self.step} of {self.total}")
+            if self.step == self.total:
+                say("the run is finished: a larger --steps (or --epochs) extends it")
+            elif planned not in (None, self.total):
+                say(f"the run now ends at step {self.total}, not {planned}")
         trainable = sum(p.numel() for p in self.params.values())
         say(
             f"training {'the whole decoder' if self.settings.full else 'LoRA'}: "
@@ -274,6 +279,8 @@ class Trainer:
             "params": {n: p.detach().cpu() for n, p in self.params.items()},
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
+            "total": self.total,
+            "warmup": self.warmup,
         }
         tmp = self.files.state.with_suffix(".tmp")
         torch.save(state, tmp)
@@ -288,36 +295,62 @@ class Trainer:
             )  # fmt: skip
         plot_losses(self.files.read_log(), self.files.plot)
 
-    def _load_state(self) -> None:
+    def _load_state(self) -> int | None:
+        """Continue from the saved state; the run's length as it was saved (None: not saved)."""
         state = torch.load(self.files.state, map_location=self.device, weights_only=True)
+        step = int(state["step"])
+        if step > self.total:
+            raise TrainingDataError(
+                f"--resume: the run is at step {step}, past the {self.total} steps asked for: "
+                f"give --steps {step} or more (more extends the run), or leave --steps and "
+                "--epochs out to finish it as planned"
+            )
         with torch.no_grad():
             for name, value in state["params"].items():
                 self.params[name].copy_(value)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.order.epoch, self.order.position = state["order"]
-        self.step = int(state["step"])
+        self.step = step
+        self.warmup = int(state.get("warmup", self.warmup))
+        # The next step's rate from the schedule of the run's length now (a longer run's is
+        # above the finished run's last rate, 0); the same rate when the length is unchanged.
+        for group, base, factor in zip(
+            self.optimizer.param_groups,
+            self.scheduler.base_lrs,
+            self.scheduler.lr_lambdas,
+            strict=True,
+        ):
+            group["lr"] = base * factor(self.scheduler.last_epoch)
         # Log lines past the saved step were never saved: drop them, the rerun writes them.
         kept = [r for r in self.files.read_log() if r["step"] <= self.step]
         self.files.log.write_text("".join(json.dumps(r) + "\n" for r in kept))
+        return state.get("total")
 
 
-def _check_resume(files: RunFiles, settings: TrainSettings, resume: bool) -> None:
+def _check_resume(files: RunFiles, settings: TrainSettings, resume: bool) -> TrainSettings:
+    """The settings to run with: a resumed run's must mean what the saved run's did (its
+    length aside, which may grow)."""
     if not resume:
         if files.state.is_file():
             raise TrainingDataError(
                 f"{files.root} already holds a run (state/last.pt): add --resume to continue "
                 "it, or choose another --out"
             )
-        return
+        return settings
     if not files.state.is_file() or not files.settings.is_file():
         raise TrainingDataError(f"--resume: {files.root} holds no saved run to continue")
     saved = json.loads(files.settings.read_text())
+    settings = resumed(settings, saved)
     changed = differences(saved, settings.record())
     if changed:
         raise TrainingDataError(
-            "--resume with other settings than the saved run's: " + "; ".join(changed)
+            "--resume with other settings than the saved run's: "
+            + "; ".join(changed)
+            + ": give the saved values (only --steps or --epochs may change: a larger one "
+            "extends the run), or start a new run with another --out"
         )
+    return settings
 
 
 def _schedule(step: int, warmup: int, total: int) -> float:
