@@ -14,7 +14,11 @@ call, int8 KV cache), and float32 with torch's
 F.linear, with tunesmith's float32 kernel module by module, and in one C++ call
 (`--fp32-only`: just those three). With `--threads` above 1, the C++ int8 step also runs on
 that many threads and on 1, fixed, beside the measured choice; `--busy N` keeps N cores busy
-with spinning processes meanwhile (the measured choice should then be no slower than 1).
+with spinning processes meanwhile (the measured choice should then be no slower than 1: the
+last line gives the ratios, best round against best round; this is the guard that a test in
+the default suite used to hold, where other programs on a shared machine moved it):
+
+    python benchmarks/bench_step.py --busy 1 --no-compile --no-fp32 --rounds 5
 
 Also measured in the same run: the machine's read bandwidth (a streaming sum of a 1 GiB
 buffer, far past the caches, or the float32 C++ step's own rate where that is faster),
@@ -329,6 +333,15 @@ def main() -> None:
         print(
             f"int8 generation (CFG, top-k 250, progress): {outside[0]:.2f} ms a step outside "
             f"the decoder step, beside {outside[1]:.1f} ms in it"
+        )
+    choice = runs.get("int8, the whole step in C++")
+    one = runs.get("int8, the whole step in C++, 1 thread(s) fixed")
+    many = runs.get(f"int8, the whole step in C++, {args.threads} thread(s) fixed")
+    if args.busy and choice and one and many:
+        print(
+            f"beside {args.busy} busy core(s), best round against best round: the measured "
+            f"choice took {min(choice) / min(one):.2f}x the time of 1 fixed thread, "
+            f"{args.threads} fixed threads {min(many) / min(one):.2f}x"
         )
 
 
