@@ -138,26 +138,27 @@ class GenerationOptions:
 
     def validate(self) -> None:
         """Raise InvalidOptionError naming the first bad field and its range (BOUNDS)."""
-        for name, (kind, hint) in _KINDS.items():
+        for name, (whole, kind, hint) in _KINDS.items():
             value = getattr(self, name)
             if value is None and name == "seed":
                 continue
-            is_kind = _is_integer(value) if kind == "an integer" else _is_real(value)
+            is_kind = _is_integer(value) if whole else _is_real(value)
             if not is_kind or not BOUNDS[name].holds(value):
                 raise InvalidOptionError(
                     f"{name} must be {kind} in {BOUNDS[name]}{hint}, got {value!r}"
                 )
 
 
-# How each field is described when refused: its kind, and what its special values mean.
-_KINDS: dict[str, tuple[str, str]] = {
-    "duration": ("a number of seconds", ""),
-    "top_k": ("an integer", " (1 = greedy, 0 = off)"),
-    "top_p": ("a number", " (0 = off)"),
-    "temperature": ("a number", " (use top_k=1 for greedy)"),
-    "cfg_scale": ("a number", " (1 = no guidance)"),
-    "seed": ("an integer", " (or None: a fresh seed each call)"),
-    "stride": ("a number of seconds", " (at most the model's window)"),
+# Each field in order: whether it takes whole numbers only, and how a refusal describes it
+# and its special values.
+_KINDS: dict[str, tuple[bool, str, str]] = {
+    "duration": (False, "a number of seconds", ""),
+    "top_k": (True, "an integer", " (1 = greedy, 0 = off)"),
+    "top_p": (False, "a number", " (0 = off)"),
+    "temperature": (False, "a number", " (use top_k=1 for greedy)"),
+    "cfg_scale": (False, "a number", " (1 = no guidance)"),
+    "seed": (True, "an integer", " (or None: a fresh seed each call)"),
+    "stride": (False, "a number of seconds", " (at most the model's window)"),
 }
 
 
