@@ -5,7 +5,8 @@
   command line's value.
 - .jsonl: one JSON object a line with the same keys (blank and `#` lines skipped).
 
-Optional columns: duration, seed, top_k, top_p, temperature, cfg, file, format. `file` is a
+Optional columns: duration, seed, top_k, top_p, temperature, cfg, file, format, and the
+finishing ones: bpm, key, loop (bars), fade_in, fade_out (seconds). `file` is a
 name inside the output folder (default `NNN-words-of-the-prompt.wav`); its extension picks the
 format, else `format`, else the command line's `--format`, else wav.
 
@@ -29,9 +30,11 @@ from typing import Any
 
 from .. import __version__
 from ..errors import TunesmithError
+from ..finishing.options import FinishOptions
 from ..options import AUDIO_FORMATS, DEFAULTS, GenerationOptions
 
 COLUMNS = ("prompt", "duration", "seed", "top_k", "top_p", "temperature", "cfg", "file", "format")
+FINISH_COLUMNS = ("bpm", "key", "loop", "fade_in", "fade_out")  # FinishOptions fields, per row
 _FIELD = {"cfg": "cfg_scale"}  # a column's GenerationOptions field, where the names differ
 Entry = dict[str, Any]
 
@@ -65,10 +68,15 @@ class Row:
     file: str
     format: str
     error: str | None = None
+    finish: FinishOptions | None = None  # tempo, key, loop, fades (None: only the level)
 
     def settings_record(self, seed: int | None) -> dict[str, Any]:
-        """Settings as the manifest stores them, with the seed actually used."""
-        return options_record(self.settings, seed) if self.settings else {}
+        """Settings as the manifest stores them, with the seed actually used (and the
+        finishing asked for, when there is any)."""
+        if not self.settings:
+            return {}
+        finishing = self.finish.record() if self.finish else None
+        return {**options_record(self.settings, seed), **(finishing or {})}
 
     def entry(
         self,
@@ -103,8 +111,10 @@ def read_prompts(
     path: str | os.PathLike[str],
     defaults: GenerationOptions = DEFAULTS,
     default_format: str | None = None,
+    finish: FinishOptions | None = None,
 ) -> list[Row]:
-    """Every row of a prompts file, validated (see the module docstring)."""
+    """Every row of a prompts file, validated (see the module docstring); `finish` holds the
+    command line's finishing, which the finishing columns change row by row."""
     source = Path(path)
     kind = source.suffix.lower()
     if kind not in (".txt", ".csv", ".jsonl"):
@@ -118,6 +128,7 @@ def read_prompts(
         raise BatchFileError(f"prompts file {str(source)!r} has no prompts")
     width = max(3, len(str(len(raw))))
     rows = [_row(i, fields, defaults, default_format, width) for i, fields in enumerate(raw, 1)]
+    rows = [_finishing(row, fields, finish) for row, fields in zip(rows, raw, strict=True)]
     return _refuse_shared_files(rows)
 
 
@@ -161,11 +172,11 @@ def _csv(text: str, source: Path) -> list[dict[str, Any]]:
 
 
 def _check_columns(fields: dict[str, Any], source: Path, where: str) -> None:
-    unknown = [str(k) for k in fields if k not in COLUMNS]
+    unknown = [str(k) for k in fields if k not in COLUMNS and k not in FINISH_COLUMNS]
     if unknown:
         raise BatchFileError(
             f"{source}{where}: unknown column(s) {', '.join(map(repr, unknown))}"
-            f" (known: {', '.join(COLUMNS)})"
+            f" (known: {', '.join(COLUMNS + FINISH_COLUMNS)})"
         )
 
 
@@ -196,6 +207,28 @@ def _row(
         file, fmt = f"{number:0{width}d}-failed", "wav"
         return Row(number, prompt, None, None, file, fmt, error=str(err))
     return Row(number, prompt, settings, seed, file, fmt)
+
+
+def _finishing(row: Row, fields: dict[str, Any], defaults: FinishOptions | None) -> Row:
+    """`row` with its finishing: the command line's, changed by the row's own columns."""
+    if row.error is not None or row.settings is None:
+        return row
+    try:
+        changes: dict[str, Any] = {k: _number(fields[k], k) for k in ("bpm", "fade_in", "fade_out")
+                                   if k in fields}  # fmt: skip
+        if "loop" in fields:
+            changes["loop"] = _integer(fields["loop"], "loop")
+        if "key" in fields:
+            changes["key"] = str(fields["key"])
+        finish = FinishOptions.of(defaults, **changes) if changes or defaults else None
+        if finish is not None:
+            finish.check_fits(row.settings.duration)
+            from ..finishing.files import check_output_format
+
+            check_output_format(row.file, finish)
+    except (ValueError, TunesmithError) as err:
+        return dataclasses.replace(row, settings=None, seed=None, error=str(err))
+    return dataclasses.replace(row, finish=finish)
 
 
 def output_name(
