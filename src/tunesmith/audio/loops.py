@@ -97,9 +97,10 @@ def choose_start(
 
 def attack_start(wav: torch.Tensor, sample_rate: int, beat: int) -> int:
     """Where the attack of the beat at `beat` begins: a beat tracker's beat lags the sound's
-    first sample by a few milliseconds (its frames are long), and a loop cut there would
-    start inside the attack. The steepest rise of the 1 ms energy from SNAP_BACK before the
-    beat to SNAP_AHEAD after it marks the attack; the loop starts at its quietest point."""
+    first sample by some milliseconds (its frames are long), and a loop cut there would start
+    inside the attack. From SNAP_BACK before the beat to SNAP_AHEAD after it, the attack
+    begins at the first millisecond whose energy rises a tenth of the way from the quietest
+    to the loudest one before the loudest."""
     hop = max(1, sample_rate // 1000)
     lo = max(0, beat - round(SNAP_BACK * sample_rate))
     hi = min(wav.shape[-1], beat + round(SNAP_AHEAD * sample_rate))
@@ -108,5 +109,7 @@ def attack_start(wav: torch.Tensor, sample_rate: int, beat: int) -> int:
         return beat
     power = wav[..., lo : lo + frames * hop].float().pow(2).mean(dim=0).reshape(frames, hop)
     energy = power.mean(dim=1).numpy()
-    rise = int(np.argmax(np.diff(energy)))  # the attack: energy[rise] -> energy[rise + 1]
-    return lo + (rise + 1) * hop
+    peak = int(np.argmax(energy))
+    floor = float(energy[: peak + 1].min())
+    rising = np.nonzero(energy[: peak + 1] >= floor + 0.1 * (energy[peak] - floor))[0]
+    return lo + int(rising[0]) * hop
