@@ -46,6 +46,19 @@ def seam_checks(loop: np.ndarray, beats: list[int]) -> tuple[float, float, float
     return seam, float(np.percentile(at_beats, 95)), step, float(np.abs(np.diff(loop)).max())
 
 
+def run_on_db(loop: np.ndarray, source: np.ndarray, start: int) -> float:
+    """How far (mean dB over mel bands) the loop's last frame is from the frame of the source
+    that led into the loop's first beat: what the seam replays."""
+
+    def db(x: np.ndarray) -> np.ndarray:
+        mel = librosa.feature.melspectrogram(
+            y=x, sr=RATE, n_fft=N_FFT, hop_length=N_FFT, center=False
+        )
+        return librosa.power_to_db(mel)[:, 0]
+
+    return float(np.abs(db(loop[-N_FFT:]) - db(source[start - N_FFT : start])).mean())
+
+
 @pytest.fixture(scope="module")
 def crescendo() -> torch.Tensor:
     """Drums and a chord a bar at 120 BPM, growing from quiet to loud: its end is louder
@@ -63,6 +76,11 @@ def test_a_4_bar_loop_at_120_is_8_seconds_to_the_sample_and_seamless(crescendo) 
     seam, at_beats, step, largest = seam_checks(loop[0].numpy(), beats)
     assert seam <= at_beats, (seam, at_beats)
     assert step <= largest, (step, largest)
+    # Its end runs into its start as the music ran into that beat; a plain cut does not.
+    source = crescendo[0].numpy()
+    assert run_on_db(loop[0].numpy(), source, where.start) < 3.0
+    hard = source[where.start : where.start + where.length]
+    assert run_on_db(hard, source, where.start) > 4.5
 
 
 def test_a_loop_cut_without_its_crossfade_clicks() -> None:

@@ -66,3 +66,15 @@ def test_fades_then_level_and_nothing_else() -> None:
 def test_a_loop_longer_than_the_audio_is_refused() -> None:
     with pytest.raises(InvalidOptionError, match="needs"):
         finish(torch.zeros(1, 3 * RATE), RATE, FinishOptions(bpm=120, loop=2))
+
+
+def test_the_python_api_offers_finishing(tmp_path) -> None:
+    import soundfile as sf
+
+    import tunesmith
+
+    wav = torch.from_numpy(drums(120, 5.0))[None]
+    done = tunesmith.finish(wav, RATE, tunesmith.FinishOptions(bpm=120, loop=2))
+    tunesmith.write_finished(tmp_path / "loop.wav", done, RATE)
+    assert sf.info(str(tmp_path / "loop.wav")).frames == 4 * RATE
+    assert tunesmith.hinted_prompt("drums", tunesmith.FinishOptions(bpm=120)) == "drums, 120 bpm"

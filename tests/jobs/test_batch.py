@@ -167,11 +167,11 @@ def test_interrupted_job_resumes_without_redoing_rows(
     real_save = batch.save_clip
     saved: list[Path] = []
 
-    def save_then_stop(path: Path, *args, **kwargs) -> None:
+    def save_then_stop(path: Path, *args, **kwargs):
         if stop_after is not None and len(saved) == stop_after:
             raise KeyboardInterrupt
         saved.append(path)
-        real_save(path, *args, **kwargs)
+        return real_save(path, *args, **kwargs)
 
     monkeypatch.setattr(batch, "save_clip", save_then_stop)
     stop_after: int | None = 7
