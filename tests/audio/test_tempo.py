@@ -56,3 +56,10 @@ def test_100_stretched_to_120_measures_120_and_keeps_its_pitch() -> None:
     # The same measure tells a semitone's shift apart: it would catch a pitch change.
     shifted = pitch_classes(stretch(wav, RATE, 1.2, semitones=1.0), RATE)
     assert np.corrcoef(before, shifted)[0, 1] < 0.8
+
+
+@pytest.mark.parametrize("bpm", [97, 123, 165])
+def test_long_clips_read_as_closely(bpm: int) -> None:
+    """Over 28 s the period is refined at many multiples: each must land on its own peak."""
+    reading = measure_tempo(clip(drums(bpm, 28.0)), RATE, near=bpm * 1.1)
+    assert reading.toward(bpm * 1.1) == pytest.approx(bpm, abs=0.1)

@@ -99,3 +99,29 @@ def test_batch_rows_take_their_own_finishing(tiny_checkpoint: Path, tmp_path: Pa
     assert rows[0]["settings"]["fade_out"] == 0.25 and rows[0]["finish"]["fade_in"] == 0.25
     assert rows[0]["batch"]["prompts"] == ["soft, 120 bpm"]
     assert rows[1]["status"] == "failed" and "a loop takes no fade" in rows[1]["error"]
+
+
+def test_from_manifest_finishes_the_clip_again(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("soft pad\n")
+    out = tmp_path / "clips"
+    argv = ["batch", str(prompts), "--out-dir", str(out), "--duration", "1", "--seed", "3",
+            "--fade-in", "0.3", "--key", "D minor", "--model", str(tiny_checkpoint)]  # fmt: skip
+    assert main(argv) == 0
+    entry = json.loads((out / "manifest.jsonl").read_text())
+    assert (
+        entry["batch"]["prompts"] == ["soft pad, in D minor"] and entry["finish"]["fade_in"] == 0.3
+    )
+    again = tmp_path / "again.wav"
+    argv = [
+        "generate",
+        "--from-manifest",
+        str(out / "manifest.jsonl"),
+        "--row",
+        "1",
+        "-o",
+        str(again),
+    ]
+    assert main(argv) == 0
+    first, second = sf.read(str(out / entry["file"]))[0], sf.read(str(again))[0]
+    assert (first == second).all() and abs(second[0]) < 1e-3  # faded in, the same samples

@@ -114,7 +114,11 @@ def measure_tempo(
 
 def refine_period(env: np.ndarray, lag: float) -> tuple[float | None, float]:
     """The beat period in envelope frames near `lag`, to a fraction of a frame, and the
-    normalised autocorrelation there (the pulse's clarity)."""
+    normalised autocorrelation there (the pulse's clarity).
+
+    The multiples are visited in order, each looked for near where the estimate so far puts
+    it: the first within SEARCH of `lag` (a tempogram's coarse reading), the later ones within
+    a few frames, so that an error in `lag` does not grow with the multiple."""
     e = env.astype(np.float64) - env.mean()
     n = len(e)
     spectrum = np.fft.rfft(e, 2 * n)
@@ -122,11 +126,14 @@ def refine_period(env: np.ndarray, lag: float) -> tuple[float | None, float]:
     if acf[0] <= 0:
         return None, 0.0
     acf /= acf[0]
-    estimates, weights = [], []
+    estimates: list[float] = []
+    weights: list[float] = []
+    period = lag
+    reach = SEARCH * lag
     multiple = 1
-    while multiple * lag * (1 + SEARCH) < n / 2:  # past half the clip too few pairs overlap
-        lo = max(1, math.floor(multiple * lag * (1 - SEARCH)))
-        hi = math.ceil(multiple * lag * (1 + SEARCH))
+    while multiple * period + reach < n / 2:  # past half the clip too few pairs overlap
+        centre = multiple * period
+        lo, hi = max(1, math.floor(centre - reach)), math.ceil(centre + reach)
         peak = lo + int(np.argmax(acf[lo : hi + 1]))
         if acf[peak] > 0 and peak + 1 < n:
             before, at, after = acf[peak - 1], acf[peak], acf[peak + 1]
@@ -134,10 +141,11 @@ def refine_period(env: np.ndarray, lag: float) -> tuple[float | None, float]:
             offset = 0.5 * (before - after) / curve if curve < 0 else 0.0
             estimates.append((peak + offset) / multiple)
             weights.append(at * multiple)
+            period = float(np.average(estimates, weights=weights))
+        reach = max(2.0, SEARCH * period / multiple)  # the estimate is now this close
         multiple += 1
     if not estimates:
         return None, 0.0
-    period = float(np.average(estimates, weights=weights))
     return period, float(np.interp(period, np.arange(n), acf))
 
 
