@@ -41,8 +41,9 @@ def test_noise_says_what_it_did_instead() -> None:
         "no steady beat" in done.report.notes[0] and "no beat to start on" in done.report.notes[1]
     )
     assert done.audio.shape[-1] == round(2 * 4 * 60 / 110 * RATE)
-    with pytest.raises(InvalidOptionError, match="give a tempo"):
-        finish(noise.float(), RATE, FinishOptions(loop=2))
+    unlooped = finish(noise.float(), RATE, FinishOptions(loop=2))
+    assert unlooped.loop is None and unlooped.audio.shape == noise.shape
+    assert "none made" in unlooped.report.notes[-1] and unlooped.report.loop is None
 
 
 def test_a_tempo_too_far_is_left_as_it_is() -> None:

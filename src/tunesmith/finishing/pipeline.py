@@ -166,16 +166,19 @@ class _State:
         self.notes.append(f"key: detected {found}, {how} to {target}")
         return shift
 
-    def loop(self, wav: torch.Tensor, reading: TempoReading | None) -> tuple[torch.Tensor, Loop]:
+    def loop(
+        self, wav: torch.Tensor, reading: TempoReading | None
+    ) -> tuple[torch.Tensor, Loop | None]:
         bars, target = self.options.loop, self.options.bpm
         assert bars is not None and reading is not None
         measured = reading.toward(target) if target is not None else reading.bpm
         bpm = measured if target is None or self.left_far else target
-        if bpm is None:
-            raise InvalidOptionError(
-                f"no steady beat found (pulse clarity {reading.clarity:.2f}): give a tempo "
-                "(--bpm) to cut the loop at"
+        if bpm is None:  # decoded audio is not thrown away for it: say what was not done
+            self.notes.append(
+                f"loop: none made: no steady beat found (pulse clarity {reading.clarity:.2f}) "
+                "and no target tempo (--bpm) to cut it at"
             )
+            return wav, None
         beats = reading.beats if reading.bpm is not None else reading.beats[:0]
         looped, loop = make_loop(wav, self.rate, bars, bpm, beats, CROSSFADE_BEATS)
         where = "on a beat" if loop.on_beat else "(no beat to start on)"
