@@ -18,7 +18,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("cli", "server", "__main__"),  # interfaces
     ("jobs", "training"),  # batch jobs and fine-tuning: work the CLI (and a cluster runner) drive
     ("__init__", "musicgen"),  # the public API
-    ("generation", "checkpoints", "audio"),  # the decode loop; loading; audio files
+    ("generation", "checkpoints", "audio", "finishing"),  # decode loop; loading; audio; finishing
     ("engine",),  # how a step runs: step strategies, weight formats, memory
     ("models",),  # the networks: torch and config only
     ("kernels",),  # C++ kernels and their bindings

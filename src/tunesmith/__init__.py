@@ -27,6 +27,10 @@ _EXPORTS = {
     "ModelNotFoundError": "errors",
     "CheckpointError": "errors",
     "AudioFileError": "errors",
+    "FinishOptions": "finishing.options",
+    "finish": "finishing.pipeline",
+    "write_finished": "finishing.files",
+    "hinted_prompt": "finishing.prompts",
 }
 
 if TYPE_CHECKING:
@@ -38,6 +42,10 @@ if TYPE_CHECKING:
         ModelNotFoundError,
         TunesmithError,
     )
+    from .finishing.files import write_finished
+    from .finishing.options import FinishOptions
+    from .finishing.pipeline import finish
+    from .finishing.prompts import hinted_prompt
     from .musicgen import MusicGen
     from .options import GenerationOptions
 
@@ -52,6 +60,7 @@ __all__ = [
     "AudioFileError",
     "CheckpointError",
     "EncodecConfig",
+    "FinishOptions",
     "GenerationOptions",
     "InvalidOptionError",
     "LMConfig",
@@ -61,4 +70,7 @@ __all__ = [
     "T5Config",
     "TunesmithError",
     "__version__",
+    "finish",
+    "hinted_prompt",
+    "write_finished",
 ]

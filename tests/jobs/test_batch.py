@@ -167,11 +167,11 @@ def test_interrupted_job_resumes_without_redoing_rows(
     real_save = batch.save_clip
     saved: list[Path] = []
 
-    def save_then_stop(path: Path, *args, **kwargs) -> None:
+    def save_then_stop(path: Path, *args, **kwargs):
         if stop_after is not None and len(saved) == stop_after:
             raise KeyboardInterrupt
         saved.append(path)
-        real_save(path, *args, **kwargs)
+        return real_save(path, *args, **kwargs)
 
     monkeypatch.setattr(batch, "save_clip", save_then_stop)
     stop_after: int | None = 7
@@ -249,10 +249,10 @@ def test_skip_bad_rows_makes_the_others(
     (out / "blocker").write_text("a file where a folder is needed")
     real_save = batch.save_clip
 
-    def save(path: Path, *args, **kwargs) -> None:  # a failure only writing can find
+    def save(path: Path, *args, **kwargs):  # a failure only writing can find
         if "write-fails" in path.name:
             raise OSError("disk full")
-        real_save(path, *args, **kwargs)
+        return real_save(path, *args, **kwargs)
 
     monkeypatch.setattr(batch, "save_clip", save)
     argv = ["batch", str(tmp_path / "p.csv"), "--out-dir", str(out), "--duration", "0.2"]

@@ -8,9 +8,11 @@ from pathlib import Path
 
 from ..errors import InvalidOptionError
 from .arguments import (
+    check_finishing,
     check_machine,
     check_model_argument,
     check_plot,
+    finish_options,
     load,
     output_with_format,
     say,
@@ -20,6 +22,7 @@ from .arguments import (
 
 def run_from_manifest(args: argparse.Namespace) -> int:
     from ..audio.files import check_writable
+    from ..finishing.options import FinishOptions
     from ..jobs.batch import clip_tags, generate_batch, read_manifest, save_clip
     from ..jobs.prompts_file import options_from_record
 
@@ -36,8 +39,15 @@ def run_from_manifest(args: argparse.Namespace) -> int:
     entry = found[-1]
     if args.output == "-" or args.stream or args.continue_from:
         raise InvalidOptionError("--from-manifest writes a file: no -o -, --stream or --continue")
+    if finish_options(args).changes_audio:
+        raise InvalidOptionError(
+            "--from-manifest takes tempo, key, loop and fades from the manifest: leave them out"
+        )
     output = Path(output_with_format(args.output, args.format))
     check_writable(output)
+    normalize = args.normalize or entry.get("normalize") or "loudness"
+    finish = FinishOptions.from_record(entry["settings"], normalize)
+    check_finishing(finish, [output])
     check_plot(args)
     check_machine(args)
     check_model_argument(entry["model"])
@@ -49,9 +59,8 @@ def run_from_manifest(args: argparse.Namespace) -> int:
     fmt = output.suffix.lower().lstrip(".") or "wav"
     subtype = args.wav_subtype or (entry.get("subtype") if fmt == entry.get("format") else None)
     save_clip(
-        output, wav, model.sample_rate,
-        normalize=args.normalize or entry.get("normalize") or "loudness",
-        subtype=wav_subtype(output, subtype), plot=args.plot,
+        output, wav, model.sample_rate, normalize=normalize,
+        subtype=wav_subtype(output, subtype), plot=args.plot, finish=finish,
         tags=clip_tags(entry["prompt"], entry["model"], entry["settings"], batch=batch),
     )  # fmt: skip
     say(f"wrote {output} (row {args.row} of {manifest}, seed {seed})")

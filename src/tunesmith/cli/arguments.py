@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InvalidOptionError
+from ..finishing.options import MAX_BPM, MIN_BPM, FinishOptions
 from ..options import (
     AUDIO_FORMATS,
     BOUNDS,
@@ -167,6 +168,58 @@ def add_output_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--plot", action="store_true", help="also write a spectrogram PNG beside each file"
     )
+    add_finishing_arguments(parser)
+
+
+def add_finishing_arguments(parser: argparse.ArgumentParser) -> None:
+    """--bpm, --key, --conform-key, --loop, --fade-in, --fade-out: `FinishOptions`' fields."""
+    group = parser.add_argument_group("tempo, key, loops and fades (applied before the level)")
+    group.add_argument(
+        "--bpm", type=float, default=None, metavar="N",
+        help=f'tempo ({MIN_BPM:g}-{MAX_BPM:g}): "N bpm" joins the text, then the audio is '
+        "measured and stretched to exactly N BPM",
+    )  # fmt: skip
+    group.add_argument(
+        "--key", default=None, metavar="KEY",
+        help='key, e.g. "A minor" or F#: joins the text; the key is detected and reported',
+    )  # fmt: skip
+    group.add_argument(
+        "--conform-key", action="store_true",
+        help="also pitch-shift to --key (at most 6 semitones either way)",
+    )  # fmt: skip
+    group.add_argument(
+        "--loop", type=int, default=None, metavar="BARS",
+        help="cut a seamless loop of BARS 4/4 bars on a beat (wav, flac, ogg: loop points inside)",
+    )  # fmt: skip
+    group.add_argument(
+        "--fade-in", type=float, default=0.0, metavar="S", help="equal-power fade-in, seconds"
+    )
+    group.add_argument(
+        "--fade-out", type=float, default=0.0, metavar="S", help="equal-power fade-out, seconds"
+    )
+
+
+def finish_options(args: argparse.Namespace) -> FinishOptions:
+    """The output arguments as one validated `FinishOptions` (before any model work)."""
+    return FinishOptions(
+        bpm=args.bpm, key=args.key, conform_key=args.conform_key, loop=args.loop,
+        fade_in=args.fade_in, fade_out=args.fade_out, normalize=args.normalize or "loudness",
+    )  # fmt: skip
+
+
+def check_finishing(options: FinishOptions, paths: list[Path]) -> None:
+    """What finishing will need is installed, and each output file can carry a loop."""
+    from ..audio.tempo import require
+    from ..finishing.files import check_output_format
+
+    for path in paths:
+        check_output_format(path, options)
+    if options.bpm is not None or options.loop is not None:
+        require("librosa")
+    if options.bpm is not None or options.conform_key:
+        require("pedalboard")
+    if options.loop is not None and any(p.suffix.lower() in (".flac", ".ogg") for p in paths):
+        require("mutagen")
 
 
 def generation_options(args: argparse.Namespace) -> GenerationOptions:

@@ -11,9 +11,11 @@ from .arguments import (
     add_model_arguments,
     add_output_arguments,
     add_sampling_arguments,
+    check_finishing,
     check_machine,
     check_model_argument,
     check_plot,
+    finish_options,
     generation_options,
     load,
     model_label,
@@ -32,7 +34,8 @@ def register(commands: argparse._SubParsersAction) -> None:
         help="generate many clips from a prompts file (resumable)",
         description=(
             "Generate one file per row of PROMPTS_FILE (.txt: a prompt a line; .csv or .jsonl: "
-            "prompt, duration, seed, top_k, top_p, temperature, cfg, file, format) into "
+            "prompt, duration, seed, top_k, top_p, temperature, cfg, file, format, bpm, key, "
+            "loop, fade_in, fade_out) into "
             "--out-dir, with a manifest.jsonl row per output. Rerun to resume. Rows naming a "
             "seed run alone; the others are batched under drawn seeds (--seed seeds the draw)."
         ),
@@ -90,7 +93,11 @@ def run_batch_command(args: argparse.Namespace) -> int:
     check_plot(args)
     check_machine(args)
     check_model_argument(args.model)
-    rows = check_rows(args, out_dir, read_prompts(args.prompts_file, defaults, args.format))
+    finish = finish_options(args)
+    rows = check_rows(args, out_dir, read_prompts(args.prompts_file, defaults, args.format, finish))
+    for row in rows:  # what the rows' tempo, loops and keys need is installed
+        if row.finish is not None:
+            check_finishing(row.finish, [Path(row.file)])
     options = JobOptions(
         batch_size=args.batch_size, normalize=args.normalize or "loudness",
         wav_subtype=args.wav_subtype, plot=args.plot, seed=args.seed,

@@ -14,15 +14,19 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InvalidOptionError
+from ..finishing.options import FinishOptions
+from ..finishing.prompts import hinted_prompt
 from ..options import GenerationOptions
 from .arguments import (
     add_model_arguments,
     add_output_arguments,
     add_sampling_arguments,
     check_audio_input,
+    check_finishing,
     check_machine,
     check_model_argument,
     check_plot,
+    finish_options,
     generation_options,
     load,
     output_paths,
@@ -97,8 +101,15 @@ def run_generate(args: argparse.Namespace) -> int:
     if args.seed is None:  # drawn here, so that the file's tags can name it
         args.seed = random.SystemRandom().randrange(2**31)
     options = generation_options(args)
+    finish = finish_options(args)
     check_machine(args)
     paths = _check_outputs(args)
+    if args.stream and finish.changes_audio:
+        raise InvalidOptionError(
+            "--bpm, --key, --loop and fades need the whole clip: leave them out with --stream"
+        )
+    check_finishing(finish, paths)
+    finish.check_fits(options.duration)
     check_model_argument(args.model)
     inputs: dict[str, Any] = {}
     if args.continue_from is not None:
@@ -111,12 +122,12 @@ def run_generate(args: argparse.Namespace) -> int:
         inputs["melody"] = args.melody
 
     model = load(args)
-    prompts = [p or None for p in args.prompts]
+    prompts = [hinted_prompt(p, finish) or None for p in args.prompts]
     start = time.perf_counter()
     if args.stream:
         seconds = stream_to_sinks(model, prompts, args, options, inputs, paths)
     else:
-        seconds = generate_to_files(model, prompts, args, options, inputs, paths)
+        seconds = generate_to_files(model, prompts, args, options, inputs, paths, finish)
     took = time.perf_counter() - start
     for name in [str(p) for p in paths] or ["stdout"]:
         say(f"wrote {name} ({seconds:.1f} s of audio at {model.sample_rate} Hz) in {took:.1f} s")
@@ -196,6 +207,7 @@ def generate_to_files(
     options: GenerationOptions,
     inputs: dict[str, Any],
     paths: list[Path],
+    finish: FinishOptions | None = None,
 ) -> float:
     """Generate all prompts as one batch; on Ctrl-C, keep what was made so far."""
     import torch
@@ -214,7 +226,7 @@ def generate_to_files(
     if codes.shape[-1] == 0:
         raise KeyboardInterrupt
     wav = model.decode(codes)
-    write_outputs(args, options, model, paths, wav)
+    write_outputs(args, options, model, paths, wav, finish, prompts)
     if interrupted:
         say(f"interrupted: kept the {codes.shape[-1] / model.frame_rate:.1f} s made so far")
         raise KeyboardInterrupt
@@ -222,26 +234,36 @@ def generate_to_files(
 
 
 def write_outputs(
-    args: argparse.Namespace, options: GenerationOptions, model: Any, paths: list[Path], wav: Any
+    args: argparse.Namespace,
+    options: GenerationOptions,
+    model: Any,
+    paths: list[Path],
+    wav: Any,
+    finish: FinishOptions | None = None,
+    texts: list[str | None] | None = None,
 ) -> None:
-    """Level, tag (prompt, seed, model, settings), write and optionally plot the clips: `wav`
-    [B, C, N] for the B prompts, one file each."""
+    """Finish (tempo, key, loop, fades, level), tag (prompt, seed, model, settings, what
+    finishing measured), write and optionally plot the clips: `wav` [B, C, N] for the B
+    prompts, one file each; `texts` are the prompts as the model read them."""
     from ..jobs.batch import clip_tags, save_clip
     from ..jobs.prompts_file import options_record
 
-    prompts = [p or None for p in args.prompts]
-    settings = options_record(options, options.seed)
+    prompts = texts or [p or None for p in args.prompts]
+    settings = {**options_record(options, options.seed), **((finish and finish.record()) or {})}
     for index, (path, audio) in enumerate(zip(paths, wav, strict=True)):
         extra: dict[str, Any] = {}
         if len(prompts) > 1:
             extra["batch"] = {"prompts": prompts, "index": index}
         if args.continue_from:
             extra["continue"] = str(args.continue_from)
-        save_clip(
+        report = save_clip(
             Path(path), audio, model.sample_rate,
             normalize=args.normalize or "loudness", subtype=wav_subtype(path, args.wav_subtype),
             tags=clip_tags(prompts[index], model.name, settings, **extra), plot=args.plot,
+            finish=finish,
         )  # fmt: skip
+        for note in report.notes:
+            say(f"{path}: {note}")
 
 
 def stream_to_sinks(

@@ -1,4 +1,4 @@
 """Jobs: many clips from a prompts file (`prompts_file`), batched, resumable, with a manifest
 (`batch`). An interface layer like `cli` and `server`: it drives a loaded `MusicGen` and may
-import `audio`, `options` and `errors`; nothing below it imports it.
+import `audio`, `finishing`, `options` and `errors`; nothing below it imports it.
 """

@@ -23,13 +23,18 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from .. import __version__
+from ..finishing.options import FinishOptions
+from ..finishing.prompts import hinted_prompt
 from ..options import GenerationOptions
 from .prompts_file import Row
+
+if TYPE_CHECKING:
+    from ..finishing.pipeline import FinishReport
 
 MANIFEST = "manifest.jsonl"
 Entry = dict[str, Any]
@@ -163,21 +168,22 @@ def save_clip(
     subtype: str | None,
     tags: dict[str, str],
     plot: bool,
-) -> None:
-    """Level, write (with tags) and optionally picture one [C, N] clip."""
-    from ..audio.files import write_audio
+    finish: FinishOptions | None = None,
+) -> FinishReport:
+    """Finish (tempo, key, loop, fades: `finish`; then the level), write (with tags, and the
+    loop points of a loop) and optionally picture one [C, N] clip; what finishing did."""
+    from ..finishing.files import write_finished
+    from ..finishing.pipeline import finish as finish_clip
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    wav = wav.detach().float().cpu()
-    if normalize != "none":
-        from ..audio.loudness import normalize_audio
-
-        wav = normalize_audio(wav, sample_rate, normalize)
-    write_audio(path, wav, sample_rate, subtype, tags=tags)
+    options = FinishOptions.of(finish, normalize=normalize)
+    done = finish_clip(wav.detach().float().cpu(), sample_rate, options)
+    write_finished(path, done, sample_rate, subtype, tags)
     if plot:
         from ..audio.spectrogram import plot_spectrogram, png_path
 
-        plot_spectrogram(wav, sample_rate, png_path(path), title=tags.get("title"))
+        plot_spectrogram(done.audio, sample_rate, png_path(path), title=tags.get("title"))
+    return done.report
 
 
 # --- the job --------------------------------------------------------------------------------
@@ -278,7 +284,8 @@ def make_batch(
     settings = batch[0].settings
     assert settings is not None
     seed = batch[0].seed if batch[0].seed is not None else drawn
-    prompts = [row.prompt for row in batch]
+    # What the model reads: each row's text with its tempo and key, when it has them.
+    prompts = [hinted_prompt(row.prompt, row.finish) if row.finish else row.prompt for row in batch]
     start = time.perf_counter()
     try:
         wav = generate_batch(model, prompts, settings, seed, on_frames)
@@ -293,15 +300,18 @@ def make_batch(
         info = {"prompts": prompts, "index": index}
         tags = clip_tags(row.prompt, base["model"], row.settings_record(seed), batch=info)
         try:
-            save_clip(
+            report = save_clip(
                 folder / row.file, wav[index], model.sample_rate, tags=tags,
-                normalize=options.normalize, subtype=subtype, plot=options.plot,
+                normalize=options.normalize, subtype=subtype, plot=options.plot, finish=row.finish,
             )  # fmt: skip
         except Exception as err:  # e.g. a file where a folder should be
             yield row.entry(base, seed=seed, error=f"{type(err).__name__}: {err}")
             continue
         taken = share + time.perf_counter() - begin
-        yield row.entry(base, seed=seed, subtype=subtype, batch=info, seconds=taken)
+        entry = row.entry(base, seed=seed, subtype=subtype, batch=info, seconds=taken)
+        if report.record() is not None:
+            entry["finish"] = report.record()
+        yield entry
 
 
 def generate_batch(

@@ -5,7 +5,8 @@
   command line's value.
 - .jsonl: one JSON object a line with the same keys (blank and `#` lines skipped).
 
-Optional columns: duration, seed, top_k, top_p, temperature, cfg, file, format. `file` is a
+Optional columns: duration, seed, top_k, top_p, temperature, cfg, file, format, and the
+finishing ones: bpm, key, loop (bars), fade_in, fade_out (seconds). `file` is a
 name inside the output folder (default `NNN-words-of-the-prompt.wav`); its extension picks the
 format, else `format`, else the command line's `--format`, else wav.
 
@@ -30,9 +31,11 @@ from typing import Any
 
 from .. import __version__
 from ..errors import TunesmithError
+from ..finishing.options import FinishOptions
 from ..options import AUDIO_FORMATS, DEFAULTS, GenerationOptions, audio_extension
 
 COLUMNS = ("prompt", "duration", "seed", "top_k", "top_p", "temperature", "cfg", "file", "format")
+FINISH_COLUMNS = ("bpm", "key", "loop", "fade_in", "fade_out")  # FinishOptions fields, per row
 _FIELD = {"cfg": "cfg_scale"}  # a column's GenerationOptions field, where the names differ
 Entry = dict[str, Any]
 Numbered = list[tuple[int, dict[str, Any]]]  # (the line a row starts on, its fields)
@@ -69,10 +72,15 @@ class Row:
     format: str
     error: str | None = None
     line: int = 0
+    finish: FinishOptions | None = None  # tempo, key, loop, fades (None: only the level)
 
     def settings_record(self, seed: int | None) -> dict[str, Any]:
-        """Settings as the manifest stores them, with the seed actually used."""
-        return options_record(self.settings, seed) if self.settings else {}
+        """Settings as the manifest stores them, with the seed actually used (and the
+        finishing asked for, when there is any)."""
+        if not self.settings:
+            return {}
+        finishing = self.finish.record() if self.finish else None
+        return {**options_record(self.settings, seed), **(finishing or {})}
 
     def entry(
         self,
@@ -107,8 +115,10 @@ def read_prompts(
     path: str | os.PathLike[str],
     defaults: GenerationOptions = DEFAULTS,
     default_format: str | None = None,
+    finish: FinishOptions | None = None,
 ) -> list[Row]:
-    """Every row of a prompts file, validated (see the module docstring)."""
+    """Every row of a prompts file, validated (see the module docstring); `finish` holds the
+    command line's finishing, which the finishing columns change row by row."""
     source = Path(path)
     kind = source.suffix.lower()
     if kind not in (".txt", ".csv", ".jsonl"):
@@ -125,6 +135,7 @@ def read_prompts(
         dataclasses.replace(_row(i, fields, defaults, default_format, width), line=line)
         for i, (line, fields) in enumerate(raw, 1)
     ]
+    rows = [_finishing(row, fields, finish) for row, (_, fields) in zip(rows, raw, strict=True)]
     return _refuse_shared_files(rows)
 
 
@@ -203,11 +214,11 @@ def _csv(text: str, source: Path) -> Numbered:
 
 
 def _check_columns(fields: dict[str, Any], source: Path, where: str) -> None:
-    unknown = [str(k) for k in fields if k not in COLUMNS]
+    unknown = [str(k) for k in fields if k not in COLUMNS and k not in FINISH_COLUMNS]
     if unknown:
         raise BatchFileError(
             f"{source}{where}: unknown column(s) {', '.join(map(repr, unknown))}"
-            f" (known: {', '.join(COLUMNS)})"
+            f" (known: {', '.join(COLUMNS + FINISH_COLUMNS)})"
         )
 
 
@@ -238,6 +249,28 @@ def _row(
         file, fmt = f"{number:0{width}d}-failed", "wav"
         return Row(number, prompt, None, None, file, fmt, error=str(err))
     return Row(number, prompt, settings, seed, file, fmt)
+
+
+def _finishing(row: Row, fields: dict[str, Any], defaults: FinishOptions | None) -> Row:
+    """`row` with its finishing: the command line's, changed by the row's own columns."""
+    if row.error is not None or row.settings is None:
+        return row
+    try:
+        changes: dict[str, Any] = {k: _number(fields[k], k) for k in ("bpm", "fade_in", "fade_out")
+                                   if k in fields}  # fmt: skip
+        if "loop" in fields:
+            changes["loop"] = _integer(fields["loop"], "loop")
+        if "key" in fields:
+            changes["key"] = str(fields["key"])
+        finish = FinishOptions.of(defaults, **changes) if changes or defaults else None
+        if finish is not None:
+            finish.check_fits(row.settings.duration)
+            from ..finishing.files import check_output_format
+
+            check_output_format(row.file, finish)
+    except (ValueError, TunesmithError) as err:
+        return dataclasses.replace(row, settings=None, seed=None, error=str(err))
+    return dataclasses.replace(row, finish=finish)
 
 
 def output_name(
