@@ -57,10 +57,10 @@ def test_75_seconds_run_through_three_windows_reusing_tokens(
     calls: list[tuple[torch.Tensor | None, list[torch.Tensor]]] = []
     real = generation.iter_window
 
-    def spy(step, text, frames, options, generator, prompt=None):
+    def spy(step, text, frames, options, generator, prompt=None, transition=None):
         made: list[torch.Tensor] = []
         calls.append((None if prompt is None else prompt.clone(), made))
-        for block in real(step, text, frames, options, generator, prompt=prompt):
+        for block in real(step, text, frames, options, generator, prompt, transition):
             made.append(block)
             yield block
 
