@@ -9,7 +9,7 @@ from typing import NoReturn
 
 from .. import __version__
 from ..errors import TunesmithError
-from . import batch, generate, models, serve, train
+from . import batch, compose, generate, models, serve, train
 
 
 class Parser(argparse.ArgumentParser):
@@ -23,7 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="tunesmith", description="Text to music with MusicGen, in plain PyTorch.")
     parser.add_argument("--version", action="version", version=f"tunesmith {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
-    for command in (generate, serve, batch, train, models):
+    for command in (generate, compose, serve, batch, train, models):
         command.register(commands)
     return parser
 

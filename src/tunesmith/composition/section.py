@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
-from ..errors import InvalidOptionError
+from ..errors import InvalidOptionError, SectionError
 from ..options import MAX_DURATION, WINDOW_SECONDS, GenerationOptions
 
 MAX_SECTIONS = 100  # sections in one piece
@@ -86,7 +86,8 @@ FIELDS = tuple(f.name for f in fields(Section))
 def check_sections(sections: Sequence[Section], window: float = WINDOW_SECONDS) -> None:
     """A piece's sections as a whole: 1 to MAX_SECTIONS `Section`s, at most
     MAX_PIECE_SECONDS in all, each valid for a `window`-second model, the first without a
-    transition (there is nothing before it). Errors name the section (1-based)."""
+    transition (there is nothing before it). A section's error is a SectionError naming it
+    (1-based)."""
     if isinstance(sections, (str, bytes, Section)) or not isinstance(sections, Sequence):
         raise InvalidOptionError(
             f"sections must be a list of Section, got {type(sections).__name__}"
@@ -99,17 +100,13 @@ def check_sections(sections: Sequence[Section], window: float = WINDOW_SECONDS) 
         )
     for number, section in enumerate(sections, 1):
         if not isinstance(section, Section):
-            raise InvalidOptionError(
-                f"section {number}: expected a Section, got {type(section).__name__}"
-            )
+            raise SectionError(number, f"expected a Section, got {type(section).__name__}")
         try:
             section.validate(window)
         except InvalidOptionError as err:
-            raise InvalidOptionError(f"section {number}: {err}") from None
+            raise SectionError(number, str(err)) from None
     if sections[0].transition > 0:
-        raise InvalidOptionError(
-            "section 1: a transition blends from the section before; the first has none"
-        )
+        raise SectionError(1, "a transition blends from the section before; the first has none")
     total = sum(s.seconds for s in sections)
     if total > MAX_PIECE_SECONDS + 1e-9:
         raise InvalidOptionError(
