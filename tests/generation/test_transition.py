@@ -209,3 +209,31 @@ def test_cuda_graph_step_gives_the_eager_transition(tiny_checkpoint: Path) -> No
     want = window_codes(model, EagerStep(model.model.decoder), span=12, device="cuda")
     got = window_codes(model, CudaGraphStep(model.model.decoder), span=12, device="cuda")
     assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+
+
+def test_a_span_longer_than_a_window_goes_on_in_the_next(
+    tiny_model: MusicGen, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Windows of 20 frames sliding by 8 after a 15-frame prompt: the first adds 5 frames,
+    each later one 8; a 14-frame span runs on in the second and third windows from where the
+    one before left it (weights 5/14.., 13/14), and no later window carries it."""
+    from tunesmith.generation import loop
+
+    seen: list[Transition | None] = []
+    real = loop.iter_window
+
+    def spy(step, text, frames, options, generator, prompt=None, transition=None):
+        seen.append(transition)
+        return real(step, text, frames, options, generator, prompt, transition)
+
+    monkeypatch.setattr(loop, "iter_window", spy)
+    previous, new = tiny_model.condition([PREVIOUS]), tiny_model.condition([NEW])
+    span = Transition(previous, 3.0, frames=14)
+    options = GenerationOptions(top_k=1)
+    blocks = loop.iter_frames(
+        tiny_model.step, new, 30, options, window=20, stride=8, prompt=prompt_codes(15),
+        transition=span,
+    )  # fmt: skip
+    assert torch.cat(list(blocks), dim=2).shape == (1, 4, 30)
+    assert [None if t is None else t.start for t in seen] == [0, 5, 13, None, None]
+    assert all(t is None or t.previous is previous for t in seen)

@@ -21,8 +21,8 @@ class Section:
 
     text: the prompt (not empty). seconds: its length. cfg_scale, temperature, top_k, top_p:
     this section's own settings (None: the piece's). transition: seconds after its start
-    over which the previous section's text blends into this one (0: the text changes at
-    once). context: seconds of the piece so far that prompt its first window (None: the
+    over which the previous section's guided logits blend into this one's (0: the text
+    changes at once; the tokens are drawn with this section's settings). context: seconds of the piece so far that prompt its first window (None: the
     window minus the stride, as long form continues; 0: none, a fresh start).
 
     >>> Section("soft piano intro", 20)
