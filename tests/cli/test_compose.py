@@ -194,3 +194,40 @@ def test_usage_errors_are_one_line(argv: list[str], capsys) -> None:
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "tunesmith: error:" in err
+
+
+def test_ctrl_c_keeps_what_was_made(
+    tiny_checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """Interrupted in section 2, the file holds the frames made so far (faded in, not out),
+    and its tags name the sections begun."""
+    from tunesmith.composition import compose
+
+    real = compose.piece_blocks
+
+    def stopping(model, plan):
+        for count, (section, block) in enumerate(real(model, plan)):
+            if count == 40 + 3 + 10:  # section 1's 40 frames and delay tail, then 10 steps
+                raise KeyboardInterrupt
+            yield section, block
+
+    monkeypatch.setattr(compose, "piece_blocks", stopping)
+    out = tmp_path / "piece.wav"
+    argv = ["compose", "--section", "0.8: soft piano", "--section", "0.6: drums", "--seed", "2"]
+    argv += [
+        "--fade-in",
+        "0.1",
+        "--fade-out",
+        "0.5",
+        "-o",
+        str(out),
+        "--model",
+        str(tiny_checkpoint),
+    ]
+    assert main(argv) == 130
+    assert "kept the 0.9 s made so far" in capsys.readouterr().err
+    # 10 steps into section 2: 7 frames (its first 3 steps complete none: the delay pattern).
+    assert sf.info(str(out)).frames == (40 + 7) * 640
+    assert [s["text"] for s in json.loads(sf.SoundFile(out).comment)["sections"]] == [
+        "soft piano", "drums",
+    ]  # fmt: skip
