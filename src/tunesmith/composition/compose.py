@@ -106,8 +106,12 @@ class PieceStream(TokenStream):
     """A piece's code blocks [1, K, n] in order, one per decoder step, under one progress bar
     over the whole piece that names the section being made (`.section`, its plan)."""
 
-    def __init__(self, plan: PiecePlan, blocks: Iterator[tuple[SectionPlan, torch.Tensor]],
-                 progress: Progress) -> None:  # fmt: skip
+    def __init__(
+        self,
+        plan: PiecePlan,
+        blocks: Iterator[tuple[SectionPlan, torch.Tensor]],
+        progress: Progress,
+    ) -> None:
         super().__init__(self._named(blocks), None, progress, plan.steps)
         self.plan = plan
         self.section: SectionPlan | None = None
