@@ -5,5 +5,6 @@
 streaming), `progress`, `stream` (code blocks under a progress bar), `condition` (encoded
 text), `prompts` (text and audio prompts as the public API takes them), `transition` (one
 text's guided logits blended into another's, over a span of steps). It runs the decoder through an `engine.step.Step` and may import
-`engine`, `models`, `options`, `config` and `errors`; never the public API or interfaces.
+`engine`, `models`, `audio` (reading an audio prompt), `options`, `config` and `errors`;
+never the public API or interfaces.
 """
