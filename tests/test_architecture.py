@@ -18,6 +18,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("cli", "server", "__main__"),  # interfaces
     ("jobs", "training"),  # batch jobs and fine-tuning: work the CLI (and a cluster runner) drive
     ("__init__", "musicgen"),  # the public API
+    ("composition",),  # a piece as a timeline of sections: calls generation, not the engine
     ("generation", "checkpoints", "audio", "finishing"),  # decode loop; loading; audio; finishing
     ("engine",),  # how a step runs: step strategies, weight formats, memory
     ("models",),  # the networks: torch and config only
@@ -32,6 +33,7 @@ ONLY: dict[str, set[str]] = {
     "options": {"errors"},
     "config": {"errors"},
     "errors": set(),
+    "composition": {"generation", "audio", "options", "config", "errors"},
 }
 
 

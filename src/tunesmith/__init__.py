@@ -18,6 +18,7 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "MusicGen": "musicgen",
     "GenerationOptions": "options",
+    "Section": "composition.section",
     "MusicGenConfig": "config",
     "LMConfig": "config",
     "T5Config": "config",
@@ -34,6 +35,7 @@ _EXPORTS = {
 }
 
 if TYPE_CHECKING:
+    from .composition.section import Section
     from .config import EncodecConfig, LMConfig, MusicGenConfig, T5Config
     from .errors import (
         AudioFileError,
@@ -67,6 +69,7 @@ __all__ = [
     "ModelNotFoundError",
     "MusicGen",
     "MusicGenConfig",
+    "Section",
     "T5Config",
     "TunesmithError",
     "__version__",

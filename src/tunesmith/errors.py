@@ -9,6 +9,16 @@ class InvalidOptionError(TunesmithError, ValueError):
     """A generation or load option is out of range or of the wrong kind."""
 
 
+class SectionError(InvalidOptionError):
+    """A section of a composed piece (1-based `number`) cannot be made as given; the message
+    names it."""
+
+    def __init__(self, number: int, reason: str) -> None:
+        super().__init__(f"section {number}: {reason}")
+        self.number = number
+        self.reason = reason
+
+
 class ModelNotFoundError(TunesmithError):
     """A model name or path could not be resolved to checkpoint files."""
 

@@ -14,7 +14,6 @@ from typing import Any
 import torch
 
 from .audio.chroma import melody_chroma
-from .audio.files import match_channels, read_audio, resample
 from .checkpoints.adapters import AdapterPaths, AdapterScales, read_adapters
 from .checkpoints.loading import (
     load_model,
@@ -23,6 +22,8 @@ from .checkpoints.loading import (
     resolve_checkpoint,
 )
 from .checkpoints.tokenizer import TextTokenizer
+from .composition.compose import PieceStream, piece_audio, piece_stream
+from .composition.section import Section
 from .config import MusicGenConfig
 from .engine.devices import default_dtype, resolve_device
 from .engine.memory import release_freed_memory
@@ -32,14 +33,15 @@ from .errors import InvalidOptionError
 from .generation.codec_chunks import StreamDecoder, decode_in_chunks
 from .generation.delay import delays
 from .generation.loop import TextCondition, iter_frames, plan_windows, steps_for
-from .generation.progress import Progress, StepCallback, progress_callback
+from .generation.progress import Progress
+from .generation.prompts import Prompts, checked_codes, is_codes, prompt_list, prompt_waveform
+from .generation.stream import TokenStream
 from .models.melody import MusicGenMelodyModel
 from .models.network import MusicGenModel
 from .options import DEFAULT_MODEL, GenerationOptions, check_quantize
 
-Prompts = str | None | Sequence[str | None]
 Options = GenerationOptions | float | None  # options, or a duration in seconds
-AudioPrompt = torch.Tensor | str | Path
+AudioPrompt = torch.Tensor | str | Path  # a waveform, codes (a long tensor) or a file
 DECODE_CONTEXT = 50  # frames of codes on each side of a chunk decoded on its own (1 s)
 STREAM_LOOKAHEAD = 10  # frames a streamed chunk waits for past its end
 
@@ -164,7 +166,8 @@ class MusicGen:
         temperature=1.0, cfg_scale=3.0, seed=None (makes the call reproducible on one
         machine), stride=18.0 (seconds each window past the first adds: long form).
         audio_prompt: a waveform ([N], [C, N] or [B, C, N] at `audio_prompt_rate`, default
-        `sample_rate`) or an audio file, continued by the model; its codes lead the output
+        `sample_rate`), an audio file, or codes (a long tensor [B, K, P], as `encode` or
+        `generate_tokens` return them), continued by the model; its codes lead the output
         unless prompt_in_output is False. melody (melody checkpoints only): a waveform at
         `melody_rate` or an audio file whose chroma conditions the music with the text.
         progress: True for a progress bar on stderr, or a callback (steps done, in all).
@@ -197,7 +200,7 @@ class MusicGen:
             raise InvalidOptionError(
                 f"stride {opts.stride:g}s is longer than the {self.max_duration:g}s window"
             )
-        texts = _as_prompt_list(prompts)
+        texts = prompt_list(prompts)
         chroma = None
         if melody is not None:
             if self.config.melody is None:
@@ -236,12 +239,7 @@ class MusicGen:
         SNR). With an audio prompt and prompt_in_output (the default), the prompt's audio
         comes first.
         """
-        if not (isinstance(chunk_seconds, (int, float)) and 0 < chunk_seconds <= 60):
-            raise InvalidOptionError(f"chunk_seconds must be in (0, 60], got {chunk_seconds!r}")
-        decoder = StreamDecoder(
-            self.decode, self.config.audio_encoder.hop_length, chunk=self.frames_for(chunk_seconds),
-            lookahead=STREAM_LOOKAHEAD, context=DECODE_CONTEXT,
-        )  # fmt: skip
+        decoder = self._stream_decoder(chunk_seconds)
         with self.token_stream(prompts, options, **kwargs) as blocks:
             if blocks.prompt is not None and prompt_in_output:
                 yield from decoder.push(blocks.prompt)
@@ -253,26 +251,25 @@ class MusicGen:
         if tail is not None:
             yield tail
 
+    def _stream_decoder(self, chunk_seconds: float) -> StreamDecoder:
+        if not (isinstance(chunk_seconds, (int, float)) and 0 < chunk_seconds <= 60):
+            raise InvalidOptionError(f"chunk_seconds must be in (0, 60], got {chunk_seconds!r}")
+        return StreamDecoder(
+            self.decode, self.config.audio_encoder.hop_length, chunk=self.frames_for(chunk_seconds),
+            lookahead=STREAM_LOOKAHEAD, context=DECODE_CONTEXT,
+        )  # fmt: skip
+
     def _prompt_codes(self, audio: AudioPrompt, rate: int | None, batch: int) -> torch.Tensor:
         """An audio prompt -> codes [B, K, P], refused if it does not leave room in the window."""
-        if isinstance(audio, (str, os.PathLike)):
-            wav = read_audio(audio, sample_rate=self.sample_rate, channels=self.audio_channels)[
-                None
-            ]
-        elif isinstance(audio, torch.Tensor):
-            wav = audio.detach().float().cpu()
-            wav = wav.view(1, 1, -1) if wav.dim() == 1 else wav[None] if wav.dim() == 2 else wav
-            if wav.dim() != 3:
-                raise InvalidOptionError(
-                    f"audio_prompt must be [N], [C, N] or [B, C, N], got {tuple(audio.shape)}"
-                )
-            wav = torch.stack([match_channels(w, self.audio_channels) for w in wav])
-            if rate is not None and rate != self.sample_rate:
-                wav = torch.stack([resample(w, rate, self.sample_rate) for w in wav])
-        else:
-            raise InvalidOptionError(
-                f"audio_prompt must be a tensor or a file path, got {type(audio).__name__}"
-            )
+        if is_codes(audio):
+            assert isinstance(audio, torch.Tensor)
+            return checked_codes(
+                audio.to(self.device), codebooks=self.num_codebooks, batch=batch,
+                vocab=self.config.decoder.vocab_size, window=self.frames_for(self.max_duration),
+            )  # fmt: skip
+        wav = prompt_waveform(
+            audio, rate, sample_rate=self.sample_rate, channels=self.audio_channels
+        )
         if wav.shape[0] not in (1, batch):
             raise InvalidOptionError(f"audio_prompt has {wav.shape[0]} rows for {batch} prompts")
         seconds = wav.shape[-1] / self.sample_rate
@@ -283,6 +280,52 @@ class MusicGen:
             )
         codes = self.encode(wav)
         return codes.expand(batch, -1, -1) if codes.shape[0] != batch else codes
+
+    # --- composition: a piece of sections (tunesmith.composition) -------------------------
+
+    def compose(
+        self, sections: Sequence[Section], options: Options = None, **kwargs: Any
+    ) -> torch.Tensor:
+        """A piece made of `sections` (`Section(text, seconds, ...)`, in order) as audio
+        [1, C, N] float32: one continuous code sequence, decoded at once as long form is.
+        Arguments are those of `compose_tokens`."""
+        return self.decode(self.compose_tokens(sections, options, **kwargs))
+
+    def compose_tokens(
+        self, sections: Sequence[Section], options: Options = None, **kwargs: Any
+    ) -> torch.Tensor:
+        """Codes [1, K, T] of a piece: each section's first window is prompted with the last
+        `context` seconds made and its own text (with greedy decoding, the codes of
+        `generate_tokens(text, audio_prompt=<those codes>, prompt_in_output=False)`); its
+        `transition` blends the previous text in. options (or keywords): the piece's seed,
+        top_k, top_p, temperature, cfg_scale and stride, which sections may override; its
+        duration is the sections'. progress: as `generate_tokens`, naming the section."""
+        with self.compose_token_stream(sections, options, **kwargs) as blocks:
+            return torch.cat(list(blocks), dim=2)
+
+    def compose_token_stream(
+        self,
+        sections: Sequence[Section],
+        options: Options = None,
+        *,
+        progress: Progress = False,
+        **settings: Any,
+    ) -> PieceStream:
+        """Like `token_stream`, for a piece (`compose_tokens`); `.section` is the section
+        being made. Everything is checked before the first step."""
+        return piece_stream(self, sections, options, progress, **settings)
+
+    def compose_stream(
+        self,
+        sections: Sequence[Section],
+        options: Options = None,
+        chunk_seconds: float = 1.0,
+        **kwargs: Any,
+    ) -> Iterator[torch.Tensor]:
+        """Audio [1, C, n] of a piece as soon as each `chunk_seconds` can be decoded (as
+        `stream`); arguments as `compose_tokens`."""
+        decoder = self._stream_decoder(chunk_seconds)
+        yield from piece_audio(self.compose_token_stream(sections, options, **kwargs), decoder)
 
     def frames_for(self, duration: float) -> int:
         return max(1, round(duration * self.frame_rate))
@@ -351,50 +394,3 @@ class MusicGen:
             return codec.encode(wav, per_channel)
         streams = [codec.encode(wav[:, c : c + 1], per_channel) for c in range(self.audio_channels)]
         return torch.stack(streams, dim=2).flatten(1, 2)  # interleave: L0 R0 L1 R1 ...
-
-
-def _as_prompt_list(prompts: Prompts) -> list[str | None]:
-    if prompts is None or isinstance(prompts, str):
-        return [prompts]
-    texts = list(prompts)
-    if not texts:
-        raise InvalidOptionError('give at least one prompt ("" or None for unconditional)')
-    for t in texts:
-        if t is not None and not isinstance(t, str):
-            raise InvalidOptionError(f"prompts must be strings or None, got {type(t).__name__}")
-    return texts
-
-
-class TokenStream:
-    """Iterator of code blocks [B, K, n] with its progress bar; `.prompt` holds the prompt codes."""
-
-    def __init__(
-        self,
-        blocks: Iterator[torch.Tensor],
-        prompt: torch.Tensor | None,
-        progress: Progress,
-        steps: int,
-    ) -> None:
-        self.prompt = prompt
-        self.steps = steps  # decoder steps in all: one block each
-        self.done = 0
-        self._blocks = blocks
-        self._progress = progress_callback(progress)
-        self._on_step: StepCallback | None = None
-
-    def __enter__(self) -> TokenStream:
-        self._on_step = self._progress.__enter__()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._progress.__exit__(*exc)
-
-    def __iter__(self) -> Iterator[torch.Tensor]:
-        return self
-
-    def __next__(self) -> torch.Tensor:
-        block = next(self._blocks)
-        self.done += 1
-        if self._on_step is not None:
-            self._on_step(self.done, self.steps)
-        return block

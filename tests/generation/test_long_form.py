@@ -57,10 +57,10 @@ def test_75_seconds_run_through_three_windows_reusing_tokens(
     calls: list[tuple[torch.Tensor | None, list[torch.Tensor]]] = []
     real = generation.iter_window
 
-    def spy(step, text, frames, options, generator, prompt=None):
+    def spy(step, text, frames, options, generator, prompt=None, transition=None):
         made: list[torch.Tensor] = []
         calls.append((None if prompt is None else prompt.clone(), made))
-        for block in real(step, text, frames, options, generator, prompt=prompt):
+        for block in real(step, text, frames, options, generator, prompt, transition):
             made.append(block)
             yield block
 
@@ -134,3 +134,35 @@ def test_stream_decoder_flushes_short_input() -> None:
     tail = decoder.finish()
     assert tail is not None and tail.shape == (1, 1, 6)
     assert decoder.finish() is None
+
+
+def test_an_audio_prompt_given_as_codes_is_continued_as_its_waveform(
+    tiny_model: MusicGen,
+) -> None:
+    """Codes (a long tensor [B, K, P]) prompt as the waveform they were encoded from does."""
+    torch.manual_seed(1)
+    wav = 0.3 * torch.randn(1, 32000 // 2)
+    codes = tiny_model.encode(wav)
+    by_wave = tiny_model.generate_tokens(["a", "b"], duration=0.3, audio_prompt=wav, top_k=1)
+    by_codes = tiny_model.generate_tokens(["a", "b"], duration=0.3, audio_prompt=codes, top_k=1)
+    assert torch.equal(by_codes, by_wave)
+    assert torch.equal(by_codes[..., :25], codes.expand(2, -1, -1))
+
+
+@pytest.mark.parametrize(
+    ("codes", "message"),
+    [
+        (torch.zeros(1, 3, 10, dtype=torch.long), r"codes must be \[batch, 4, frames\]"),
+        (torch.zeros(4, 10, dtype=torch.long), r"codes must be \[batch, 4, frames\]"),
+        (torch.zeros(3, 4, 10, dtype=torch.long), "3 rows for 2 prompts"),
+        (torch.zeros(1, 4, 0, dtype=torch.long), "at least one"),
+        (torch.zeros(1, 4, 1500, dtype=torch.long), "fewer than the model's 1500-frame window"),
+        (torch.full((1, 4, 10), 2048), r"tokens in \[0, 2048\)"),
+        (torch.full((1, 4, 10), -1), r"tokens in \[0, 2048\)"),
+    ],
+)
+def test_bad_prompt_codes_are_refused(
+    tiny_model: MusicGen, codes: torch.Tensor, message: str
+) -> None:
+    with pytest.raises(InvalidOptionError, match=message):
+        tiny_model.generate_tokens(["a", "b"], duration=0.1, audio_prompt=codes)

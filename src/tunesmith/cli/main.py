@@ -12,7 +12,7 @@ from typing import NoReturn
 
 from .. import __version__
 from ..errors import TunesmithError
-from . import batch, conform, generate, models, serve, train
+from . import batch, compose, conform, generate, models, serve, train
 
 # The status of a program whose output pipe was closed (`| head`): killed by SIGPIPE, as a
 # shell reports it.
@@ -30,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="tunesmith", description="Text to music with MusicGen, in plain PyTorch.")
     parser.add_argument("--version", action="version", version=f"tunesmith {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
-    for command in (generate, serve, batch, train, models, conform):
+    for command in (generate, compose, conform, serve, batch, train, models):
         command.register(commands)
     return parser
 

@@ -9,13 +9,14 @@ other caches), and the tests compare each against it.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Protocol
 
 import torch
 
 from ..config import LMConfig
-from ..models.lm import CacheLayout, LMCache, MusicGenLM
+from ..models.lm import CacheLayout, LayerCache, LMCache, MusicGenLM
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,31 @@ def guide(logits: torch.Tensor, scale: float) -> torch.Tensor:
     """Classifier-free guidance: [2B, ...] logits, conditional rows first -> [B, ...]."""
     cond, uncond = logits.chunk(2, dim=0)
     return uncond + scale * (cond - uncond)
+
+
+def keep_rows(cache: LMCache, rows: slice, text_rows: slice) -> LMCache:
+    """The cache of a batch that keeps only `rows` (a contiguous run), whose text rows are
+    `text_rows` of the cache's: views of the same buffers (no copy; the keys and values
+    already written stay), as a new cache, so that what a step kept with the old one (a CUDA
+    graph of its shapes) is not reused. The rows seeing text must lead the kept run."""
+
+    def cut(t: torch.Tensor | None, part: slice) -> torch.Tensor | None:
+        return None if t is None else t[part]
+
+    layers = []
+    for layer in cache.layers:
+        self_kv = (layer.self_k[rows], layer.self_v[rows])
+        cross_kv = (layer.cross_k[text_rows], layer.cross_v[text_rows])
+        scales = (cut(layer.self_k_scale, rows), cut(layer.self_v_scale, rows))
+        layers.append(LayerCache(*self_kv, *cross_kv, *scales))
+    text = range(cache.cross_rows)[text_rows]
+    return dataclasses.replace(
+        cache,
+        layers=layers,
+        cross_mask=cut(cache.cross_mask, text_rows),
+        cross_rows=len(text),
+        step_state=None,
+    )
 
 
 class Step(Protocol):

@@ -2,6 +2,9 @@
 
 `loop` (the decode loop and long-form windows), `sampling` (CFG, temperature, top-k/top-p),
 `delay` (the codebook delay pattern), `codec_chunks` (decoding codes in overlapping chunks,
-streaming), `progress`. It runs the decoder through an `engine.step.Step` and may import
-`engine`, `models`, `options`, `config` and `errors`; never the public API or interfaces.
+streaming), `progress`, `stream` (code blocks under a progress bar), `condition` (encoded
+text), `prompts` (text and audio prompts as the public API takes them), `transition` (one
+text's guided logits blended into another's, over a span of steps). It runs the decoder
+through an `engine.step.Step` and may import `engine`, `models`, `audio` (reading an audio
+prompt), `options`, `config` and `errors`; never the public API or interfaces.
 """

@@ -6,7 +6,9 @@ One window holds at most `max_duration` seconds. Longer pieces slide the window
 
 Everything is a generator of newly completed frames, so callers can stream audio, show
 progress, or stop and keep what exists. Classifier-free guidance runs the conditional and
-unconditional rows as one batch of 2B and mixes their logits.
+unconditional rows as one batch of 2B and mixes their logits. A window may open with a
+`transition` (composed pieces: `generation.transition`): the previous text's rows run beside
+the new one's until the blend is over.
 """
 
 from __future__ import annotations
@@ -16,24 +18,14 @@ from dataclasses import dataclass
 
 import torch
 
-from ..engine.step import Step
+from ..engine.step import Step, keep_rows
 from ..options import GenerationOptions
+from .condition import TextCondition
 from .delay import apply_delay, delays, frame_views, valid_mask
 from .sampling import sample, step_draw
+from .transition import Transition
 
 StepCallback = Callable[[int, int], None]  # (steps done, steps in all)
-
-
-@dataclass(frozen=True)
-class TextCondition:
-    """Projected text states [B, S, D] and mask [B, S]; an all-zero row is unconditional."""
-
-    states: torch.Tensor
-    mask: torch.Tensor
-
-    @property
-    def batch(self) -> int:
-        return self.states.shape[0]
 
 
 @dataclass(frozen=True)
@@ -88,11 +80,13 @@ def iter_window(
     options: GenerationOptions,
     generator: torch.Generator,
     prompt: torch.Tensor | None = None,
+    transition: Transition | None = None,
 ) -> Iterator[torch.Tensor]:
     """Sample one window; yield each newly completed frame as codes [B, K, 1].
 
     `prompt` [B, K, P] frames are given (not yielded); frames counts them too (P < frames).
     One decoder step per iteration (the first `max_delay` steps complete no frame).
+    `transition`: blend the previous text's guided logits into this one's over its span.
     """
     cfg = step.lm.cfg
     device = text.states.device
@@ -105,41 +99,57 @@ def iter_window(
         raise ValueError(f"prompt has {p} frames; asked for {frames} in all")
 
     use_cfg = options.cfg_scale != 1.0
-    reps = 2 if use_cfg else 1  # a guided batch's two halves take the same tokens
+    blend = None if transition is None else transition.blend(b, options.cfg_scale)
+    # Each block of B rows takes the same tokens: a guided batch's two halves, a blend's three.
+    rows = blend.rows if blend is not None else (2 if use_cfg else 1) * b
     codes = torch.zeros(b, k, frames, dtype=torch.long, device=device)
     if prompt is not None:
         codes[:, :, :p] = prompt
     delayed = apply_delay(codes, cfg.special_token, cfg.audio_channels)  # [B, K, length]
-    seq = delayed.repeat(reps, 1, 1)  # the step's input rows: [reps * B, K, length]
-    halves = seq.view(reps, b, k, length)
+    seq = delayed.repeat(rows // b, 1, 1)  # the step's input rows: [rows, K, length]
+    live = seq  # the rows the step runs: all, until a blend's previous-text rows leave
+    blocks = live.view(-1, b, k, length)
     # Positions to sample: real frames (not the delay's special padding) past the prompt.
     pos = torch.arange(length)[None, :]
     shift = torch.tensor(shifts)[:, None]
     writable = (valid_mask(k, length, cfg.audio_channels) & (pos >= 1 + shift + p)).to(device)
     every = writable.all(dim=0).tolist()  # positions where every codebook takes its token
     # Views made once, not a few ops a step: each position's column and one-frame input, and
-    # each frame's codes as they complete.
-    columns, inputs = seq.unbind(2), seq.split(1, dim=2)
-    completed = frame_views(seq[:b], cfg.audio_channels)
+    # each frame's codes as they complete (read from rows the step always writes).
+    columns, inputs = live.unbind(2), live.split(1, dim=2)
+    completed = frame_views(seq[:b] if blend is None else seq[b : 2 * b], cfg.audio_channels)
 
-    cache = step.new_cache(reps * b, length, text.states, text.mask)
+    condition = text if blend is None else blend.text(text)
+    cache = step.new_cache(rows, length, condition.states, condition.mask)
     first = p + 1  # first position with anything to sample (codebook 0 right after the prompt)
-    feed = seq[:, :, :first]
+    feed = live[:, :, :first]
     top_k, top_p, temperature = options.top_k, options.top_p, options.temperature
     draw = step_draw(top_k=top_k, top_p=top_p, temperature=temperature, generator=generator)
     scale = options.cfg_scale if use_cfg else None
     for position in range(first, length):
+        if blend is not None and blend.over(position - first):
+            # The blend is over: the previous text's rows leave the batch (and the cache).
+            cache = keep_rows(cache, blend.kept, blend.kept_text)
+            live = seq[blend.kept]
+            blocks = live.view(-1, b, k, length)
+            columns, inputs = live.unbind(2), live.split(1, dim=2)
+            feed = live[:, :, :first] if position == first else inputs[position - 1]
+            blend = None
         # The step draws the tokens itself where it can (one C++ call on a CPU, which also
         # writes them into the sequence), else the loop samples its logits (the step mixes
         # the guided halves: in C++ on a CPU).
         column = columns[position] if every[position] else None
-        tokens = None if draw is None else step.drawn(feed, cache, scale, draw, column)
+        tokens = None
+        if draw is not None and blend is None:
+            tokens = step.drawn(feed, cache, scale, draw, column)
         written = tokens is not None and column is not None
         if tokens is None:
             # Contiguous, as a compiled step was traced with (a view's strides change with
             # the window's length).
             frames_in = feed.contiguous()
-            if scale is not None:
+            if blend is not None:
+                logits = blend.logits(step(frames_in, cache)[:, :, -1], position - first)
+            elif scale is not None:
                 logits = step.guided(frames_in, cache, scale)
             else:
                 logits = step(frames_in, cache)[:, :, -1]  # [B, K, V]
@@ -147,9 +157,9 @@ def iter_window(
                 logits, top_k=top_k, top_p=top_p, temperature=temperature, generator=generator
             )
         if not written:
-            keep = halves[0, :, :, position]
+            keep = blocks[0, :, :, position]
             mixed = tokens if every[position] else torch.where(writable[:, position], tokens, keep)
-            halves[:, :, :, position] = mixed
+            blocks[:, :, :, position] = mixed
         feed = inputs[position]
         frame = position - 1 - max_delay  # the frame whose last codebook was just written
         if frame >= p:
@@ -170,9 +180,11 @@ def iter_frames(
     prompt: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
     on_step: StepCallback | None = None,
+    transition: Transition | None = None,
 ) -> Iterator[torch.Tensor]:
     """Yield `new_frames` new frames in order (blocks [B, K, n], n >= 0), across as many windows
-    as it takes, continuing `prompt` codes [B, K, P] if given."""
+    as it takes, continuing `prompt` codes [B, K, P] if given; `transition` blends the
+    previous text in over the first new frames' steps (in as many windows as it spans)."""
     device = text.states.device
     generator = generator if generator is not None else make_generator(options.seed, device)
     p = 0 if prompt is None else prompt.shape[-1]
@@ -183,15 +195,21 @@ def iter_frames(
     keep = window - stride
     # The last frames so far (prompt included): what the next window is prompted with.
     history = prompt if prompt is not None else text.states.new_zeros(0, dtype=torch.long)
+    new = 0  # new frames made before this window
     for w in windows:
         context = history[:, :, history.shape[-1] - w.context :] if w.context else None
+        span = None if transition is None else transition.later(new)
         made = []
-        for block in iter_window(step, text, w.frames, options, generator, prompt=context):
+        window_blocks = iter_window(
+            step, text, w.frames, options, generator, prompt=context, transition=span
+        )
+        for block in window_blocks:
             made.append(block)
             done += 1
             if on_step is not None:
                 on_step(done, total)
             yield block
+        new += w.frames - w.context
         if keep:
             history = torch.cat([h for h in (context, *made) if h is not None], dim=2)[:, :, -keep:]
 

@@ -43,6 +43,12 @@ class progress_callback:
 
         return update
 
+    def describe(self, description: str) -> None:
+        """Name what is being made now (a bar shows it from its next redraw)."""
+        self.description = description
+        if self.bar is not None:
+            self.bar.set_description(description, refresh=False)
+
     def __exit__(self, *exc: object) -> None:
         if self.bar is not None:
             self.bar.close()
