@@ -19,6 +19,10 @@ from .errors import InvalidOptionError
 DEFAULT_MODEL = "facebook/musicgen-small"
 MAX_DURATION = 3600.0  # seconds in one call: long form slides the 30 s window that far
 WINDOW_SECONDS = 30.0  # the official checkpoints' window (a stride may not exceed it)
+# Each window of a long piece costs a prefill of its context: a tiny stride made an hour
+# ~180,000 windows. With strides of 1 s or more, the longest piece takes ~191,000 steps.
+MIN_STRIDE = 1.0
+MAX_JOB_STEPS = 200_000  # decoder steps one call may take (3600 s at 18 s: 180,600)
 QUANTIZE_MODES = ("int8",)  # weight formats `quantize=` takes
 # Formats measured and not offered: asking for one says why, not just "unknown".
 WITHHELD_QUANTIZE = {
@@ -88,9 +92,11 @@ class GenerationOptions:
             raise InvalidOptionError(
                 f"duration {d:g}s is longer than the {MAX_DURATION:g}s allowed"
             )
-        if not _is_real(self.stride) or not self.stride > 0:
+        if not _is_real(self.stride) or not self.stride >= MIN_STRIDE:
             raise InvalidOptionError(
-                f"stride must be a positive number of seconds, got {self.stride!r}"
+                f"stride must be at least {MIN_STRIDE:g} s (each window of a long piece costs a "
+                f"prefill: a job may take at most {MAX_JOB_STEPS} decoder steps), "
+                f"got {self.stride!r}"
             )
         if not isinstance(self.top_k, int) or isinstance(self.top_k, bool) or self.top_k < 0:
             raise InvalidOptionError(f"top_k must be an integer >= 0 (0 = off), got {self.top_k!r}")
