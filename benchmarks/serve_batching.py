@@ -56,7 +56,7 @@ def run(model: Any, data_dir: Path, max_batch: int, args: argparse.Namespace) ->
 
     app = create_app(model, data_dir, max_queue=max(16, args.jobs), max_batch=max_batch)
     body = {"duration": args.duration, "top_k": 250, "cfg_scale": 3.0}
-    with TestClient(app) as client:
+    with TestClient(app, base_url="http://127.0.0.1") as client:  # a loopback Host (421 else)
         worker = app.state.tunesmith.worker
         wait(client, [submit(client, {**body, "prompt": "warm-up"})])
         worker.pause()

@@ -38,7 +38,7 @@ from .generation.prompts import Prompts, checked_codes, is_codes, prompt_list, p
 from .generation.stream import TokenStream
 from .models.melody import MusicGenMelodyModel
 from .models.network import MusicGenModel
-from .options import DEFAULT_MODEL, GenerationOptions, check_quantize
+from .options import DEFAULT_MODEL, MAX_JOB_STEPS, GenerationOptions, check_quantize
 
 Options = GenerationOptions | float | None  # options, or a duration in seconds
 AudioPrompt = torch.Tensor | str | Path  # a waveform, codes (a long tensor) or a file
@@ -218,6 +218,11 @@ class MusicGen:
         plan = plan_windows(0 if prompt is None else prompt.shape[-1], new, window, stride_frames)
         lm = self.model.decoder.cfg
         steps = steps_for(plan, max(delays(lm.num_codebooks, lm.audio_channels)))
+        if steps > MAX_JOB_STEPS:
+            raise InvalidOptionError(
+                f"this piece would take {steps} decoder steps; a call may take at most "
+                f"{MAX_JOB_STEPS}: shorten it or raise the stride"
+            )
         blocks = iter_frames(
             self.step, text, new, opts, window=window, stride=stride_frames, prompt=prompt
         )

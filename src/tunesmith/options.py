@@ -20,6 +20,10 @@ from .errors import InvalidOptionError
 DEFAULT_MODEL = "facebook/musicgen-small"
 MAX_DURATION = 3600.0  # seconds in one call: long form slides the 30 s window that far
 WINDOW_SECONDS = 30.0  # the official checkpoints' window (a stride may not exceed it)
+# Each window of a long piece costs a prefill of its context: a tiny stride made an hour
+# ~180,000 windows. With strides of 1 s or more, the longest piece takes ~191,000 steps.
+MIN_STRIDE = 1.0
+MAX_JOB_STEPS = 200_000  # decoder steps one call may take (3600 s at 18 s: 180,600)
 QUANTIZE_MODES = ("int8",)  # weight formats `quantize=` takes
 # Formats measured and not offered: asking for one says why, not just "unknown".
 WITHHELD_QUANTIZE = {
@@ -72,7 +76,7 @@ BOUNDS: dict[str, Bounds] = {
     "temperature": Bounds(0, MAX_TEMPERATURE, low_open=True),
     "cfg_scale": Bounds(0, MAX_CFG_SCALE),
     "seed": Bounds(0, 2**63, high_open=True),
-    "stride": Bounds(0, WINDOW_SECONDS, low_open=True),
+    "stride": Bounds(MIN_STRIDE, WINDOW_SECONDS),
 }
 
 
@@ -158,7 +162,12 @@ _KINDS: dict[str, tuple[bool, str, str]] = {
     "temperature": (False, "a number", " (use top_k=1 for greedy)"),
     "cfg_scale": (False, "a number", " (1 = no guidance)"),
     "seed": (True, "an integer", " (or None: a fresh seed each call)"),
-    "stride": (False, "a number of seconds", " (at most the model's window)"),
+    "stride": (
+        False,
+        "a number of seconds",
+        " (each window of a long piece costs a prefill; a call takes at most "
+        f"{MAX_JOB_STEPS} decoder steps)",
+    ),
 }
 
 

@@ -170,7 +170,7 @@ BAD = [
     ([*GOOD, "--fade-out", "6"], "fade_in 0s and fade_out 6s together are longer"),
     ([*GOOD, "--fade-in", "-1"], "fade_in must be a number of seconds >= 0"),
     ([*GOOD, "--top-k", "-1"], "top_k"),
-    ([*GOOD, "--stride", "31"], "stride must be a number of seconds in (0, 30]"),
+    ([*GOOD, "--stride", "31"], "stride must be a number of seconds in [1, 30]"),
     ([*GOOD, "--device", "tpu"], "device"),
     ([*GOOD, "--model", "./no/such/folder"], "does not exist"),
 ]

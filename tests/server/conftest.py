@@ -3,6 +3,7 @@ with the worker thread running (TestClient's lifespan), and a helper that waits 
 
 from __future__ import annotations
 
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
@@ -12,6 +13,8 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from tests.server.local import LocalClient
+from tests.server.processes import Server
 from tunesmith.server import create_app
 from tunesmith.server.worker import Worker
 
@@ -33,7 +36,7 @@ def make_client(tiny_model: Any, tmp_path: Path) -> Iterator[MakeClient]:
 
         def make(data_dir: Path | None = None, **kwargs: Any) -> TestClient:
             app = create_app(tiny_model, data_dir or tmp_path / "data", **kwargs)
-            return stack.enter_context(TestClient(app))
+            return stack.enter_context(LocalClient(app))
 
         yield make
 
@@ -99,3 +102,45 @@ def submit() -> Callable[..., str]:
         return job_id
 
     return post
+
+
+@pytest.fixture
+def tmpfs(tmp_path: Path) -> Iterator[Path]:
+    """A real 4 MiB disk (tmpfs), made and removed here; a skip where mounting is not
+    permitted."""
+    mount = tmp_path / "small-disk"
+    mount.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)], capture_output=True
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip() or 'not root'}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def fill(folder: Path, leave: int = 0) -> Path:
+    """Fill the disk `folder` is on, to the last byte (or all but `leave` bytes); the filler
+    file, to delete to give the room back."""
+    import os
+
+    filler = folder / "filler"
+    with open(filler, "ab", buffering=0) as f:
+        for size in (65536, 4096, 1):
+            try:
+                while os.statvfs(folder).f_bavail * os.statvfs(folder).f_frsize > leave + size:
+                    f.write(b"\0" * size)
+            except OSError:
+                pass
+    return filler
+
+
+@pytest.fixture
+def servers() -> Iterator[list[Server]]:
+    """A list to put started `tunesmith serve` processes in; each is killed at the end."""
+    started: list[Server] = []
+    yield started
+    for server in started:
+        server.stop()

@@ -7,8 +7,7 @@ from typing import Any
 import pytest
 
 from tunesmith.errors import InvalidOptionError
-from tunesmith.server import ServiceSettings, serve
-from tunesmith.server import app as server_app
+from tunesmith.server import ServiceSettings, process, serve
 from tunesmith.server.settings import read_api_key
 
 KEY = "s3cret-key"
@@ -51,12 +50,12 @@ def test_health_page_and_docs_stay_open(locked):
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "127.0.0.2", "localhost", "::1", "[::1]"])
 def test_loopback_hosts(host):
-    assert server_app.is_loopback(host)
+    assert process.is_loopback(host)
 
 
 @pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.168.1.4", "example.com", ""])
 def test_other_hosts(host):
-    assert not server_app.is_loopback(host)
+    assert not process.is_loopback(host)
 
 
 def test_serve_refuses_a_public_host_without_a_key(tmp_path):
@@ -81,18 +80,18 @@ def test_the_key_from_a_file_the_environment_or_the_flag(tmp_path, monkeypatch, 
 
 
 def test_serve_loads_once_and_runs_uvicorn(tiny_checkpoint, tmp_path, monkeypatch):
-    import uvicorn
-
     seen: dict[str, Any] = {}
-    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: seen.update(app=app, **kw))
+    monkeypatch.setattr(
+        process, "run", lambda app, sock, settings: seen.update(app=app, sock=sock, s=settings)
+    )
     settings = ServiceSettings(
-        host="0.0.0.0", port=8123, data_dir=tmp_path / "d", api_key="given", max_queue=3,
+        host="127.0.0.1", port=0, data_dir=tmp_path / "d", api_key="given", max_queue=3,
         max_batch=2, keep_alive_seconds=4, max_connections=50,
     )  # fmt: skip
     serve(str(tiny_checkpoint), settings, {"device": "cpu"})
-    assert seen["host"] == "0.0.0.0" and seen["port"] == 8123
-    assert seen["timeout_keep_alive"] == 4 and seen["limit_concurrency"] == 50
-    assert seen["app"].state.tunesmith.api_key == "given"
+    assert seen["sock"].family.name == "AF_INET" and seen["s"].max_connections == 50
+    keys = seen["app"].state.tunesmith.keys
+    assert keys.match("given").name == "admin" and keys.match("given").admin
     assert (tmp_path / "d" / "tunesmith.db").is_file()
 
 

@@ -8,6 +8,7 @@ TUNESMITH_SCREENSHOTS=folder to keep screenshots of the page.
 from __future__ import annotations
 
 import os
+import re
 import socket
 import threading
 import time
@@ -58,10 +59,12 @@ def serve_app(tiny_model: Any, tmp_path: Path) -> Iterator[Any]:
     import uvicorn
 
     servers: list[tuple[uvicorn.Server, threading.Thread]] = []
+    apps: list[Any] = []
 
     def start(model: Any = None, **kwargs: Any) -> str:
         port = _free_port()
         app = create_app(model or tiny_model, tmp_path / f"data-{port}", **kwargs)
+        apps.append(app)
         config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
         server = uvicorn.Server(config)
         thread = threading.Thread(target=server.run, daemon=True)
@@ -73,6 +76,7 @@ def serve_app(tiny_model: Any, tmp_path: Path) -> Iterator[Any]:
         servers.append((server, thread))
         return f"http://127.0.0.1:{port}"
 
+    start.apps = apps  # type: ignore[attr-defined]  # the tests reach a server's worker
     yield start
     for server, thread in servers:
         server.should_exit = True
@@ -195,7 +199,7 @@ def test_a_piece_longer_than_the_window_from_the_page(browser, serve_app, tmp_pa
     page.fill("#duration", "40")
     page.click("#generate")
     page.wait_for_selector("#result:not([hidden])", timeout=120_000)
-    assert "40.0 s" in page.inner_text("#job-text")
+    assert page.inner_text("#job-text").startswith("40 s of music, made in ")
 
 
 def test_a_melody_job_from_the_page(browser, serve_app, tmp_path):
@@ -227,3 +231,41 @@ def test_the_melody_upload_is_hidden_on_text_models(browser, serve_app):
     page.wait_for_selector("#health-dot.ok")
     page.click("#advanced summary")
     assert not page.is_visible("#melody-file")
+
+
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+def test_progress_reads_as_music_and_the_spectrogram_fits_the_page(
+    browser, serve_app, tmp_path, scheme
+):
+    """Was: "3% · step 337 of 12039" and "12.0 s in 1.5 s"; a report-style spectrogram."""
+    url = serve_app()
+    worker = serve_app.apps[-1].state.tunesmith.worker
+    worker.step_hook = lambda ids: time.sleep(0.004)  # a few seconds: progress to read
+    page = browser.new_page(viewport={"width": 1200, "height": 900}, color_scheme=scheme)
+    errors: list[str] = []
+    page.on("pageerror", lambda err: errors.append(str(err)))
+    page.goto(url)
+    page.wait_for_selector("#health-dot.ok")
+    page.fill("#prompt", "slow strings")
+    page.fill("#duration", "12")
+    page.click("#generate")
+    page.wait_for_function(
+        "document.getElementById('job-text').textContent.includes('left')", timeout=30_000
+    )
+    running = page.inner_text("#job-text")
+    assert re.fullmatch(
+        r"[\d.]+ s of 12 s of music made · about [\d.]+ (s|min)( \d+ s)? left", running
+    ), running
+    _screenshot(page, f"progress-{scheme}.png")
+    page.wait_for_selector("#result:not([hidden])", timeout=60_000)
+    done = page.inner_text("#job-text")
+    assert re.fullmatch(r"12 s of music, made in [\d.]+ s", done), done
+    page.wait_for_function("document.getElementById('spectrogram').naturalWidth > 0")
+    natural, shown = page.evaluate(
+        "[document.getElementById('spectrogram').naturalWidth,"
+        " document.getElementById('spectrogram').getBoundingClientRect().width]"
+    )
+    assert natural == 1000 and 400 <= shown <= 600  # drawn at twice the size it is shown
+    page.locator("#result").screenshot(path=str(tmp_path / "result.png"))
+    _screenshot(page, f"result-{scheme}.png")
+    assert errors == []

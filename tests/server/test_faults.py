@@ -6,43 +6,13 @@ from __future__ import annotations
 
 import shutil
 import sqlite3
-import subprocess
 import threading
 import time
-from pathlib import Path
 
-import pytest
-from fastapi.testclient import TestClient
-
+from tests.server.conftest import fill
+from tests.server.local import LocalClient
 from tunesmith.server import create_app
 from tunesmith.server import worker as worker_module
-
-
-@pytest.fixture
-def tmpfs(tmp_path: Path):
-    """A real 3 MB disk (tmpfs), or a skip where this machine cannot mount one."""
-    mount = tmp_path / "small-disk"
-    mount.mkdir()
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mount)], capture_output=True
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
-
-
-def _fill(folder: Path) -> None:
-    """Fill the disk `folder` is on, to the last byte."""
-    with open(folder / "filler", "wb", buffering=0) as f:
-        for size in (65536, 1):
-            try:
-                while f.write(b"\0" * size):
-                    pass
-            except OSError:
-                pass
 
 
 def test_a_full_disk_never_kills_the_worker(tiny_model, tmpfs, submit, wait_job):
@@ -50,19 +20,18 @@ def test_a_full_disk_never_kills_the_worker(tiny_model, tmpfs, submit, wait_job)
     inside the except handler, the worker thread died, and the server went on answering 202
     and /healthz ok while running nothing; a POST answered a plain-text 500."""
     data = tmpfs / "data"
-    with TestClient(create_app(tiny_model, data, min_free_bytes=0)) as client:
+    with LocalClient(create_app(tiny_model, data, min_free_bytes=0)) as client:
         first = wait_job(client, submit(client, "before"))
         assert first["status"] == "done"
-        _fill(tmpfs)
+        fill(tmpfs)
         response = client.post("/v1/generations", json={"prompt": "x", "duration": 0.3})
-        if response.status_code == 202:  # the insert found room in SQLite's pages: it runs
-            job = wait_job(client, response.json()["id"])
-            assert job["status"] == "failed" and job["error"], job
-        else:
+        if response.status_code != 202:
             assert response.status_code == 507, response.text
             assert response.headers["content-type"] == "application/json"
             assert "disk is full" in response.json()["detail"]
         (tmpfs / "filler").unlink()
+        if response.status_code == 202:  # the insert found room in SQLite's pages: it waited
+            assert wait_job(client, response.json()["id"])["status"] == "done"
         after = wait_job(client, submit(client, "after"))
         assert after["status"] == "done", after  # the worker still runs jobs
         assert client.get("/readyz").status_code == 200
@@ -73,7 +42,7 @@ def test_failures_the_store_refuses_are_held_and_shown(
 ):
     """The same with an injected write error: the audio write fails, then the store refuses
     to record the failure; the job still reads as failed, and is recorded once it can be."""
-    with TestClient(create_app(tiny_model, tmp_path / "data")) as client:
+    with LocalClient(create_app(tiny_model, tmp_path / "data")) as client:
         store = client.app.state.tunesmith.store  # type: ignore[attr-defined]
         real_finish = store.mark_finished
         refusals = {"n": 0}
@@ -84,13 +53,13 @@ def test_failures_the_store_refuses_are_held_and_shown(
                 raise sqlite3.OperationalError("database or disk is full")
             return real_finish(*args, **kwargs)
 
-        def no_space(*args, **kwargs):
-            raise OSError(28, "No space left on device")
+        def broken(*args, **kwargs):
+            raise OSError(5, "Input/output error")  # not a full disk: the job fails
 
         monkeypatch.setattr(store, "mark_finished", full)
-        monkeypatch.setattr(worker_module.audiofiles, "write", no_space)
+        monkeypatch.setattr(worker_module, "write_result", broken)
         job = wait_job(client, submit(client, "doomed"))
-        assert job["status"] == "failed" and "No space left" in job["error"]
+        assert job["status"] == "failed" and "Input/output error" in job["error"]
         monkeypatch.undo()
         ok = wait_job(client, submit(client, "fine"))
         assert ok["status"] == "done"
@@ -102,14 +71,14 @@ def test_failures_the_store_refuses_are_held_and_shown(
 
 def test_readyz_and_post_refuse_below_the_free_space_floor(tiny_model, tmp_path):
     free = shutil.disk_usage(tmp_path).free
-    with TestClient(create_app(tiny_model, tmp_path, min_free_bytes=free * 2)) as client:
+    with LocalClient(create_app(tiny_model, tmp_path, min_free_bytes=free * 2)) as client:
         ready = client.get("/readyz")
         assert ready.status_code == 503 and "MiB free" in ready.json()["detail"]
         response = client.post("/v1/generations", json={"prompt": "x", "duration": 0.3})
         assert response.status_code == 507 and "MiB free" in response.json()["detail"]
         health = client.get("/healthz")
         assert health.status_code == 200 and health.json()["ready"] is False  # alive, not ready
-    with TestClient(create_app(tiny_model, tmp_path / "ok")) as client:
+    with LocalClient(create_app(tiny_model, tmp_path / "ok")) as client:
         assert client.get("/readyz").json() == {"status": "ready"}
 
 
@@ -209,18 +178,18 @@ def test_a_body_that_never_arrives_is_timed_out(tiny_model, tmp_path):
 def test_foreign_host_headers_are_refused_without_a_key(tiny_model, tmp_path):
     """Was: a request with a foreign Host was served (DNS rebinding reaches a key-less
     loopback server)."""
-    with TestClient(create_app(tiny_model, tmp_path)) as client:
+    with LocalClient(create_app(tiny_model, tmp_path)) as client:
         assert client.get("/healthz", headers={"Host": "evil.example:8000"}).status_code == 421
         assert client.get("/healthz", headers={"Host": "127.0.0.1:8000"}).status_code == 200
         assert client.get("/healthz", headers={"Host": "localhost"}).status_code == 200
-    with TestClient(create_app(tiny_model, tmp_path / "k", api_key="k")) as client:
+    with LocalClient(create_app(tiny_model, tmp_path / "k", api_key="k")) as client:
         headers = {"Host": "music.example.org", "X-API-Key": "k"}
         assert client.get("/healthz", headers=headers).status_code == 200  # a key guards it
 
 
 def test_no_server_paths_in_answers(tiny_model, tiny_checkpoint, tmp_path, submit, wait_job):
     """Was: error messages and the unauthenticated /healthz showed absolute server paths."""
-    with TestClient(create_app(tiny_model, tmp_path / "data")) as client:
+    with LocalClient(create_app(tiny_model, tmp_path / "data")) as client:
         health = client.get("/healthz").text
         assert str(tiny_checkpoint) not in health and str(tmp_path) not in health
         job = wait_job(client, submit(client))

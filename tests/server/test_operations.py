@@ -86,15 +86,15 @@ def test_idempotency_key_returns_the_same_job(client, worker_of):
 
 
 def test_failed_authentication_gets_slower(make_client):
+    """Each failure from a client is held longer than the last (lower bounds: a busy machine
+    only adds to them); the right key is not held."""
     import time
 
     client = make_client(api_key="right", auth_delay_step=0.05)
-    times = []
-    for _ in range(4):
+    for failures in range(1, 5):
         began = time.monotonic()
         assert client.get("/v1/generations", headers={"X-API-Key": "wrong"}).status_code == 401
-        times.append(time.monotonic() - began)
-    assert times[-1] > times[0] + 0.1, times
+        assert time.monotonic() - began >= 0.05 * failures
     began = time.monotonic()
     assert client.get("/v1/generations", headers={"X-API-Key": "right"}).status_code == 200
     assert time.monotonic() - began < 0.5
@@ -112,16 +112,15 @@ def test_retention_removes_the_oldest_finished_jobs(make_client, submit, wait_jo
 
 
 def test_retention_by_age(tiny_model, tmp_path, submit, wait_job):
-    from fastapi.testclient import TestClient
-
+    from tests.server.local import LocalClient
     from tunesmith.server import create_app
 
     data = tmp_path / "data"
-    with TestClient(create_app(tiny_model, data)) as client:
+    with LocalClient(create_app(tiny_model, data)) as client:
         old = wait_job(client, submit(client, "old", 0.3))
     import time
 
-    with TestClient(create_app(tiny_model, data, keep_days=1e-9)) as client:  # ~0.1 ms
+    with LocalClient(create_app(tiny_model, data, keep_days=1e-9)) as client:  # ~0.1 ms
         assert client.post("/v1/generations", json={"prompt": "new", "duration": 0.3}).is_success
         deadline = time.monotonic() + 20  # retention runs after the batch
         while client.get(f"/v1/generations/{old['id']}").status_code != 404:

@@ -15,6 +15,8 @@ BAD_BODIES = [
     ({"duration": -1}, "duration"),
     ({"duration": 3600.5}, "duration"),  # past the long-form limit (30.5 s is long form)
     ({"stride": 31}, "stride"),
+    ({"stride": 0.02}, "stride"),  # a window per frame: 178,000 windows for an hour
+    ({"stride": 0.99}, "stride"),
     ({"audio_prompt": "../../etc/passwd"}, "audio_prompt"),
     ({"duration": "8"}, "duration"),
     ({"duration": True}, "duration"),
@@ -48,25 +50,36 @@ def test_bad_fields_are_422_naming_the_field(client, fields, field):
     assert client.get("/v1/generations").json()["total"] == 0
 
 
-RAW_BODIES = [
+INVALID_BODIES = [  # JSON that is not a request: 422, naming what is wrong
     b'{"prompt": "x", "cfg_scale": NaN}',
     b'{"prompt": "x", "temperature": Infinity}',
     b'{"prompt": "x", "duration": -Infinity}',
-    b'{"prompt": "x",',
     b"[1, 2, 3]",
     b'"just a string"',
     b"",
-    b"\xff\xfe not utf-8",
 ]
+NOT_JSON = [b'{"prompt": "x",', b"\xff\xfe not utf-8", b"{'prompt': 'x'}"]
 
 
-@pytest.mark.parametrize("raw", RAW_BODIES)
-def test_malformed_json_is_422(client, raw):
+@pytest.mark.parametrize("raw", INVALID_BODIES)
+def test_json_that_is_not_a_request_is_422(client, raw):
     response = client.post(
         "/v1/generations", content=raw, headers={"content-type": "application/json"}
     )
     assert response.status_code == 422, response.text
     assert response.json()["detail"]
+
+
+@pytest.mark.parametrize("raw", NOT_JSON)
+def test_a_body_that_is_not_json_is_400_as_documented(client, raw):
+    """Was: 422, where the document says 400."""
+    response = client.post(
+        "/v1/generations", content=raw, headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 400, response.text
+    assert response.json()["detail"].startswith("the body is not valid JSON")
+    documented = client.get("/openapi.json").json()["paths"]["/v1/generations"]["post"]
+    assert "400" in documented["responses"]
 
 
 def test_empty_prompt_means_unconditional_and_defaults_apply(client, wait_job):
@@ -114,3 +127,31 @@ def test_mp3_is_refused_with_a_reason_where_libsndfile_lacks_it(client, monkeypa
 def test_bad_list_queries_are_422(client, query):
     response = client.get(f"/v1/generations?{query}")
     assert response.status_code == 422 and response.json()["detail"].startswith("query.")
+
+
+def test_a_tiny_stride_is_refused_by_the_api_and_the_cli_alike(
+    client, tiny_checkpoint, tmp_path, capsys
+):
+    """Was: stride had only to be above 0; 32 s at 0.02 took 58.6 s against 3.0 s."""
+    from tunesmith.cli.main import main
+
+    refused = client.post("/v1/generations", json={"duration": 32.0, "stride": 0.02})
+    assert refused.status_code == 422 and "greater than or equal to 1" in refused.text
+    assert client.post("/v1/generations", json={"duration": 0.2, "stride": 1.0}).status_code == 202
+    code = main(["generate", "x", "-o", str(tmp_path / "x.wav"), "--model", str(tiny_checkpoint),
+                 "--duration", "32", "--stride", "0.02"])  # fmt: skip
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and len(err) == 1 and "stride must be a number of seconds in [1, 30]" in err[0]
+    assert "decoder steps" in err[0] and not (tmp_path / "x.wav").exists()
+
+
+def test_the_step_bound_is_stated_and_kept(client, tiny_model, monkeypatch):
+    from tunesmith import musicgen
+    from tunesmith.errors import InvalidOptionError
+    from tunesmith.options import MAX_JOB_STEPS
+
+    health = client.get("/healthz").json()
+    assert health["min_stride"] == 1.0 and health["max_steps"] == MAX_JOB_STEPS
+    monkeypatch.setattr(musicgen, "MAX_JOB_STEPS", 100)  # a 3 s piece takes 153
+    with pytest.raises(InvalidOptionError, match="153 decoder steps; a call may take at most 100"):
+        tiny_model.generate("x", 3.0)

@@ -33,7 +33,7 @@ def test_healthz_names_the_adapters(adapter: Path, tiny_checkpoint: Path, tmp_pa
     model = MusicGen.from_pretrained(
         tiny_checkpoint, device="cpu", adapter=adapter, adapter_scale=0.5
     )
-    with TestClient(create_app(model, tmp_path / "data")) as client:
+    with TestClient(create_app(model, tmp_path / "data"), base_url="http://127.0.0.1") as client:
         health = client.get("/healthz").json()
     assert health["adapters"] == [{"name": "my-style", "scale": 0.5, "rank": 2, "layers": 20}]
     assert str(adapter.parent) not in json.dumps(health)

@@ -27,15 +27,43 @@ def register(commands: argparse._SubParsersAction) -> None:
     d = ServiceSettings()  # every default, from the one place it is defined
     srv.add_argument("--host", default=d.host, help=f"address to bind (default {d.host})")
     srv.add_argument("--port", type=int, default=d.port, help=f"port (default {d.port})")
-    srv.add_argument("--data-dir", default=str(d.data_dir), help="jobs database and audio files")
     srv.add_argument(
+        "--data-dir",
+        default=str(d.data_dir),
+        help=f"jobs database, audio and uploads (default ./{d.data_dir}: a folder named so in "
+        "the folder the server is started from, made if missing)",
+    )
+    keys = srv.add_argument_group("API keys (needed off loopback)")
+    keys.add_argument(
         "--api-key",
         default=None,
-        help="require this key; needed off loopback. Every user of the machine sees it in "
+        help="require this key (one admin key). Every user of the machine sees it in "
         "`ps`: prefer --api-key-file or $TUNESMITH_API_KEY",
     )
+    keys.add_argument(
+        "--api-key-file", default=None, metavar="FILE", help="read the one API key from FILE"
+    )
+    keys.add_argument(
+        "--api-keys-file",
+        default=None,
+        metavar="FILE",
+        help="several named keys, stored hashed: NAME ROLE(user|admin) sha256:HASH a line; "
+        "each key sees only its own jobs and uploads, an admin key all",
+    )
+    keys.add_argument(
+        "--add-key",
+        default=None,
+        metavar="NAME",
+        help="add a new key NAME to --api-keys-file, print it once, and exit",
+    )
+    keys.add_argument("--admin", action="store_true", help="with --add-key: an admin key")
     srv.add_argument(
-        "--api-key-file", default=None, metavar="FILE", help="read the API key from FILE"
+        "--allowed-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a public name the server answers to besides loopback ones (repeatable); "
+        "other Host headers get 421",
     )
     srv.add_argument(
         "--max-queue",
@@ -100,6 +128,10 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def run_serve(args: argparse.Namespace) -> int:
+    if args.add_key is not None:
+        return _add_key(args)
+    if args.admin:
+        raise InvalidOptionError("--admin goes with --add-key NAME")
     check_machine(args)
     check_model_argument(args.model)
     set_threads(args)
@@ -115,7 +147,9 @@ def run_serve(args: argparse.Namespace) -> int:
         say("warning: --api-key is visible in `ps` to every user here; use --api-key-file")
     settings = ServiceSettings(
         host=args.host, port=args.port, data_dir=Path(args.data_dir),
-        api_key=read_api_key(args.api_key, args.api_key_file), max_queue=args.max_queue,
+        api_key=read_api_key(args.api_key, args.api_key_file),
+        api_keys_file=None if args.api_keys_file is None else Path(args.api_keys_file),
+        allowed_hosts=tuple(args.allowed_host), max_queue=args.max_queue,
         max_batch=args.max_batch, max_attempts=args.max_attempts,
         drain_seconds=args.drain_seconds, min_free_mb=args.min_free_mb,
         keep_days=args.keep_days, max_disk_gb=args.max_disk_gb,
@@ -127,4 +161,17 @@ def run_serve(args: argparse.Namespace) -> int:
         "compile": args.compile, "adapter": args.adapter, "adapter_scale": args.adapter_scale,
     }  # fmt: skip
     serve(args.model, settings, load)
+    return 0
+
+
+def _add_key(args: argparse.Namespace) -> int:
+    """--add-key NAME: a new key in the keys file, printed once (only its hash is kept)."""
+    from ..server.keys import add_key
+
+    if args.api_keys_file is None:
+        raise InvalidOptionError("--add-key NAME needs --api-keys-file FILE to add it to")
+    key = add_key(args.api_keys_file, args.add_key, admin=args.admin)
+    role = "admin" if args.admin else "user"
+    say(f"added {role} key {args.add_key!r} to {args.api_keys_file} (only its hash is kept there)")
+    print(key)
     return 0

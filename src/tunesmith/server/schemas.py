@@ -10,13 +10,24 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from ..options import AUDIO_FORMATS, BOUNDS, DEFAULTS, GenerationOptions
+from ..options import (
+    AUDIO_FORMATS,
+    BOUNDS,
+    DEFAULTS,
+    NORMALIZE_MODES,
+    WAV_SUBTYPES,
+    GenerationOptions,
+)
 
 Status = Literal["queued", "running", "done", "failed", "cancelled", "interrupted"]
 if TYPE_CHECKING:
     AudioFormat = str
-else:  # the one list of formats, as the Literal pydantic validates and documents
+    NormalizeMode = str
+    WavSubtype = str
+else:  # the one list of each, as the Literal pydantic validates and documents
     AudioFormat = Literal[AUDIO_FORMATS]
+    NormalizeMode = Literal[NORMALIZE_MODES]
+    WavSubtype = Literal[WAV_SUBTYPES]
 FINISHED: frozenset[str] = frozenset({"done", "failed", "cancelled", "interrupted"})
 MAX_PROMPT_CHARS = 1000
 UPLOAD_ID = r"^[0-9a-f]{32}$"
@@ -104,6 +115,18 @@ class GenerationRequest(BaseModel):
         description="Melody checkpoints: an upload's id whose chroma conditions the music.",
     )
 
+    # Output settings: how the file is written, as the CLI writes it (server/output.py maps
+    # them to the writer's keywords). Jobs that differ only here still share a batch.
+    normalize: NormalizeMode = Field(
+        default=NORMALIZE_MODES[0],
+        description="Level of the file: loudness (-14 LUFS, as the CLI), peak (-1 dBFS), "
+        "rms (-18 dBFS) or none. The live /stream is the model's own level.",
+    )
+    wav_subtype: WavSubtype | None = Field(
+        default=None,
+        description="WAV samples (default PCM_16); other formats ignore it, as the CLI does.",
+    )
+
     _whole_numbers = field_validator("top_k", "seed", mode="before")(
         classmethod(lambda cls, value: _whole_number(value))
     )
@@ -133,10 +156,16 @@ class GenerationRequest(BaseModel):
 
 
 class Progress(BaseModel):
-    """Decoder steps done so far, out of all the job's steps (0 of 0 before it starts)."""
+    """How far the job is: decoder steps done of all its steps (0 of 0 before it starts), the
+    same as seconds of new music, and the time left at the pace it runs."""
 
     steps_done: int
     steps_total: int
+    seconds_done: float = Field(default=0.0, description="Seconds of new music made so far.")
+    seconds_total: float = Field(default=0.0, description="Seconds of new music asked for.")
+    seconds_left: float | None = Field(
+        default=None, description="Estimated wall-clock seconds until it ends (running jobs)."
+    )
 
 
 class Timings(BaseModel):
@@ -202,20 +231,34 @@ class AdapterInfo(BaseModel):
 
 
 class Health(BaseModel):
-    """Liveness plus what a client needs to build a form: limits, formats, whether a key is due."""
+    """Liveness plus what a client needs to build a form: limits, formats, whether a key is due.
+    On a server with API keys, everything but status, ready and auth_required needs a key
+    (null without one)."""
 
     status: Literal["ok"]
     ready: bool = Field(description="Taking jobs now (see /readyz for why not).")
-    model: str
-    sample_rate: int
-    max_duration: float = Field(description="The longest duration a request may ask for.")
-    window_seconds: float = Field(description="The model's window; longer pieces slide it.")
-    audio_channels: int
-    melody: bool = Field(description="Whether `melody` (an uploaded melody) is taken.")
-    formats: list[AudioFormat]
     auth_required: bool
-    adapters: list[AdapterInfo] = []
-    queue: QueueState
+    model: str | None = None
+    sample_rate: int | None = None
+    max_duration: float | None = Field(
+        default=None, description="The longest duration a request may ask for."
+    )
+    window_seconds: float | None = Field(
+        default=None, description="The model's window; longer pieces slide it."
+    )
+    min_stride: float | None = Field(
+        default=None, description="The shortest stride a long piece may slide its window by."
+    )
+    max_steps: int | None = Field(
+        default=None, description="The most decoder steps one job may take."
+    )
+    audio_channels: int | None = None
+    melody: bool | None = Field(
+        default=None, description="Whether `melody` (an uploaded melody) is taken."
+    )
+    formats: list[AudioFormat] | None = None
+    adapters: list[AdapterInfo] | None = None
+    queue: QueueState | None = None
 
 
 class Upload(BaseModel):

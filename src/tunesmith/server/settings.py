@@ -18,8 +18,10 @@ DEFAULT_MAX_ATTEMPTS = 3
 class ServiceSettings:
     host: str = "127.0.0.1"
     port: int = 8000
-    data_dir: Path = Path("tunesmith-data")
-    api_key: str | None = None
+    data_dir: Path = Path("tunesmith-data")  # relative: in the folder the server starts from
+    api_key: str | None = None  # one admin key
+    api_keys_file: Path | None = None  # named keys, hashed (server/keys.py)
+    allowed_hosts: tuple[str, ...] = ()  # public names served besides loopback ones
     max_queue: int = 16
     max_batch: int = 4
     max_attempts: int = DEFAULT_MAX_ATTEMPTS  # starts of a job across crashes before it fails
@@ -55,9 +57,10 @@ class ServiceSettings:
         return int(self.min_free_mb * 2**20)
 
     def app_options(self) -> dict[str, Any]:
-        """The keywords of `create_app` these settings give."""
+        """The keywords of `create_app` these settings give (the keys apart: `serve` reads
+        them, before the model loads)."""
         return {
-            "api_key": self.api_key,
+            "allowed_hosts": self.allowed_hosts,
             "max_queue": self.max_queue,
             "max_batch": self.max_batch,
             "max_attempts": self.max_attempts,

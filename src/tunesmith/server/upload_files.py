@@ -1,4 +1,6 @@
-"""Where uploads lie (data_dir/uploads/<id>) and what one holds."""
+"""What an uploaded file holds, found by decoding all of it when it arrives: a file whose
+header reads but whose frames do not (a corrupted FLAC) is refused then, not when a job
+uses it."""
 
 from __future__ import annotations
 
@@ -6,33 +8,22 @@ from pathlib import Path
 
 from fastapi import HTTPException
 
-from .schemas import Upload
+BLOCK_FRAMES = 65536  # decoded a block at a time: memory stays small for any length
+NOT_AUDIO = "the upload is not audio this server can decode (wav, flac, mp3, ogg, ...)"
 
 
-def upload_folder(data_dir: Path) -> Path:
-    folder = data_dir / "uploads"
-    folder.mkdir(exist_ok=True)
-    return folder
-
-
-def upload_path(data_dir: Path, upload_id: str) -> Path | None:
-    path = upload_folder(data_dir) / upload_id
-    return path if path.is_file() else None
-
-
-def describe(path: Path, upload_id: str) -> Upload:
-    """What the file holds; 422 if it is not audio libsndfile reads."""
+def decode_whole(path: Path) -> tuple[float, int, int]:
+    """(seconds, sample rate, channels) of an audio file, decoded to its end; 422 if any of
+    it does not decode, or it holds no audio."""
     import soundfile
 
     try:
-        info = soundfile.info(str(path))
-    except (RuntimeError, soundfile.LibsndfileError):
-        raise HTTPException(
-            422, "the upload is not an audio file this server reads (wav, flac, mp3, ogg, ...)"
-        ) from None
-    return Upload(
-        id=upload_id,
-        seconds=round(info.frames / info.samplerate, 3),
-        sample_rate=info.samplerate,
-        channels=info.channels,
-    )
+        with soundfile.SoundFile(str(path)) as f:
+            rate, channels, frames = int(f.samplerate), int(f.channels), 0
+            while len(block := f.read(BLOCK_FRAMES, dtype="float32")):
+                frames += len(block)
+    except (RuntimeError, soundfile.LibsndfileError, ValueError, TypeError):
+        raise HTTPException(422, NOT_AUDIO) from None
+    if frames == 0 or rate <= 0:
+        raise HTTPException(422, "the upload holds no audio")
+    return round(frames / rate, 3), rate, channels

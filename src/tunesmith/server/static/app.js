@@ -74,6 +74,7 @@ function readForm() {
     cfg_scale: number("cfg_scale"),
     stride: number("stride"),
     format: $("format").value,
+    normalize: $("normalize").value,
   };
   if ($("seed").value !== "") body.seed = Math.round(number("seed"));
   return body;
@@ -111,7 +112,10 @@ async function submit(event) {
   event.preventDefault();
   showError("");
   const key = $("api-key").value.trim();
-  if (key) localStorage.setItem("tunesmith-key", key);
+  if (key && key !== localStorage.getItem("tunesmith-key")) {
+    localStorage.setItem("tunesmith-key", key);
+    loadHealth();
+  }
   $("generate").disabled = true;
   try {
     const body = readForm();
@@ -127,6 +131,31 @@ async function submit(event) {
   }
 }
 
+// Seconds as a musician reads them: "0.5 s", "12 s", "1 min 30 s".
+function secondsText(value) {
+  const s = Math.max(0, Number(value) || 0);
+  if (s >= 59.5) {
+    const minutes = Math.floor((s + 0.5) / 60);
+    const rest = Math.round(s - 60 * minutes);
+    return rest > 0 ? `${minutes} min ${rest} s` : `${minutes} min`;
+  }
+  return s >= 10 ? `${Math.round(s)} s` : `${Number(s.toFixed(1))} s`;
+}
+
+function progressText(job) {
+  const p = job.progress;
+  if (job.status === "running") {
+    const made = `${secondsText(p.seconds_done)} of ${secondsText(p.seconds_total)} of music made`;
+    return p.seconds_left === null || p.seconds_left === undefined ? made
+      : `${made} · about ${secondsText(p.seconds_left)} left`;
+  }
+  if (job.status === "queued") return "waiting for the worker…";
+  if (job.status === "done") {
+    return `${secondsText(job.audio_seconds)} of music, made in ${secondsText(job.timings.run_seconds)}`;
+  }
+  return job.error || "";
+}
+
 function showJob(job) {
   $("job").hidden = false;
   const badge = $("job-status");
@@ -136,10 +165,7 @@ function showJob(job) {
   const percent = job.status === "done" ? 100 : total ? Math.round((100 * done) / total) : 0;
   $("bar").style.width = `${percent}%`;
   $("bar").parentElement.setAttribute("aria-valuenow", String(percent));
-  $("job-text").textContent = job.status === "running" ? `${percent}% · step ${done} of ${total}`
-    : job.status === "queued" ? "waiting for the worker…"
-    : job.status === "done" ? `${job.audio_seconds.toFixed(1)} s in ${job.timings.run_seconds} s`
-    : job.error || "";
+  $("job-text").textContent = progressText(job);
   $("cancel").hidden = !LIVE.has(job.status);
 }
 
@@ -212,6 +238,7 @@ async function again(job) {
   for (const key of ["top_k", "top_p", "temperature", "cfg_scale", "stride"]) $(key).value = p[key];
   $("seed").value = p.seed === null ? "" : p.seed;
   $("format").value = p.format;
+  if (p.normalize) $("normalize").value = p.normalize;
   showError("");
   try {
     await queue({ ...p });
@@ -245,9 +272,9 @@ function historyItem(job) {
   prompt.title = prompt.textContent;
   const badge = document.createElement("span");
   badge.className = `badge ${job.status}`;
-  const { steps_done: done, steps_total: total } = job.progress;
-  badge.textContent = job.status === "running" && total
-    ? `running ${Math.round((100 * done) / total)}%` : job.status;
+  badge.textContent = job.status === "running" && job.progress.steps_total
+    ? `${secondsText(job.progress.seconds_done)} of ${secondsText(job.progress.seconds_total)}`
+    : job.status;
   top.append(prompt, badge);
   li.append(top);
   if (job.status === "done") {
@@ -322,12 +349,39 @@ async function start() {
   range.addEventListener("input", () => { number.value = range.value; show(); });
   number.addEventListener("input", () => { range.value = number.value; show(); });
   $("api-key").value = localStorage.getItem("tunesmith-key") || "";
+  $("api-key").addEventListener("change", () => {
+    const key = $("api-key").value.trim();
+    if (key) localStorage.setItem("tunesmith-key", key);
+    else localStorage.removeItem("tunesmith-key");
+    loadHealth().then(refreshHistory);
+  });
+  await loadHealth();
+  refreshHistory();
+}
+
+// The model and its limits (/healthz). A server with keys tells them to a key holder only.
+async function loadHealth() {
+  const number = $("duration");
+  const range = $("duration-range");
   try {
-    const health = await (await fetch("/healthz")).json();
+    const response = await fetch("/healthz", { headers: keyHeaders() });
+    if (response.status === 401) {
+      $("health-dot").className = "dot bad";
+      $("model-name").textContent = "this API key is not known here";
+      $("key-row").hidden = false;
+      return;
+    }
+    const health = await response.json();
     $("health-dot").className = "dot ok";
+    if (health.model === null) { // keys are set and none was sent
+      $("model-name").textContent = "enter your API key";
+      $("key-row").hidden = false;
+      return;
+    }
     $("model-name").textContent = `${health.model} · ${health.sample_rate / 1000} kHz`;
     number.max = String(health.max_duration);
     range.max = String(Math.min(health.max_duration, 120)); // past it, type the seconds
+    $("stride").min = String(health.min_stride);
     $("melody-row").hidden = !health.melody;
     for (const option of $("format").options) {
       option.disabled = !health.formats.includes(option.value);
@@ -337,7 +391,6 @@ async function start() {
     $("health-dot").className = "dot bad";
     $("model-name").textContent = "server unreachable";
   }
-  refreshHistory();
 }
 
 document.addEventListener("DOMContentLoaded", start);
