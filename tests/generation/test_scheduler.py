@@ -17,7 +17,7 @@ from tunesmith import MusicGen
 from tunesmith.errors import InvalidOptionError
 from tunesmith.generation import loop
 from tunesmith.generation.rows import BatchJob
-from tunesmith.generation.scheduler import CANCELLED, DONE, JobHandle, RunningBatch
+from tunesmith.generation.scheduler import CANCELLED, DONE, FAILED, JobHandle, RunningBatch
 from tunesmith.options import GenerationOptions
 
 ENGINES = {"cpp": {}, "eager": {"engine": False}, "int8": {"quantize": "int8"}}
@@ -171,6 +171,13 @@ def test_streaming_progress_and_cancel(tiny_model: MusicGen) -> None:
     assert not batch.cancel(kept)
     waiting = batch.submit(BatchJob("never", o(duration=0.2)))
     assert batch.cancel(waiting) and waiting.status == CANCELLED and batch.idle
+    # Everything at once (a drain's deadline): running and queued jobs end, places freed.
+    live = [batch.submit(BatchJob("a", o(duration=1.0))) for _ in range(3)]
+    batch.step()
+    assert batch.jobs() == live and batch.counts() == (1, 2)
+    assert batch.end_all(FAILED, "stopped") == live
+    assert all(h.status == FAILED and h.error == "stopped" for h in live) and batch.idle
+    assert sorted(batch.pool.free) == [0, 1]
 
 
 def test_memory_stays_flat_over_200_jobs(tiny_model: MusicGen) -> None:

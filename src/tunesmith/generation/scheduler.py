@@ -168,6 +168,26 @@ class RunningBatch:
                 self._cancelled.add(handle.id)
             return True
 
+    def jobs(self) -> list[JobHandle]:
+        """The jobs not ended yet: running ones (in the order they joined), then queued ones."""
+        with self._lock:
+            return [*self._running, *self._queue]
+
+    def end_all(self, status: str = CANCELLED, error: str | None = None) -> list[JobHandle]:
+        """End every job not ended yet (queued and running) with `status`, their places freed:
+        a server draining past its deadline, or a step that failed. -> those jobs."""
+        with self._lock:
+            ended = [*self._running, *self._queue]
+            for handle in list(self._running):
+                self._stop(handle, status)
+            for handle in self._queue:
+                self._end(handle, status)
+            self._queue.clear()
+            self._cancelled.clear()
+            for handle in ended:
+                handle.error = error
+        return ended
+
     def run(self) -> None:
         """Step until every job has ended."""
         while not self.idle:
@@ -255,7 +275,8 @@ class RunningBatch:
         logits = self.step_runner.rows(torch.cat(firsts + seconds), self.pool, batch)
         for rows, index in zip(jobs, batch.rows_of, strict=True):
             rows.current.fed += 1
-            rows.draw(logits[index])
+            # index_select: indexing with a list took ~20 ms here (torch 2.13).
+            rows.draw(logits.index_select(0, torch.tensor(index)))
 
     def _publish(self) -> list[JobHandle]:
         """Hand each job's new blocks to its handle; the jobs that ended leave."""
