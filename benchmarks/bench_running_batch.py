@@ -17,6 +17,8 @@ Then a running batch of `--jobs` jobs as it runs (`RunningBatch.step`): its whol
 the rows step inside it, the difference being each job's own draw (guidance, top-k, its
 generator), the delay pattern and the bookkeeping. `--prefill`: a 301-frame prompt prefilled
 in one piece against 16-frame chunks (what prefills cost for being exact in a running batch).
+`--eager`: the same decoder module by module, all rows in one call at one position against a
+running batch's rows (one call a job: what exactness costs where torch multiplies).
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ import torch
 
 from tunesmith import MusicGen
 from tunesmith.engine.running_batch import KVPool, RowBatch, RowGroup
-from tunesmith.engine.step import PREFILL_CHUNK
+from tunesmith.engine.step import PREFILL_CHUNK, EagerStep, Step
 from tunesmith.generation.rows import BatchJob
 from tunesmith.generation.scheduler import RunningBatch
 from tunesmith.models.lm import LMCache
@@ -72,9 +74,9 @@ def timed(call, steps: int) -> float:
     return 1e3 * statistics.median(times)
 
 
-def variants(model: MusicGen, jobs: int, position: int) -> dict[str, object]:
-    """Each variant's one step, as a call that leaves its cache as it found it."""
-    step, lm = model.step, model.step.lm
+def variants(model: MusicGen, step: Step, jobs: int, position: int, tag: str = "") -> dict:
+    """Each variant's one step of `step`, as a call that leaves its cache as it found it."""
+    lm = step.lm
     k = lm.cfg.num_codebooks
     texts = [model.condition([PROMPTS[i % len(PROMPTS)]]) for i in range(jobs)]
     padded = model.condition([PROMPTS[i % len(PROMPTS)] for i in range(jobs)])
@@ -97,6 +99,11 @@ def variants(model: MusicGen, jobs: int, position: int) -> dict[str, object]:
         c.length = position
         step(t, c)
 
+    if tag:  # module by module
+        return {
+            f"{tag}, one position, one call": lambda: at(cache, tokens),
+            f"{tag}, mixed positions, a call a job": lambda: step.rows(tokens, pool, mixed),
+        }
     return {
         "one position, decoder_step": lambda: at(cache, tokens),
         "one position, decoder_rows": lambda: step.rows(tokens, pool, same),
@@ -154,6 +161,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--fp32", action="store_true", help="float32 weights (default int8)")
     parser.add_argument("--prefill", action="store_true", help="also time a chunked prefill")
+    parser.add_argument("--eager", action="store_true", help="also module by module")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -166,7 +174,10 @@ def main() -> None:
         quantize = None if args.fp32 else "int8"
         model = MusicGen.from_pretrained(folder, device="cpu", quantize=quantize)
     with torch.inference_mode():
-        calls = variants(model, args.jobs, args.position)
+        calls = variants(model, model.step, args.jobs, args.position)
+        if args.eager:
+            eager = EagerStep(model.step.lm)  # the same weights, module by module
+            calls |= variants(model, eager, args.jobs, args.position, "module by module")
         runs: dict[str, list[float]] = {name: [] for name in calls}
         runs["running batch, whole step"], runs["running batch, its rows step"] = [], []
         for r in range(args.rounds):

@@ -227,3 +227,29 @@ def test_bad_jobs_are_refused_at_submit(tiny_model: MusicGen) -> None:
     with pytest.raises(InvalidOptionError, match="at least 1"):
         RunningBatch(tiny_model, max_batch=0)
     assert batch.idle
+
+
+def test_stereo_jobs_give_their_codes_alone(tmp_path: Path) -> None:
+    """Two interleaved 4-codebook streams (8 codebooks, delays 0 0 1 1 2 2 3 3)."""
+    from tunesmith.testing.checkpoints import build_family_model, save_checkpoint
+
+    folder = save_checkpoint(build_family_model("stereo", seed=1), tmp_path / "stereo")
+    stereo = MusicGen.from_pretrained(folder, device="cpu")
+    o = GenerationOptions
+    jobs = [
+        BatchJob("left and right", o(duration=0.3, seed=1)),
+        BatchJob(
+            "wide",
+            o(duration=0.2, seed=2, cfg_scale=1.0),
+            stereo.encode(prompt_wav(9).repeat(1, 2, 1)),
+        ),
+    ]
+    alone = [stereo.generate_tokens(jobs[0].text, jobs[0].options)]
+    alone.append(
+        stereo.generate_tokens(jobs[1].text, jobs[1].options,
+                               audio_prompt=prompt_wav(9).repeat(1, 2, 1), prompt_in_output=False)
+    )  # fmt: skip
+    for handle, want in zip(
+        run(RunningBatch(stereo, max_batch=2), jobs, [0, 3]), alone, strict=True
+    ):
+        assert want.shape[1] == 8 and torch.equal(handle.codes(), want)
