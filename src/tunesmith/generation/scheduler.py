@@ -175,7 +175,8 @@ class RunningBatch:
 
     def end_all(self, status: str = CANCELLED, error: str | None = None) -> list[JobHandle]:
         """End every job not ended yet (queued and running) with `status`, their places freed:
-        a server draining past its deadline, or a step that failed. -> those jobs."""
+        a server draining past its deadline, or a step that failed. From the thread that
+        drives `step`, between steps. -> those jobs."""
         with self._lock:
             ended = [*self._running, *self._queue]
             for handle in list(self._running):
