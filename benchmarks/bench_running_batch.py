@@ -137,19 +137,21 @@ def running(model: MusicGen, jobs: int, steps: int) -> tuple[float, float]:
     return whole, 1e3 * statistics.median(inner[-steps:])
 
 
-def prefill_seconds(model: MusicGen, frames: int = 301) -> tuple[float, float]:
-    """Seconds to prefill `frames` frames of a guided prompt: in one piece, in chunks."""
+def prefill_seconds(model: MusicGen, rounds: int, frames: int = 301) -> list[list[float]]:
+    """Seconds to prefill `frames` frames of a guided prompt, in one piece and in chunks,
+    alternating, `rounds` times each: [[one piece...], [chunks...]]."""
     step, lm = model.step, model.step.lm
     text = model.condition(["lofi beat"])
     tokens = torch.randint(0, lm.cfg.vocab_size, (2, lm.cfg.num_codebooks, frames))
-    took = []
-    for chunk in (frames, PREFILL_CHUNK):
-        cache = step.new_cache(2, frames + 1, text.states, text.mask)
-        start = time.perf_counter()
-        for i in range(0, frames, chunk):
-            lm(tokens[:, :, i : i + chunk], cache)
-        took.append(time.perf_counter() - start)
-    return took[0], took[1]
+    took: list[list[float]] = [[], []]
+    for _ in range(rounds):
+        for i, chunk in enumerate((frames, PREFILL_CHUNK)):
+            cache = step.new_cache(2, frames + 1, text.states, text.mask)
+            start = time.perf_counter()
+            for t in range(0, frames, chunk):
+                lm(tokens[:, :, t : t + chunk], cache)
+            took[i].append(time.perf_counter() - start)
+    return took
 
 
 def main() -> None:
@@ -162,7 +164,9 @@ def main() -> None:
     parser.add_argument("--fp32", action="store_true", help="float32 weights (default int8)")
     parser.add_argument("--prefill", action="store_true", help="also time a chunked prefill")
     parser.add_argument("--eager", action="store_true", help="also module by module")
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = args.folder
@@ -188,7 +192,7 @@ def main() -> None:
             runs["running batch, its rows step"].append(inner)
             cells = ", ".join(f"{v[-1]:.1f}" for v in runs.values())
             print(f"round {r + 1}: {cells}", file=sys.stderr)
-        prefill = prefill_seconds(model) if args.prefill else None
+        prefill = prefill_seconds(model, args.rounds) if args.prefill else None
 
     weights = "float32" if args.fp32 else "int8"
     print(
@@ -196,16 +200,24 @@ def main() -> None:
         f"frames (mixed: 0 .. {2 * args.position}), {torch.get_num_threads()} threads, "
         f"median of {args.rounds} rounds of {args.steps} steps"
     )
-    base = statistics.median(runs["one position, decoder_step"])
-    print("| variant | ms/step | min | max | / one position, decoder_step |")
+    # Each round's ratio to that round's one-position step: a busy machine moves both alike.
+    base = runs["one position, decoder_step"]
+    print("| variant | ms/step | min | max | / one position, decoder_step: median (range) |")
     print("|---|---|---|---|---|")
     for name, values in runs.items():
-        med = statistics.median(values)
-        print(f"| {name} | {med:.1f} | {min(values):.1f} | {max(values):.1f} | {med / base:.2f} |")
-    if prefill is not None:
+        ratios = [v / b for v, b in zip(values, base, strict=True)]
         print(
-            f"prefill of 301 frames (2 rows): {prefill[0]:.2f} s in one piece, "
-            f"{prefill[1]:.2f} s in chunks of {PREFILL_CHUNK} ({prefill[1] / prefill[0]:.2f}x)"
+            f"| {name} | {statistics.median(values):.1f} | {min(values):.1f} | "
+            f"{max(values):.1f} | {statistics.median(ratios):.2f} "
+            f"({min(ratios):.2f}-{max(ratios):.2f}) |"
+        )
+    if prefill is not None:
+        whole, chunked = (statistics.median(p) for p in prefill)
+        ratios = sorted(c / w for w, c in zip(*prefill, strict=True))
+        print(
+            f"prefill of 301 frames (2 rows), median of {args.rounds}: {whole:.2f} s in one "
+            f"piece, {chunked:.2f} s in chunks of {PREFILL_CHUNK} ({chunked / whole:.2f}x; "
+            f"each round's ratio {ratios[0]:.2f}-{ratios[-1]:.2f})"
         )
 
 

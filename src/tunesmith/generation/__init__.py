@@ -2,6 +2,7 @@
 
 `loop` (the decode loop and long-form windows), `sampling` (CFG, temperature, top-k/top-p),
 `delay` (the codebook delay pattern), `codec_chunks` (decoding codes in overlapping chunks,
-streaming), `progress`. It runs the decoder through an `engine.step.Step` and may import
+streaming), `progress`; `scheduler` (continuous batching: jobs join and leave a running
+batch) and `rows` (one job's own decode state in it). It runs the decoder through an `engine.step.Step` and may import
 `engine`, `models`, `options`, `config` and `errors`; never the public API or interfaces.
 """
