@@ -137,20 +137,20 @@ def running(model: MusicGen, jobs: int, steps: int) -> tuple[float, float]:
     return whole, 1e3 * statistics.median(inner[-steps:])
 
 
-def prefill_seconds(model: MusicGen, rounds: int, frames: int = 301) -> list[list[float]]:
-    """Seconds to prefill `frames` frames of a guided prompt, in one piece and in chunks,
-    alternating, `rounds` times each: [[one piece...], [chunks...]]."""
+def prefill_seconds(model: MusicGen, rounds: int, frames: int = 301) -> dict[int, list[float]]:
+    """Seconds to prefill `frames` frames of a guided prompt in one piece and in chunks of
+    16, 32 and 64 frames, alternating, `rounds` times each: {chunk: [seconds...]}."""
     step, lm = model.step, model.step.lm
     text = model.condition(["lofi beat"])
     tokens = torch.randint(0, lm.cfg.vocab_size, (2, lm.cfg.num_codebooks, frames))
-    took: list[list[float]] = [[], []]
+    took: dict[int, list[float]] = {frames: [], 16: [], 32: [], 64: []}
     for _ in range(rounds):
-        for i, chunk in enumerate((frames, PREFILL_CHUNK)):
+        for chunk, times in took.items():
             cache = step.new_cache(2, frames + 1, text.states, text.mask)
             start = time.perf_counter()
             for t in range(0, frames, chunk):
                 lm(tokens[:, :, t : t + chunk], cache)
-            took[i].append(time.perf_counter() - start)
+            times.append(time.perf_counter() - start)
     return took
 
 
@@ -212,13 +212,18 @@ def main() -> None:
             f"({min(ratios):.2f}-{max(ratios):.2f}) |"
         )
     if prefill is not None:
-        whole, chunked = (statistics.median(p) for p in prefill)
-        ratios = sorted(c / w for w, c in zip(*prefill, strict=True))
-        print(
-            f"prefill of 301 frames (2 rows), median of {args.rounds}: {whole:.2f} s in one "
-            f"piece, {chunked:.2f} s in chunks of {PREFILL_CHUNK} ({chunked / whole:.2f}x; "
-            f"each round's ratio {ratios[0]:.2f}-{ratios[-1]:.2f})"
-        )
+        whole = prefill.pop(301)
+        print(f"\nprefill of 301 frames (2 rows), median of {args.rounds} rounds")
+        print("| chunk | seconds | / one piece: median (range) |")
+        print("|---|---|---|")
+        print(f"| one piece | {statistics.median(whole):.2f} | 1.00 |")
+        for chunk, times in prefill.items():
+            ratios = [c / w for c, w in zip(times, whole, strict=True)]
+            used = " (PREFILL_CHUNK)" if chunk == PREFILL_CHUNK else ""
+            print(
+                f"| {chunk}{used} | {statistics.median(times):.2f} | "
+                f"{statistics.median(ratios):.2f} ({min(ratios):.2f}-{max(ratios):.2f}) |"
+            )
 
 
 if __name__ == "__main__":

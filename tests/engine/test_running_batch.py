@@ -10,7 +10,7 @@ import torch
 from tunesmith.config import LMConfig
 from tunesmith.engine.int8 import quantize_linears
 from tunesmith.engine.prepare import build_step
-from tunesmith.engine.running_batch import KVPool, RowBatch, RowGroup
+from tunesmith.engine.running_batch import KVPool, LayeredPrefill, RowBatch, RowGroup
 from tunesmith.engine.step import PREFILL_CHUNK, EagerStep, Step
 from tunesmith.kernels.cpu import build
 from tunesmith.kernels.cpu.ops import Kernels
@@ -25,7 +25,7 @@ WIDE = LMConfig(vocab_size=64, hidden_size=128, num_layers=2, num_heads=2, ffn_d
 # (rows, frames already written, text words) of each job: guided and not, a first step, more
 # frames than one prefill chunk and than a 16-frame attention block, a text longer than the
 # pool holds at first (it grows with jobs already placed).
-JOBS = [(2, 0, 5), (1, 19, 9), (2, 40, 1), (2, 3, 45), (1, 33, 7)]
+JOBS = [(2, 0, 5), (1, 19, 9), (2, 70, 1), (2, 3, 45), (1, 33, 7)]
 
 
 def decoder(
@@ -52,7 +52,7 @@ def alone(step: Step, job: int, history: torch.Tensor, frame: torch.Tensor) -> t
     """The job's rows alone: its history prefilled, then one step -> (logits, its cache)."""
     rows, frames, words = JOBS[job]
     text, mask = text_of(step.lm.cfg, words, job)
-    cache = step.new_cache(rows, frames + 5, text, mask)
+    cache = step.new_cache(rows, frames + 5, text, mask)  # a capacity of its own
     if frames:
         step(history, cache)
     logits = step(frame, cache)[:, :, -1]
@@ -68,7 +68,7 @@ def placed(step: Step, pool: KVPool, place: int, job: int, history: torch.Tensor
     pool.set_text(place, lm.text_keys(text, mask, dtype)[0])
     for start in range(0, frames, PREFILL_CHUNK):
         chunk = history[:, :, start : start + PREFILL_CHUNK]
-        step.rows(chunk, pool, RowBatch((RowGroup(place, rows, start),), prefill=True))
+        LayeredPrefill(lm, pool, RowGroup(place, rows, start), chunk).run()
     return RowGroup(place, rows, frames)
 
 
@@ -78,7 +78,7 @@ def check_rows_equal_alone(step: Step) -> None:
     k, v = cfg.num_codebooks, cfg.vocab_size
     histories = [torch.randint(0, v + 1, (r, k, f)) for r, f, _ in JOBS]
     frames = [torch.randint(0, v + 1, (r, k, 1)) for r, _, _ in JOBS]
-    pool = step.new_pool(len(JOBS) + 1, 50)
+    pool = step.new_pool(len(JOBS) + 1, 80)
     places = [4, 0, 5, 2, 1]  # any place, not in order
     with torch.inference_mode():
         groups = [placed(step, pool, p, j, histories[j]) for j, p in enumerate(places)]
@@ -121,6 +121,31 @@ def test_eager_rows_equal_each_job_alone(int8: bool) -> None:
     """Module by module (torch's products and attention, unfused weights), likewise."""
     step, _ = decoder(WIDE, int8, fused=False)
     check_rows_equal_alone(step)
+
+
+def test_a_prefill_a_layer_at_a_time_is_the_prefill_in_one_call() -> None:
+    """`LayeredPrefill.run(0)` runs one layer a call; the chunk's logits and cache bytes are
+    those of `Step.__call__` on the chunk (the first call embeds, the last one gives logits)."""
+    step, lm = decoder(WIDE, True)
+    text, mask = text_of(WIDE, 6, 0)
+    tokens = torch.randint(0, WIDE.vocab_size + 1, (2, WIDE.num_codebooks, PREFILL_CHUNK))
+    with torch.inference_mode():
+        alone = step.new_cache(2, PREFILL_CHUNK + 30, text, mask)
+        step(tokens[:, :, :5], alone)
+        want = step(tokens[:, :, 5:], alone)[:, :, -1]
+        pool = step.new_pool(2, 80)
+        dtype = pool.layout.text_dtype(torch.float32)
+        pool.set_text(1, lm.text_keys(text, mask, dtype)[0])
+        LayeredPrefill(lm, pool, RowGroup(1, 2, 0), tokens[:, :, :5]).run()
+        prefill = LayeredPrefill(lm, pool, RowGroup(1, 2, 5), tokens[:, :, 5:])
+        assert prefill.frames == PREFILL_CHUNK - 5
+        assert [prefill.run(0.0) for _ in range(WIDE.num_layers - 1)] == [None]
+        got = prefill.run(0.0)
+    assert got is not None and torch.equal(got, want)
+    for mine, theirs in zip(pool.view(RowGroup(1, 2, 0)).layers, alone.layers, strict=True):
+        end = PREFILL_CHUNK
+        assert torch.equal(mine.self_k[:, :, :end], theirs.self_k[:, :, :end])
+        assert torch.equal(mine.self_v_scale[:, :, :end], theirs.self_v_scale[:, :, :end])
 
 
 def test_rows_are_cond_rows_first() -> None:

@@ -125,10 +125,7 @@ class TorchCompileStep(EagerStep):
 
     def rows(self, tokens: torch.Tensor, pool: KVPool, batch: RowBatch) -> torch.Tensor:
         """Each job's rows through the compiled step on their own (the graph takes any
-        length: a job's rows at any position, in their place of the pool, are one call);
-        prefill chunks module by module."""
-        if batch.prefill:
-            return super().rows(tokens, pool, batch)
+        length: a job's rows at any position, in their place of the pool, are one call)."""
         return eager_rows(self, tokens, pool, batch)
 
 

@@ -207,8 +207,8 @@ class CpuKernelStep(EagerStep):
         return self._step(tokens, cache)[:, :, None]
 
     def rows(self, tokens: torch.Tensor, pool: KVPool, batch: RowBatch) -> torch.Tensor:
-        """One-frame steps of every row in one C++ call; prefill chunks module by module."""
-        if batch.prefill or not self._steps(tokens, pool.cache):
+        """One-frame steps of every row in one C++ call; more frames module by module."""
+        if not self._steps(tokens, pool.cache):
             return super().rows(tokens, pool, batch)
         kernel = cast(CpuStep, self.kernel)
         positions = self.lm.buffer_positions(pool.cache)

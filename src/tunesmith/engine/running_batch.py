@@ -10,11 +10,13 @@ by the number of jobs served. A row reads only the frames it wrote itself, so a 
 without clearing it.
 
 A step's rows (`RowBatch`) are each job's first row, then the second rows of the guided jobs:
-the rows with text come first, as the C++ step takes them.
+the rows with text come first, as the C++ step takes them. A joining job's prompt goes in
+separately, a chunk at a time and a few layers at a time (`LayeredPrefill`), between steps.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -39,11 +41,9 @@ class RowGroup:
 @dataclass(frozen=True)
 class RowBatch:
     """The rows of one step: each group's first row, in order, then the second rows of the
-    guided groups, in order. `prefill`: the frames are a chunk of a prompt, which runs module
-    by module as a prefill runs alone (even a chunk of one frame)."""
+    guided groups, in order."""
 
     groups: tuple[RowGroup, ...]
-    prefill: bool = False
 
     @property
     def size(self) -> int:
@@ -193,3 +193,36 @@ def eager_rows(run: RowRun, tokens: torch.Tensor, pool: KVPool, batch: RowBatch)
     if out is None:
         raise ValueError("a step of a running batch needs rows")
     return out
+
+
+class LayeredPrefill:
+    """One chunk of a job's prompt (tokens [rows, K, T], T <= `step.PREFILL_CHUNK`) through the
+    decoder in its place of the pool, a few layers at a time: `MusicGenLM.forward`'s stages on
+    the chunk, in its order, so the numbers of the chunk a prefill alone feeds in one call
+    (`EagerStep.__call__`), spread over step boundaries so that the running rows wait for it
+    about as long as the caller allows."""
+
+    def __init__(self, lm: MusicGenLM, pool: KVPool, group: RowGroup, tokens: torch.Tensor):
+        self.lm, self.pool, self.group, self.tokens = lm, pool, group, tokens
+        self.x: torch.Tensor | None = None  # the next layer's input [rows, T, D]
+        self.layer = 0  # the next layer
+
+    @property
+    def frames(self) -> int:
+        return self.tokens.shape[-1]
+
+    def run(self, seconds: float | None = None) -> torch.Tensor | None:
+        """Run layers until `seconds` have passed (at least one; None: to the end) -> the
+        chunk's last frame's logits [rows, K, V] once its last layer ran, else None."""
+        start = time.perf_counter()
+        cache = self.pool.view(self.group)
+        if self.x is None:
+            self.x = self.lm.embed_frames(self.tokens, cache)
+        while self.layer < len(self.lm.layers):
+            self.x = self.lm.layers[self.layer](self.x, cache, cache.layers[self.layer])
+            self.layer += 1
+            if seconds is not None and time.perf_counter() - start >= seconds:
+                break
+        if self.layer < len(self.lm.layers):
+            return None
+        return self.lm.heads(self.x)[:, :, -1]

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..config import LMConfig
+from ..engine.running_batch import LayeredPrefill
 from ..engine.step import PREFILL_CHUNK, guide
 from ..options import DEFAULTS, GenerationOptions
 from .delay import apply_delay, delays, frame_views, valid_mask
@@ -69,7 +70,7 @@ class WindowSequence:
     @property
     def prefilling(self) -> bool:
         """Whether its prompt (more than the start frame) is still being fed: a prefill runs
-        module by module, in `PREFILL_CHUNK` frames at a time, as it would alone."""
+        module by module, `PREFILL_CHUNK` frames at a time, as it would alone."""
         return self.first > 1 and self.fed < self.first
 
     @property
@@ -114,6 +115,7 @@ class JobRows:
     windows: list[Window] = field(init=False)
     index: int = 0  # the window it is in
     sequence: WindowSequence | None = None
+    prefill: LayeredPrefill | None = None  # the prompt chunk going through the decoder
     history: torch.Tensor | None = None  # the last frames so far, the next window's prompt
     made: list[torch.Tensor] = field(default_factory=list)  # this window's new frames
     steps_done: int = 0

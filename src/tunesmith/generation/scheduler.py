@@ -2,10 +2,10 @@
 
 On a CPU a decoder step is bound by reading the weights, so a step for 8 jobs costs little
 more than a step for one. `RunningBatch` keeps one batch running: at each step boundary the
-jobs that ended or were cancelled leave, queued jobs join (their text encoded alone, their
-audio prompt or a long-form window's context fed a `PREFILL_CHUNK` at a time between steps,
-so the running rows wait at most about a step for it), and one step runs every job's rows at
-their own positions (`Step.rows`). Each job keeps its own settings, guidance scale, generator,
+jobs that ended or were cancelled leave, queued jobs join (their text encoded alone; their
+audio prompt or a long-form window's context fed a few layers at a time, for about a step's
+time at each boundary: `LayeredPrefill`), and one step runs every job's rows at their own
+positions (`Step.rows`). Each job keeps its own settings, guidance scale, generator,
 prompt and windows (`rows.JobRows`), and draws exactly the codes it would draw alone
 (`MusicGen.generate_tokens` with the same seed, on the same machine and thread count): each
 row's arithmetic is that of a step of its own, whatever runs beside it.
@@ -26,12 +26,13 @@ from __future__ import annotations
 
 import itertools
 import threading
+import time
 from collections import deque
 from typing import Protocol
 
 import torch
 
-from ..engine.running_batch import RowBatch, RowGroup
+from ..engine.running_batch import LayeredPrefill, RowBatch, RowGroup
 from ..engine.step import Step
 from ..errors import InvalidOptionError
 from .delay import delays
@@ -87,9 +88,10 @@ class JobHandle:
 class RunningBatch:
     """Jobs of any settings sharing one decoder batch (see the module docstring).
 
-    max_batch: jobs running at once (a guided job takes two decoder rows). joins_per_step,
-    prefills_per_step: while rows are running, at most this many jobs join (text encoded) and
-    prompt chunks are fed per step boundary; with none running, every waiting one.
+    max_batch: jobs running at once (a guided job takes two decoder rows). While rows are
+    running, at most `joins_per_step` jobs join (their text encoded) at a step boundary, and
+    prompts are fed for about `prefill_share` of the last step's time (at least one layer);
+    with none running, every waiting job joins and feeds a chunk.
     """
 
     def __init__(
@@ -97,10 +99,12 @@ class RunningBatch:
         model: BatchModel,
         max_batch: int = 4,
         joins_per_step: int = 1,
-        prefills_per_step: int = 1,
+        prefill_share: float = 1.0,
     ) -> None:
-        if max_batch < 1 or joins_per_step < 1 or prefills_per_step < 1:
-            raise InvalidOptionError("max_batch, joins and prefills per step must be at least 1")
+        if max_batch < 1 or joins_per_step < 1 or not prefill_share > 0:
+            raise InvalidOptionError(
+                "max_batch and joins_per_step must be at least 1, prefill_share above 0"
+            )
         self.model, self.step_runner = model, model.step
         lm = self.step_runner.lm
         if not all(hasattr(layer, "encoder_attn") for layer in lm.layers):
@@ -109,7 +113,8 @@ class RunningBatch:
             )
         self.cfg = lm.cfg
         self.window = model.frames_for(model.max_duration)
-        self.joins_per_step, self.prefills_per_step = joins_per_step, prefills_per_step
+        self.joins_per_step, self.prefill_share = joins_per_step, prefill_share
+        self.step_seconds: float | None = None  # the last step's time
         max_delay = max(delays(self.cfg.num_codebooks, self.cfg.audio_channels))
         self.device = str(next(lm.parameters()).device)
         with torch.inference_mode():
@@ -251,19 +256,29 @@ class RunningBatch:
         rows.start_window()
 
     def _prefill(self, busy: bool) -> None:
-        """Feed prompt chunks, oldest job first (each of its rows' first draw comes with its
-        last chunk)."""
-        waiting = [h for h in self._running if self._rows(h).current.prefilling]
-        budget = self.prefills_per_step if busy else len(waiting)
-        for handle in waiting[:budget]:
-            rows = self._rows(handle)
-            window = rows.current
-            frames = window.next_frames()
-            group = RowGroup(self._place(rows), rows.rows, window.fed)
-            logits = self.step_runner.rows(frames, self.pool, RowBatch((group,), prefill=True))
-            window.fed += frames.shape[-1]
-            if not window.prefilling:
-                rows.draw(logits)
+        """Feed prompts, oldest job first: while rows are running, layers for about
+        `prefill_share` of the last step's time; else a chunk for every waiting job. A job's
+        first draw comes with its prompt's last chunk."""
+        budget = self.prefill_share * (self.step_seconds or 0.0) if busy else None
+        start = time.perf_counter()
+        for handle in [h for h in self._running if self._rows(h).current.prefilling]:
+            rows, window = self._rows(handle), self._rows(handle).current
+            while window.prefilling:
+                if rows.prefill is None:
+                    group = RowGroup(self._place(rows), rows.rows, window.fed)
+                    lm = self.step_runner.lm
+                    rows.prefill = LayeredPrefill(lm, self.pool, group, window.next_frames())
+                left = None if budget is None else budget - (time.perf_counter() - start)
+                logits = rows.prefill.run(None if left is None else max(0.0, left))
+                if logits is not None:
+                    window.fed += rows.prefill.frames
+                    rows.prefill = None
+                    if not window.prefilling:
+                        rows.draw(logits)
+                if budget is None:
+                    break  # a chunk each
+                if time.perf_counter() - start >= budget:
+                    return
 
     def _decode(self, decoding: list[JobHandle]) -> None:
         """One step of every decoding job's rows, and each job's draw."""
@@ -273,7 +288,9 @@ class RunningBatch:
         frames = [r.current.next_frames() for r in jobs]
         firsts = [f[:1] for f in frames]
         seconds = [f[1:] for f in frames if f.shape[0] == 2]
+        start = time.perf_counter()
         logits = self.step_runner.rows(torch.cat(firsts + seconds), self.pool, batch)
+        self.step_seconds = time.perf_counter() - start
         for rows, index in zip(jobs, batch.rows_of, strict=True):
             rows.current.fed += 1
             # index_select: indexing with a list took ~20 ms here (torch 2.13).
