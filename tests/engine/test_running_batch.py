@@ -152,7 +152,7 @@ def test_rows_are_cond_rows_first() -> None:
     batch = RowBatch((RowGroup(3, 2, 7), RowGroup(0, 1, 2), RowGroup(1, 2, 0)))
     assert batch.size == 5
     assert batch.rows_of == [[0, 3], [1], [2, 4]]
-    assert batch.slots().tolist() == [6, 0, 2, 7, 3]
+    assert batch.slots(4).tolist() == [3, 0, 1, 7, 5]  # place j: rows j and 4 + j
     assert batch.positions().tolist() == [7, 2, 0, 7, 0]
 
 
@@ -175,7 +175,9 @@ def test_places_are_reused_and_texts_kept() -> None:
     view = pool.view(RowGroup(2, 2, 9))
     assert view.length == 9 and view.layers[0].self_k.shape[0] == 2
     assert view.layers[0].cross_k.shape[2] == 40
-    assert view.layers[0].self_k.data_ptr() == pool.cache.layers[0].self_k[4].data_ptr()
+    keys = pool.cache.layers[0].self_k
+    assert view.layers[0].self_k.data_ptr() == keys[2].data_ptr()
+    assert view.layers[0].self_k[1].data_ptr() == keys[5].data_ptr()
 
 
 def test_positional_rows_do_not_depend_on_the_table() -> None:

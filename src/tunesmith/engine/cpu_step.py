@@ -168,7 +168,7 @@ class CpuStep:
         words = [pool.words[place] for place in text_rows]
         return self.kernels.decoder_rows(
             self.tensors, self.dims, self.sizes, self.eps, tokens, positions,
-            batch.positions(), batch.slots(), kv_tensors(pool.cache),
+            batch.positions(), batch.slots(pool.places), kv_tensors(pool.cache),
             torch.tensor(text_rows if self.sizes[3] else [], dtype=torch.long),
             torch.tensor(words if self.sizes[3] else [], dtype=torch.long), n,
         )  # fmt: skip

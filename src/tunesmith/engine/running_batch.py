@@ -2,8 +2,8 @@
 
 A running batch (`generation.scheduler`) keeps one decoder batch whose rows are independent
 jobs at positions of their own. Its KV cache is a pool of fixed places, allocated once for
-`places` jobs and the window: place j holds cache rows 2j (the job's conditional row, which
-sees its text) and 2j + 1 (its unconditional row, if it is guided), and text row j (its text's
+`places` jobs and the window: place j holds cache rows j (the job's conditional row, which
+sees its text) and places + j (its unconditional row, if it is guided), and text row j (its text's
 cross-attention keys and values). A job takes a free place when it joins and gives it back when
 it leaves, and the next job writes over it: memory is set by the places and the window, never
 by the number of jobs served. A row reads only the frames it wrote itself, so a place is reused
@@ -59,12 +59,13 @@ class RowBatch:
             second += group.rows - 1
         return rows
 
-    def slots(self) -> torch.Tensor:
-        """Each row's cache row in the pool (int64 [B])."""
+    def slots(self, places: int) -> torch.Tensor:
+        """Each row's cache row in a pool of `places` places (int64 [B]): the steps' order is
+        the memory's where places are in order."""
         slots = [0] * self.size
         for group, rows in zip(self.groups, self.rows_of, strict=True):
             for k, row in enumerate(rows):
-                slots[row] = 2 * group.place + k
+                slots[row] = group.place + k * places
         return torch.tensor(slots, dtype=torch.long)
 
     def positions(self) -> torch.Tensor:
@@ -141,7 +142,7 @@ class KVPool:
         key = (group.rows, self.words[group.place])
         held = self._views.get(group.place)
         if held is None or held[0] != key:
-            rows = slice(2 * group.place, 2 * group.place + group.rows)
+            rows = slice(group.place, group.place + group.rows * self.places, self.places)
             text = (slice(group.place, group.place + 1), slice(None), slice(0, key[1]))
             layers = [_layer_view(layer, rows, text) for layer in self.cache.layers]
             view = LMCache(layers=layers, cross_mask=None, cross_rows=1, spare=self.cache.spare)
