@@ -7,10 +7,10 @@ keeps the eager one as its twin for everything it does not cover (prefills of ma
 other caches), and the tests compare each against it.
 
 Prefills run in chunks of `PREFILL_CHUNK` frames, alone as in a running batch
-(`running_batch`), where a joining job's prompt is fed a chunk between two steps: the same
-chunks give the same numbers (torch's products pick their kernels by the rows they get, and
-its attention splits its work by the queries), so a job's codes do not depend on whether it
-ran alone or joined others.
+(`running_batch`), where a joining job's prompt goes in between steps, a chunk a few layers at
+a time: the same chunks give the same numbers (torch's products pick their kernels by the rows
+they get, and its attention splits its work by the queries), so a job's codes do not depend
+on whether it ran alone or joined others.
 """
 
 from __future__ import annotations
