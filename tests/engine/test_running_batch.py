@@ -117,8 +117,9 @@ def test_cpp_float32_rows_equal_each_job_alone() -> None:
 
 
 @pytest.mark.parametrize("int8", [True, False])
-def test_eager_rows_equal_each_job_alone(int8: bool) -> None:
-    """Module by module (torch's products and attention, unfused weights), likewise."""
+def test_eager_rows_equal_each_job_alone(int8: bool, one_thread: None) -> None:
+    """Module by module (torch's products and attention, unfused weights), likewise (on one
+    thread: many small torch ops; alone and in the batch alike)."""
     step, _ = decoder(WIDE, int8, fused=False)
     check_rows_equal_alone(step)
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import gc
 import weakref
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -28,17 +27,6 @@ ENGINES = {"cpp": {}, "eager": {"engine": False}, "int8": {"quantize": "int8"}}
 @pytest.fixture(scope="module", params=list(ENGINES))
 def model(request: pytest.FixtureRequest, tiny_checkpoint: Path) -> MusicGen:
     return MusicGen.from_pretrained(tiny_checkpoint, device="cpu", **ENGINES[request.param])
-
-
-@pytest.fixture
-def one_thread() -> Iterator[None]:
-    """Torch on one thread: tiny products gain nothing from two, and on a busy machine each
-    of torch's many small parallel regions waits for the second thread (alone and in the
-    batch alike: the comparisons hold on any count)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def prompt_wav(frames: int, seed: int = 0) -> torch.Tensor:
