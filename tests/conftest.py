@@ -3,6 +3,7 @@ weights, saved in the hub layout with a real sentencepiece tokenizer. Built once
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -66,6 +67,16 @@ def kernel_build(request: pytest.FixtureRequest) -> Kernels:
     if found is None:
         pytest.skip(f"the {name} kernels do not build here")
     return found
+
+
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """Torch on one thread for the test: tiny products gain nothing from two, and on a busy
+    machine each of torch's many small parallel regions waits for the second thread."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:

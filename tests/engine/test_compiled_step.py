@@ -118,3 +118,28 @@ def test_steps_run_eagerly_once_dynamo_compiles_no_more_variants(tiny_checkpoint
             want = lm(tokens[..., t : t + 1], want_cache)
             got = twin(tokens[..., t : t + 1], got_cache)
             torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_a_running_batch_of_compiled_steps_gives_each_job_its_codes(tiny_checkpoint: Path) -> None:
+    """Jobs at their own positions (`Step.rows`) through the compiled step: each job's rows in
+    their place of the pool, one compiled call a job, the codes it gives alone."""
+    from tunesmith.generation.rows import BatchJob
+    from tunesmith.generation.scheduler import RunningBatch
+    from tunesmith.options import GenerationOptions
+
+    _, compiled = twins(MusicGen.from_pretrained(tiny_checkpoint, device="cpu"))
+    assert isinstance(compiled.step, TorchCompileStep)
+    jobs = [
+        BatchJob("lofi beat", GenerationOptions(duration=0.4, seed=1)),
+        BatchJob("jazz", GenerationOptions(duration=0.3, seed=2, cfg_scale=1.0)),
+        BatchJob("", GenerationOptions(duration=0.2, top_k=1)),
+    ]
+    alone = [compiled.generate_tokens(j.text, j.options) for j in jobs]
+    batch = RunningBatch(compiled, max_batch=2)
+    handles = [batch.submit(jobs[0])]
+    for _ in range(3):
+        batch.step()
+    handles += [batch.submit(j) for j in jobs[1:]]
+    batch.run()
+    for handle, want in zip(handles, alone, strict=True):
+        assert torch.equal(handle.codes(), want)

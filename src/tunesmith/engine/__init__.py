@@ -6,7 +6,9 @@
   (a captured graph replayed per step): the fast steps;
 - `int8`, `packed`: the weight formats the fast steps read; `prepare`: repacks a loaded
   decoder for them;
-- `hugepages`, `memory`: where weights and KV caches live; `devices`: device and dtype.
+- `hugepages`, `memory`: where weights and KV caches live; `devices`: device and dtype;
+- `running_batch`: a running batch's KV pool (fixed places that jobs take and give back) and
+  the rows of one of its steps, each at its own position (`Step.rows`).
 
 It may import `models`, `kernels`, `options`, `config` and `errors`; `models` never imports it.
 """

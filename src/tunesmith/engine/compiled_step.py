@@ -35,6 +35,7 @@ from typing import Any
 import torch
 
 from ..models.lm import LMCache, MusicGenLM
+from .running_batch import KVPool, RowBatch, eager_rows
 from .step import EagerStep
 
 
@@ -120,7 +121,12 @@ class TorchCompileStep(EagerStep):
     def __call__(self, tokens: torch.Tensor, cache: LMCache) -> torch.Tensor:
         if tokens.shape[-1] == 1 and cache.length >= 2:
             return self.compiled(self.lm, tokens, cache)
-        return self.lm(tokens, cache)
+        return super().__call__(tokens, cache)
+
+    def rows(self, tokens: torch.Tensor, pool: KVPool, batch: RowBatch) -> torch.Tensor:
+        """Each job's rows through the compiled step on their own (the graph takes any
+        length: a job's rows at any position, in their place of the pool, are one call)."""
+        return eager_rows(self, tokens, pool, batch)
 
 
 @torch.inference_mode()

@@ -33,6 +33,7 @@ from ..models.lm import (
 from .int8 import Int8Linear
 from .memory import mapped_kv_buffers
 from .packed import PackedLinear
+from .running_batch import KVPool, RowBatch
 from .step import Draw, EagerStep
 from .threads import ThreadChooser
 
@@ -135,11 +136,7 @@ class CpuStep:
         or with `draw` the tokens drawn from those logits [B or B/2, K], also written into
         `into` if given (see `Kernels.decoder_step`); writes the frame's keys and values into
         `cache`."""
-        kv = []
-        for layer in cache.layers:
-            kv += [layer.self_k, layer.self_v, layer.cross_k, layer.cross_v]
-            if layer.self_k_scale is not None and layer.self_v_scale is not None:
-                kv += [layer.self_k_scale, layer.self_v_scale]  # an int8 cache's
+        kv = kv_tensors(cache)
         mask, rows = cache.cross_mask, cache.cross_rows
         # An additive mask (new_cache's) [rows, 1, 1, S], read as [rows, S].
         flat = (
@@ -153,6 +150,39 @@ class CpuStep:
             self.tensors, self.dims, self.sizes, self.eps, tokens, positions, position, kv,
             flat, rows, n, guidance, drawing, into,
         )  # fmt: skip
+
+    def rows(
+        self,
+        tokens: torch.Tensor,
+        pool: KVPool,
+        batch: RowBatch,
+        positions: torch.Tensor,
+        threads: int | None = None,
+    ) -> torch.Tensor:
+        """tokens [B, K, 1] of a running batch's rows, each at its own frame of its own place
+        in `pool` (positions: the pool's positional rows) -> logits [B, K, V] float32 on
+        `threads` threads (default torch's count), each row's those of a step of its own
+        (`Kernels.decoder_rows`); writes each row's keys and values."""
+        n = threads if threads is not None else torch.get_num_threads()
+        text_rows = [g.place for g in batch.groups]
+        words = [pool.words[place] for place in text_rows]
+        return self.kernels.decoder_rows(
+            self.tensors, self.dims, self.sizes, self.eps, tokens, positions,
+            batch.positions(), batch.slots(pool.places), kv_tensors(pool.cache),
+            torch.tensor(text_rows if self.sizes[3] else [], dtype=torch.long),
+            torch.tensor(words if self.sizes[3] else [], dtype=torch.long), n,
+        )  # fmt: skip
+
+
+def kv_tensors(cache: LMCache) -> list[torch.Tensor]:
+    """A cache's tensors as the C++ step takes them: per layer self keys, self values, cross
+    keys, cross values (and an int8 cache's key and value scales)."""
+    kv = []
+    for layer in cache.layers:
+        kv += [layer.self_k, layer.self_v, layer.cross_k, layer.cross_v]
+        if layer.self_k_scale is not None and layer.self_v_scale is not None:
+            kv += [layer.self_k_scale, layer.self_v_scale]  # an int8 cache's
+    return kv
 
 
 @dataclass
@@ -173,8 +203,19 @@ class CpuKernelStep(EagerStep):
 
     def __call__(self, tokens: torch.Tensor, cache: LMCache) -> torch.Tensor:
         if not self._steps(tokens, cache):
-            return self.lm(tokens, cache)
+            return super().__call__(tokens, cache)
         return self._step(tokens, cache)[:, :, None]
+
+    def rows(self, tokens: torch.Tensor, pool: KVPool, batch: RowBatch) -> torch.Tensor:
+        """One-frame steps of every row in one C++ call; more frames module by module."""
+        if not self._steps(tokens, pool.cache):
+            return super().rows(tokens, pool, batch)
+        kernel = cast(CpuStep, self.kernel)
+        positions = self.lm.buffer_positions(pool.cache)
+        return self.chooser.run(
+            torch.get_num_threads(),
+            lambda threads: kernel.rows(tokens, pool, batch, positions, threads),
+        )
 
     def guided(self, tokens: torch.Tensor, cache: LMCache, scale: float) -> torch.Tensor:
         """The guidance mixed in the C++ step, by each thread on its own columns (reading

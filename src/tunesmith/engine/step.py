@@ -5,6 +5,12 @@ whether a one-frame step is the model's own eager `forward`, one C++ call (`cpu_
 torch.compile graph (`compiled_step`) or a CUDA graph replay (`cuda_graphs`). Each fast step
 keeps the eager one as its twin for everything it does not cover (prefills of many frames,
 other caches), and the tests compare each against it.
+
+Prefills run in chunks of `PREFILL_CHUNK` frames, alone as in a running batch
+(`running_batch`), where a joining job's prompt goes in between steps, a chunk a few layers at
+a time: the same chunks give the same numbers (torch's products pick their kernels by the rows
+they get, and its attention splits its work by the queries), so a job's codes do not depend
+on whether it ran alone or joined others.
 """
 
 from __future__ import annotations
@@ -17,6 +23,11 @@ import torch
 
 from ..config import LMConfig
 from ..models.lm import CacheLayout, LayerCache, LMCache, MusicGenLM
+from .running_batch import KVPool, RowBatch, eager_rows
+
+# Frames a prefill feeds the decoder at a time (a running batch then feeds a chunk a few
+# layers at a time between its steps): 128 rows at most when guided, still in our kernels.
+PREFILL_CHUNK = 64
 
 
 @dataclass(frozen=True)
@@ -73,6 +84,11 @@ class Step(Protocol):
         """A KV cache laid out for this step (see `MusicGenLM.new_cache`)."""
         ...
 
+    def new_pool(self, places: int, frames: int) -> KVPool:
+        """A running batch's KV cache laid out for this step: `places` jobs of up to two rows,
+        `frames` frames each (see `running_batch.KVPool`)."""
+        ...
+
     def __call__(self, tokens: torch.Tensor, cache: LMCache) -> torch.Tensor:
         """tokens [B, K, T] at cache.length.. -> logits [B, K, T, V] float32; advances the
         cache by T frames."""
@@ -81,6 +97,13 @@ class Step(Protocol):
     def guided(self, tokens: torch.Tensor, cache: LMCache, scale: float) -> torch.Tensor:
         """tokens [2B, K, T] of a guided batch (conditional rows first) -> the last frame's
         guided logits [B, K, V] (`guide`); advances the cache by T frames."""
+        ...
+
+    def rows(self, tokens: torch.Tensor, pool: KVPool, batch: RowBatch) -> torch.Tensor:
+        """tokens [B, K, T] of a running batch's rows (`running_batch.RowBatch`: each job's
+        rows at their own position, in their own place of `pool`) -> the logits of each row's
+        last frame [B, K, V] float32, each row's numbers those it would have alone; writes
+        their keys and values. The caller advances each job's frames by T."""
         ...
 
     def drawn(
@@ -115,8 +138,18 @@ class EagerStep:
     ) -> LMCache:
         return self.lm.new_cache(batch, capacity, text, text_mask, self.layout)
 
+    def new_pool(self, places: int, frames: int) -> KVPool:
+        return KVPool(self.lm, places, frames, self.layout)
+
     def __call__(self, tokens: torch.Tensor, cache: LMCache) -> torch.Tensor:
-        return self.lm(tokens, cache)
+        if tokens.shape[-1] <= PREFILL_CHUNK:
+            return self.lm(tokens, cache)
+        chunks = tokens.split(PREFILL_CHUNK, dim=-1)
+        return torch.cat([self.lm(chunk, cache) for chunk in chunks], dim=2)
+
+    def rows(self, tokens: torch.Tensor, pool: KVPool, batch: RowBatch) -> torch.Tensor:
+        """Each job's rows on their own, module by module (as `EagerStep.__call__`)."""
+        return eager_rows(lambda t, cache: EagerStep.__call__(self, t, cache), tokens, pool, batch)
 
     def guided(self, tokens: torch.Tensor, cache: LMCache, scale: float) -> torch.Tensor:
         return guide(self(tokens, cache)[:, :, -1], scale)

@@ -63,13 +63,8 @@ def zeroed_kv_buffers(
     layers: int, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device
 ) -> KVBuffers:
     """Zeroed self-attention keys and values of `shape` for each layer, one tensor each."""
-    return [
-        (
-            torch.zeros(shape, device=device, dtype=dtype),
-            torch.zeros(shape, device=device, dtype=dtype),
-        )
-        for _ in range(layers)
-    ]
+    zeros = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(2 * layers)]
+    return list(zip(zeros[::2], zeros[1::2], strict=True))
 
 
 @dataclass(frozen=True)
@@ -413,20 +408,22 @@ class MusicGenLM(nn.Module):
     def forward(self, tokens: torch.Tensor, cache: LMCache) -> torch.Tensor:
         """tokens: [B, K, T] frames at positions cache.length.. -> logits [B, K, T, V] (float32).
 
-        Advances cache.length by T.
+        Advances cache.length by T. (An engine may run its stages a few layers at a time.)
         """
-        t = tokens.shape[-1]
-        start = cache.length
-        check_room(cache, start + t)
-        x = self.embed(tokens)
-        pos = sinusoidal_positions(
-            torch.arange(start, start + t, device=tokens.device), x.shape[-1]
-        )
-        x = x + pos.to(x.dtype)
+        x = self.embed_frames(tokens, cache)
         for layer, layer_cache in zip(self.layers, cache.layers, strict=True):
             x = layer(x, cache, layer_cache)
-        cache.length = start + t
+        cache.length += tokens.shape[-1]
         return self.heads(x)
+
+    def embed_frames(self, tokens: torch.Tensor, cache: LMCache) -> torch.Tensor:
+        """tokens [B, K, T] at positions cache.length.. (within its capacity) -> the first
+        layer's input [B, T, D]: the codebooks' embeddings plus each frame's positional row."""
+        start, t = cache.length, tokens.shape[-1]
+        check_room(cache, start + t)
+        x = self.embed(tokens)
+        frames = torch.arange(start, start + t, device=tokens.device)
+        return x + sinusoidal_positions(frames, x.shape[-1]).to(x.dtype)
 
     def prepare_static(self, cache: LMCache) -> None:
         """Give the cache what `static_step` reads besides it: the positional rows of the

@@ -6,6 +6,7 @@ The ops take float32 activations and the weights in `layout`'s packed form:
 - `fp32_linear`: x [M, K] @ float32 weight.T;
 - `attend_one`: one query's attention over a float16 or an int8 KV cache;
 - `decoder_step`: a whole decoder's one-frame step (see `tunesmith.engine.cpu_step`);
+  `decoder_rows`: the same for rows at positions of their own (a running batch);
 - `top_k_filter`, `multinomial_one`: sampling's two slow parts, as torch computes them;
   `sample_rows`: temperature, top-k, softmax and the draw in one call.
 Each build registers them under its own namespace (`isa.Isa.namespace`).
@@ -103,6 +104,32 @@ class Kernels:
             weights, dims, sizes, eps, tokens, positions, position, kv, mask, cross_rows,
             threads, guidance is not None, scale, draw is not None, temperature, top_k,
             generator, into,
+        )  # fmt: skip
+
+    def decoder_rows(
+        self,
+        weights: list[torch.Tensor],
+        dims: list[int],
+        sizes: list[int],
+        eps: float,
+        tokens: torch.Tensor,
+        table: torch.Tensor,
+        positions: torch.Tensor,
+        slots: torch.Tensor,
+        kv: list[torch.Tensor],
+        text_rows: torch.Tensor,
+        text_words: torch.Tensor,
+        threads: int,
+    ) -> torch.Tensor:
+        """`decoder_step` for rows at positions of their own: row b's frame tokens[b] at
+        frame positions[b] (int64 [B]) of cache row slots[b] (the cache's rows are slots,
+        [R, H, T, hd]), with row positions[b] of `table` [T, D] added; the first
+        text_rows.numel() rows attend to the first text_words[b] words of text row
+        text_rows[b] (of the cross keys and values [texts, H, S, hd]), no mask -> logits
+        [B, K, V] float32. Each row's numbers are those of a step of its own."""
+        return self._op("decoder_rows")(
+            weights, dims, sizes, eps, tokens, table, positions, slots, kv, text_rows,
+            text_words, threads,
         )  # fmt: skip
 
     def top_k_filter(self, logits: torch.Tensor, k: int) -> torch.Tensor:

@@ -21,6 +21,7 @@
 #include "fp32_product.h"
 #include "head_attention.h"
 #include "int8_product.h"
+#include "row_parts.h"
 #include "sampling.h"
 
 namespace step {
@@ -33,68 +34,10 @@ struct Linear {
   int64_t n = 0, k = 0, kc = 0;
 };
 
-struct Norm {
-  const float* w = nullptr;
-  const float* b = nullptr;
-};
-
 struct Layer {
   Norm self_norm, cross_norm, ffn_norm;
   Linear qkv, out, cross_q, cross_out, fc1, fc2;
 };
-
-// Items lo..hi of n that thread t of `threads` takes (contiguous, sizes within one).
-inline void share(int64_t n, int t, int threads, int64_t& lo, int64_t& hi) {
-  lo = n * t / threads;
-  hi = n * (t + 1) / threads;
-}
-
-// y = LayerNorm(x) over d values (mean, then the variance around it, in float32).
-inline void layer_norm(const float* x, int64_t d, const Norm& norm, float eps, float* y) {
-  __m256 s = _mm256_setzero_ps();
-  int64_t i = 0;
-  for (; i + 8 <= d; i += 8) s = _mm256_add_ps(s, _mm256_loadu_ps(x + i));
-  float sum = attn::hsum(s);
-  for (; i < d; ++i) sum += x[i];
-  const float mean = sum / static_cast<float>(d);
-  const __m256 mv = _mm256_set1_ps(mean);
-  s = _mm256_setzero_ps();
-  for (i = 0; i + 8 <= d; i += 8) {
-    const __m256 c = _mm256_sub_ps(_mm256_loadu_ps(x + i), mv);
-    s = _mm256_fmadd_ps(c, c, s);
-  }
-  float sq = attn::hsum(s);
-  for (; i < d; ++i) sq += (x[i] - mean) * (x[i] - mean);
-  const float rstd = 1.0f / std::sqrt(sq / static_cast<float>(d) + eps);
-  const __m256 rv = _mm256_set1_ps(rstd);
-  for (i = 0; i + 8 <= d; i += 8) {
-    const __m256 c = _mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(x + i), mv), rv);
-    _mm256_storeu_ps(y + i, _mm256_fmadd_ps(c, _mm256_loadu_ps(norm.w + i),
-                                            _mm256_loadu_ps(norm.b + i)));
-  }
-  for (; i < d; ++i) y[i] = (x[i] - mean) * rstd * norm.w[i] + norm.b[i];
-}
-
-// A cache write: float32 -> float16 rounding to nearest even (as torch's conversion does),
-// or a copy.
-inline void store(const float* x, int64_t n, at::Half* y) {
-  int64_t i = 0;
-  for (; i + 8 <= n; i += 8)
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(y + i),
-                     _mm256_cvtps_ph(_mm256_loadu_ps(x + i), _MM_FROUND_TO_NEAREST_INT));
-  for (; i < n; ++i) y[i] = static_cast<at::Half>(x[i]);
-}
-inline void store(const float* x, int64_t n, float* y) { std::copy(x, x + n, y); }
-
-// An int8 cache write: one frame of one head, q = round(x * 127 / max|x|) (to nearest even),
-// and its scale max|x| / 127: the same float32 operations as `models.kv_int8.quantize`.
-inline void store(const float* x, int64_t n, int8_t* y, float* scale) {
-  float top = 0.0f;
-  for (int64_t i = 0; i < n; ++i) top = std::max(top, std::fabs(x[i]));
-  const float inv = top > 0.0f ? 127.0f / top : 0.0f;
-  for (int64_t i = 0; i < n; ++i) y[i] = static_cast<int8_t>(std::nearbyint(x[i] * inv));
-  *scale = top / 127.0f;
-}
 
 // The decoder's weights, as pointers into the tensors it was made from (the caller's, alive
 // for the call): all int8 (activations rounded to int16 row by row for the products), or all
@@ -179,22 +122,22 @@ class Decoder {
       TORCH_CHECK(h.k == dim_ && h.n == vocab_, "step: heads of different shapes");
   }
 
-  // tokens [B, K, 1] int64 (any strides): the frame's codes at `position`, embedded here as
-  // the model embeds them (each codebook's row, summed in codebook order, then row `position`
-  // of `positions` [T', D] float32 added); kv: per layer self keys, self values [B, H, T, hd],
-  // cross keys, cross values [N, H, S, hd], all float16 or all float32, or self keys and
-  // values int8 (cross float16) followed by their scales [B, H, T] float32; mask: empty or [N, S]
-  // additive float32 for the first N = cross_rows rows. -> logits [B, codebooks, vocab]
-  // float32. Writes the frame's keys and values. threads: at most this many (and at most
+  // tokens [B, K, 1] int64 (any strides): each row's codes of the frame `rows` places it at,
+  // embedded here as the model embeds them (each codebook's row, summed in codebook order,
+  // then the row's position's row of `positions` [T', D] float32 added); kv: per layer self
+  // keys, self values [slots, H, T, hd], cross keys, cross values [texts, H, S, hd], all
+  // float16 or all float32, or self keys and values int8 (cross float16) followed by their
+  // scales [slots, H, T] float32; mask: empty or [texts, S] additive float32 (a text row's).
+  // The first rows.with_text() rows attend to text. -> logits [B, codebooks, vocab] float32.
+  // Writes each row's frame's keys and values. threads: at most this many (and at most
   // torch's count) share the step. guided: the rows are a guided batch (conditional rows
   // first), and the result is its guided logits [B/2, codebooks, vocab], uncond + scale (cond
   // - uncond) rounded as torch rounds it, each thread mixing the columns it computed. With
   // `settings`, the result is instead the tokens drawn from those logits [rows, codebooks]
   // int64 (`sampling::sample_row`, the generator's outputs taken row after row), each
   // thread drawing its own rows.
-  at::Tensor step(const at::Tensor& tokens, const at::Tensor& positions, int64_t position,
-                  at::TensorList kv,
-                  const at::Tensor& mask, int64_t cross_rows, int64_t threads, bool guided,
+  at::Tensor step(const at::Tensor& tokens, const at::Tensor& positions, const Rows& rows,
+                  at::TensorList kv, const at::Tensor& mask, int64_t threads, bool guided,
                   double scale, const sampling::Settings* settings = nullptr,
                   at::CPUGeneratorImpl* gen = nullptr) const {
     const int64_t L = layers_.size();
@@ -204,34 +147,36 @@ class Decoder {
     TORCH_CHECK(static_cast<int64_t>(kv.size()) == (type == at::kChar ? 6 : 4) * L,
                 "step: 4 cache tensors a layer (6 with int8 keys and values)");
     const int n = vecmath::team_size(threads);
-    const at::Tensor x = embed(tokens, positions, position);
+    const at::Tensor x = embed(tokens, positions, rows.position);
     TORCH_CHECK(!guided || x.size(0) % 2 == 0, "step: a guided batch has an even number of rows");
     const float s = static_cast<float>(scale);
     TORCH_CHECK(settings == nullptr || gen != nullptr, "step: drawing needs a generator");
     if (type == at::kChar)
-      return run<int8_t, at::Half>(x, position, kv, mask, cross_rows, n, guided, s, settings, gen);
+      return run<int8_t, at::Half>(x, rows, kv, mask, n, guided, s, settings, gen);
     if (type == at::kHalf)
-      return run<at::Half, at::Half>(x, position, kv, mask, cross_rows, n, guided, s, settings,
-                                     gen);
-    return run<float, float>(x, position, kv, mask, cross_rows, n, guided, s, settings, gen);
+      return run<at::Half, at::Half>(x, rows, kv, mask, n, guided, s, settings, gen);
+    return run<float, float>(x, rows, kv, mask, n, guided, s, settings, gen);
   }
 
-  // The step's input rows [B, D]: (((0 + e_0) + e_1) + ...) + positions[position], the
+  // The step's input rows [B, D]: (((0 + e_0) + e_1) + ...) + positions[position[b]], the
   // model's `embed` and position add with torch's roundings (signed zeros included).
-  at::Tensor embed(const at::Tensor& tokens, const at::Tensor& positions, int64_t position) const {
+  at::Tensor embed(const at::Tensor& tokens, const at::Tensor& positions,
+                   const std::vector<int64_t>& position) const {
     const int64_t K = tables_.size(), D = dim_;
     TORCH_CHECK(tokens.scalar_type() == at::kLong && tokens.dim() == 3 && tokens.size(1) == K &&
                 tokens.size(2) == 1, "step: tokens must be [B, codebooks, 1] int64");
     TORCH_CHECK(positions.scalar_type() == at::kFloat && positions.is_contiguous() &&
                 positions.dim() == 2 && positions.size(1) == D,
                 "step: positions must be contiguous [frames, D] float32");
-    TORCH_CHECK(0 <= position && position < positions.size(0), "step: position past the positions");
     const int64_t B = tokens.size(0), s0 = tokens.stride(0), s1 = tokens.stride(1);
+    TORCH_CHECK(static_cast<int64_t>(position.size()) == B, "step: a position for every row");
+    for (int64_t p : position)
+      TORCH_CHECK(0 <= p && p < positions.size(0), "step: position past the positions");
     const int64_t* tp = tokens.data_ptr<int64_t>();
     at::Tensor x = at::empty({B, D}, positions.options());
     float* xp = x.data_ptr<float>();
-    const float* pos = positions.data_ptr<float>() + position * D;
     for (int64_t b = 0; b < B; ++b) {
+      const float* pos = positions.data_ptr<float>() + position[b] * D;
       float* row = xp + b * D;
       std::fill(row, row + D, 0.0f);
       for (int64_t k = 0; k < K; ++k) {
@@ -250,17 +195,17 @@ class Decoder {
   // SelfKV: the self-attention cache's type (int8 with a scale per frame and head, float16 or
   // float32); CrossKV: the cross-attention keys and values' (float16 or float32).
   template <typename SelfKV, typename CrossKV>
-  at::Tensor run(const at::Tensor& x_in, int64_t position, at::TensorList kv,
-                 const at::Tensor& mask, int64_t cross_rows, int threads, bool guided,
-                 float guidance, const sampling::Settings* settings,
-                 at::CPUGeneratorImpl* gen) const {
+  at::Tensor run(const at::Tensor& x_in, const Rows& where, at::TensorList kv,
+                 const at::Tensor& mask, int threads, bool guided, float guidance,
+                 const sampling::Settings* settings, at::CPUGeneratorImpl* gen) const {
     const int64_t D = dim_, H = heads_, hd = dim_ / heads_, L = layers_.size();
     TORCH_CHECK(x_in.dim() == 2 && x_in.size(1) == D && x_in.scalar_type() == at::kFloat,
                 "step: x must be [B, D] float32");
-    const int64_t B = x_in.size(0), N = cross_rows;
-    TORCH_CHECK(0 <= N && N <= B && (cross_ || N == 0), "step: cross_rows out of range");
-    const int64_t T = kv[0].size(2), S = kv[2].size(2);
-    TORCH_CHECK(0 <= position && position < T, "step: position past the cache");
+    const int64_t B = x_in.size(0), N = where.with_text();
+    TORCH_CHECK(where.rows() == B && N <= B && (cross_ || N == 0), "step: rows out of range");
+    // Cache rows (slots) of T frames each; text rows of S words each.
+    const int64_t R = kv[0].size(0), T = kv[0].size(2), texts = kv[2].size(0), S = kv[2].size(2);
+    where.check(R, T, N > 0 ? texts : 0, S);
     constexpr bool scaled = attn::kScaled<SelfKV>;
     const int64_t per_layer = scaled ? 6 : 4;
     for (int64_t i = 0; i < 4 * L; ++i) {
@@ -272,19 +217,19 @@ class Decoder {
                       t.is_contiguous() && t.dim() == 4,
                   "step: the cache must be contiguous [rows, H, frames, hd], self-attention's "
                   "of one dtype, cross-attention's of another");
-      TORCH_CHECK(t.size(0) == (self ? B : N) && t.size(1) == H && t.size(2) == (self ? T : S) &&
+      TORCH_CHECK(t.size(0) == (self ? R : texts) && t.size(1) == H && t.size(2) == (self ? T : S) &&
                   t.size(3) == hd, "step: a cache tensor of the wrong shape");
     }
     for (int64_t i = 0; scaled && i < 2 * L; ++i) {
       const at::Tensor& t = kv[6 * (i / 2) + 4 + i % 2];
       TORCH_CHECK(t.scalar_type() == at::kFloat && t.is_contiguous() && t.dim() == 3 &&
-                      t.size(0) == B && t.size(1) == H && t.size(2) == T,
+                      t.size(0) == R && t.size(1) == H && t.size(2) == T,
                   "step: an int8 cache's scales must be contiguous [rows, H, frames] float32");
     }
     const bool masked = mask.numel() > 0;
     if (masked)
       TORCH_CHECK(mask.scalar_type() == at::kFloat && mask.is_contiguous() && mask.dim() == 2 &&
-                  mask.size(0) == N && mask.size(1) == S, "step: mask must be [N, S]");
+                  mask.size(0) == texts && mask.size(1) == S, "step: mask must be [texts, S]");
 
     at::Tensor x = x_in;  // the residual stream (embed's own rows), updated in place
     const auto opts = x.options();
@@ -317,13 +262,22 @@ class Decoder {
     const float* mp = masked ? mask.data_ptr<float>() : nullptr;
     const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
     const int64_t block_rows = this->block_rows();
-    const int64_t seen = position + 1;
+    const int64_t most = where.most_frames();  // the most frames a row attends to
+    const int64_t* position = where.position.data();
+    const int64_t* slot = where.slot.data();
+    const int64_t* text = where.text.data();
+    const int64_t* words = where.words.data();
+    // From one (row, head)'s frames (or words) to those of the next one a thread attends:
+    // what the attention prefetches meanwhile (0: none follows, or it lies before).
+    auto ahead = [](int64_t from, int64_t to, int64_t frames) -> int64_t {
+      return std::max<int64_t>(0, (to - from) * frames);
+    };
 
 #pragma omp parallel num_threads(threads)
     {
       const int nt = omp_get_num_threads(), t = omp_get_thread_num();
-      std::vector<float> row(wide), scores(std::max(seen, S)), qs(hd);
-      std::vector<uint8_t> planes(scaled ? 2 * seen + 8 : 0);  // an int8 cache's weights
+      std::vector<float> row(wide), scores(std::max(most, S)), qs(hd);
+      std::vector<uint8_t> planes(scaled ? 2 * most + 8 : 0);  // an int8 cache's weights
       const float* act = nullptr;  // the next product's float32 input rows
       int64_t lo, hi;
       // Rows of `src` ([rows, width]) made ready for the next product, this thread's share:
@@ -382,21 +336,24 @@ class Decoder {
         product(l.qkv, B, qkv, 3 * D, Epilogue::Store, acc, true);
         share(B * H, t, nt, lo, hi);
         for (int64_t bh = lo; bh < hi; ++bh) {
-          const int64_t b = bh / H, h = bh % H;
+          const int64_t b = bh / H, h = bh % H, p = position[b];
           const float* q = qkv + b * 3 * D + h * hd;
-          const int64_t base = bh * T * hd;
-          float* ks = scaled ? k_scales + bh * T : nullptr;  // this head's frame scales
-          float* vs = scaled ? v_scales + bh * T : nullptr;
+          const int64_t head = slot[b] * H + h;  // this (row, head)'s place in the cache
+          const int64_t base = head * T * hd;
+          float* ks = scaled ? k_scales + head * T : nullptr;  // this head's frame scales
+          float* vs = scaled ? v_scales + head * T : nullptr;
           if constexpr (scaled) {
-            store(q + D, hd, self_k + base + position * hd, ks + position);
-            store(q + 2 * D, hd, self_v + base + position * hd, vs + position);
+            store(q + D, hd, self_k + base + p * hd, ks + p);
+            store(q + 2 * D, hd, self_v + base + p * hd, vs + p);
           } else {
-            store(q + D, hd, self_k + base + position * hd);
-            store(q + 2 * D, hd, self_v + base + position * hd);
+            store(q + D, hd, self_k + base + p * hd);
+            store(q + 2 * D, hd, self_v + base + p * hd);
           }
           for (int64_t d = 0; d < hd; ++d) qs[d] = q[d] * scale;
-          attn::attend(qs.data(), self_k + base, self_v + base, ks, vs, nullptr, seen, hd,
-                       scores.data(), att + b * D + h * hd, planes.data(), bh + 1 < hi ? T : 0);
+          const int64_t next =
+              bh + 1 < hi ? ahead(head, slot[(bh + 1) / H] * H + (bh + 1) % H, T) : 0;
+          attn::attend(qs.data(), self_k + base, self_v + base, ks, vs, nullptr, p + 1, hd,
+                       scores.data(), att + b * D + h * hd, planes.data(), next);
         }
 #pragma omp barrier
         prepare(att, B, D, nullptr);
@@ -408,11 +365,13 @@ class Decoder {
           product(l.cross_q, N, qkv, D, Epilogue::Store, acc, true);
           share(N * H, t, nt, lo, hi);
           for (int64_t bh = lo; bh < hi; ++bh) {
-            const int64_t b = bh / H, h = bh % H;
+            const int64_t b = bh / H, h = bh % H, head = text[b] * H + h;
             for (int64_t d = 0; d < hd; ++d) qs[d] = qkv[b * D + h * hd + d] * scale;
-            attn::attend(qs.data(), cross_k + bh * S * hd, cross_v + bh * S * hd, nullptr,
-                         nullptr, mp ? mp + b * S : nullptr, S, hd, scores.data(),
-                         att + b * D + h * hd, nullptr, bh + 1 < hi ? S : 0);
+            const int64_t next =
+                bh + 1 < hi ? ahead(head, text[(bh + 1) / H] * H + (bh + 1) % H, S) : 0;
+            attn::attend(qs.data(), cross_k + head * S * hd, cross_v + head * S * hd, nullptr,
+                         nullptr, mp ? mp + text[b] * S : nullptr, words[b], hd, scores.data(),
+                         att + b * D + h * hd, nullptr, next);
           }
 #pragma omp barrier
           prepare(att, N, D, nullptr);

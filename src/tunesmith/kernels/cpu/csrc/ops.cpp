@@ -164,12 +164,29 @@ at::Tensor decoder_step(at::TensorList weights, at::IntArrayRef dims, at::IntArr
   // The tokens in the same call, drawn by the step's threads: back in Python, the first op
   // alone costs ~0.1 ms of cold code and data after a step has streamed the weights.
   const sampling::Settings settings{static_cast<float>(temperature), top_k};
+  TORCH_CHECK(tokens.dim() == 3 && !kv.empty(), "step: tokens [B, K, 1] and a cache");
+  const int64_t words = kv.size() > 2 ? kv[2].size(2) : 0;
+  const step::Rows rows = step::Rows::same(tokens.size(0), position, cross_rows, words);
   at::Tensor drawn = step::Decoder(weights, dims, sizes, eps)
-                         .step(tokens, positions, position, kv, mask, cross_rows, threads,
-                               guided, scale, draw ? &settings : nullptr,
+                         .step(tokens, positions, rows, kv, mask, threads, guided, scale,
+                               draw ? &settings : nullptr,
                                draw ? sampling::cpu_generator(generator) : nullptr);
   if (draw && into.has_value()) write_rows(drawn, *into);
   return drawn;
+}
+
+// The step of rows at positions of their own (`step::Rows`): row b at frame positions[b] of
+// cache row slots[b]; the first text_rows.numel() rows with the first text_words[b] words of
+// text row text_rows[b]. -> logits [B, K, V] float32.
+at::Tensor decoder_rows(at::TensorList weights, at::IntArrayRef dims, at::IntArrayRef sizes,
+                        double eps, const at::Tensor& tokens, const at::Tensor& table,
+                        const at::Tensor& positions, const at::Tensor& slots, at::TensorList kv,
+                        const at::Tensor& text_rows, const at::Tensor& text_words,
+                        int64_t threads) {
+  const step::Rows rows = step::Rows::of(positions, slots, text_rows, text_words);
+  const at::Tensor none = at::empty({0}, table.options());
+  return step::Decoder(weights, dims, sizes, eps)
+      .step(tokens, table, rows, kv, none, threads, false, 1.0);
 }
 // The outputs and inputs of one packed int8 block in this build (layout.py packs to them).
 std::vector<int64_t> int8_block() { return {int8k::kBlockRows, int8k::kBlockCols}; }
@@ -197,6 +214,9 @@ TS_LIBRARY(TS_NAMESPACE, m) {
         "Tensor positions, int position, Tensor[] kv, Tensor mask, int cross_rows, int threads, "
         "bool guided=False, float scale=1.0, bool draw=False, float temperature=1.0, "
         "int top_k=0, Generator? generator=None, Tensor(a!)? into=None) -> Tensor");
+  m.def("decoder_rows(Tensor[] weights, int[] dims, int[] sizes, float eps, Tensor tokens, "
+        "Tensor table, Tensor positions, Tensor slots, Tensor[] kv, Tensor text_rows, "
+        "Tensor text_words, int threads) -> Tensor");
 }
 
 TS_LIBRARY_IMPL(TS_NAMESPACE, CPU, m) {
@@ -207,4 +227,5 @@ TS_LIBRARY_IMPL(TS_NAMESPACE, CPU, m) {
   m.impl("multinomial_one", &multinomial_one);
   m.impl("sample_rows", &sample_rows);
   m.impl("decoder_step", &decoder_step);
+  m.impl("decoder_rows", &decoder_rows);
 }
